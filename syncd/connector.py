@@ -1,0 +1,154 @@
+"""The narrow interface between the engine and the outside systems.
+
+A source turns a system's API into pages of raw records plus the cursor that resumes after
+the page; a destination turns a batch of desired states into API calls and answers with a
+per-record outcome. Connectors know HTTP and their system's API; they never see profiles.
+The engine owns state (cursors, ledger), retries, budgets and logging.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from syncd.errors import ConfigError, Problem
+
+JsonValue = Any
+"""A value that survives a JSON round trip (cursor state, raw payloads)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One object as the source system gave it.
+
+    `location` says where it came from (a file and line, an object URL) so that a quarantined
+    record can be found again. `error` is set when the connector could not even parse it.
+    """
+
+    payload: Mapping[str, Any]
+    location: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A batch of records and deletions, and the cursor to store once they are committed."""
+
+    records: Sequence[RawRecord]
+    cursor: JsonValue
+    deleted_ids: Sequence[str] = ()
+
+
+class Source(Protocol):
+    """Reads streams of records from one account of an outside system."""
+
+    def streams(self) -> Sequence[str]:
+        """The stream names this source can read (e.g. contacts, companies)."""
+        ...
+
+    def read(self, stream: str, cursor: JsonValue | None) -> Iterator[Page]:
+        """Yield pages after `cursor` (None: from the beginning)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Outcome(enum.Enum):
+    """What a destination did with one pushed record."""
+
+    OK = "ok"
+    RETRY = "retry"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class PushItem:
+    """The desired state of one profile at a destination, keyed by our profile id."""
+
+    key: str
+    match_value: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The outcome of one PushItem; `external_id` is the destination's id when known."""
+
+    key: str
+    outcome: Outcome
+    external_id: str | None = None
+    reason: str | None = None
+
+
+class Destination(Protocol):
+    """Writes desired states to one account of an outside system."""
+
+    max_batch_size: int
+
+    def push(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
+        """Upsert `items` into `target` (an object or list); one result per item, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class EnvRef(BaseModel):
+    """A secret given by the name of the environment variable that holds it, never literally."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_literal(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                "a literal secret is not allowed in the config file; write "
+                '{ env = "NAME" } and export NAME in the environment'
+            )
+        return value
+
+    def resolve(self, where: str) -> str:
+        """The secret's value; a ConfigError naming `where` when the variable is unset."""
+        value = os.environ.get(self.env)
+        if not value:
+            raise ConfigError(
+                [Problem(where, self.env, "environment variable is not set", f"export {self.env}")]
+            )
+        return value
+
+
+class ConnectorOptions(BaseModel):
+    """Base of each connector's typed options; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What a connector factory gets: its configured name, typed options and the config folder."""
+
+    name: str
+    options: ConnectorOptions
+    config_dir: Path
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """What a connector package exports as `CONNECTOR`: its options model and factories."""
+
+    type: str
+    options_model: type[ConnectorOptions]
+    make_source: Callable[[ConnectorContext], Source] | None = None
+    make_destination: Callable[[ConnectorContext], Destination] | None = None
