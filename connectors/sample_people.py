@@ -1,4 +1,4 @@
-"""A seeded generator of realistic, overlapping sample people for the emulators, demo and benchmarks.
+"""A seeded generator of realistic, overlapping sample people for emulators, demo and benchmarks.
 
 The same person shows up in several systems with the formatting noise real data has: upper-case
 or padded emails, phones written as `(415) 555-0134`, `415.555.0134` or `+1 415 555 0134`, first
@@ -12,19 +12,84 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-FIRST_NAMES = (
-    "Ada Alan Grace Linus Margaret Ken Barbara Dennis Frances Edsger Radia Tim Hedy John Katherine "
-    "Donald Sophie Guido Anita Bjarne Joan Niklaus Mary Claude Ida Shafi Lynn Vint Jean Leslie"
-).split()
-LAST_NAMES = (
-    "Lovelace Turing Hopper Torvalds Hamilton Thompson Liskov Ritchie Allen Dijkstra Perlman "
-    "Berners-Lee Lamarr McCarthy Johnson Knuth Wilson Rossum Borg Stroustrup Clarke Wirth Keller "
-    "Shannon Rhodes Goldwasser Conway Cerf Sammet Lamport"
-).split()
-COMPANIES = (
-    "Acme Corp|Globex|Initech|Umbrella Health|Stark Industries|Wayne Enterprises|Hooli|"
-    "Vandelay Imports|Soylent Foods|Tyrell Systems|Cyberdyne|Wonka Sweets"
-).split("|")
+FIRST_NAMES = [
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Donald",
+    "Sophie",
+    "Guido",
+    "Anita",
+    "Bjarne",
+    "Joan",
+    "Niklaus",
+    "Mary",
+    "Claude",
+    "Ida",
+    "Shafi",
+    "Lynn",
+    "Vint",
+    "Jean",
+    "Leslie",
+]
+LAST_NAMES = [
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "McCarthy",
+    "Johnson",
+    "Knuth",
+    "Wilson",
+    "Rossum",
+    "Borg",
+    "Stroustrup",
+    "Clarke",
+    "Wirth",
+    "Keller",
+    "Shannon",
+    "Rhodes",
+    "Goldwasser",
+    "Conway",
+    "Cerf",
+    "Sammet",
+    "Lamport",
+]
+COMPANIES = [
+    "Acme Corp",
+    "Globex",
+    "Initech",
+    "Umbrella Health",
+    "Stark Industries",
+    "Wayne Enterprises",
+    "Hooli",
+    "Vandelay Imports",
+    "Soylent Foods",
+    "Tyrell Systems",
+    "Cyberdyne",
+    "Wonka Sweets",
+]
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
 CITIES = ("San Francisco", "Austin", "New York", "Chicago", "Seattle", "Boston", "Denver")
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)

@@ -113,7 +113,8 @@ class EnvRef(BaseModel):
     @classmethod
     def _refuse_literal(cls, value: Any) -> Any:
         if isinstance(value, str):
-            raise ValueError(
+            # pydantic turns ValueError (not TypeError) into a located validation error.
+            raise ValueError(  # noqa: TRY004
                 "a literal secret is not allowed in the config file; write "
                 '{ env = "NAME" } and export NAME in the environment'
             )
