@@ -149,7 +149,7 @@ class ConnectorContext:
 class ConnectorSpec:
     """What a connector package exports as `CONNECTOR`: its options model and factories."""
 
-    type: str
+    kind: str
     options_model: type[ConnectorOptions]
     make_source: Callable[[ConnectorContext], Source] | None = None
     make_destination: Callable[[ConnectorContext], Destination] | None = None
