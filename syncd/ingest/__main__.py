@@ -1,0 +1,44 @@
+"""Run the ingest endpoint on a SQLite file: `python -m syncd.ingest --db events.sqlite`.
+
+The write key comes from an environment variable (SYNCD_INGEST_WRITE_KEY by default), never
+from the command line. Prints `listening http://HOST:PORT` once it accepts requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from syncd.ingest.app import create_app
+from syncd.ingest.server import serve
+from syncd.ingest.sqlite_sink import SqliteEventSink
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m syncd.ingest", description=__doc__)
+    parser.add_argument("--db", required=True, help="SQLite file to commit events to")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
+    parser.add_argument("--write-key-env", default="SYNCD_INGEST_WRITE_KEY")
+    args = parser.parse_args(argv)
+    write_key = os.environ.get(args.write_key_env, "")
+    if not write_key:
+        print(f"error: export {args.write_key_env} (the write key SDKs send)", file=sys.stderr)
+        return 2
+    sink = SqliteEventSink(args.db)
+    try:
+        serve(
+            create_app(sink, [write_key]),
+            args.host,
+            args.port,
+            ready=lambda port: print(f"listening http://{args.host}:{port}", flush=True),
+        )
+    finally:
+        sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The event ingest endpoint: an ASGI app that SDKs post identify/track/page/... calls to.
+
+    POST /v1/{identify,track,page,screen,group,alias,batch}   (and /v1/{i,t,p,s,g,a,b})
+    GET  /health
+
+A request is authenticated by its write key (HTTP basic auth user name, or `writeKey` in the
+body), size-checked, parsed and validated as a whole, handed to the group-commit writer,
+and answered 200 `{"success": true}` only after the commit that holds its messages is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from syncd.ingest.sink import EventSink
+from syncd.ingest.spec import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    PATH_KINDS,
+    IngestMessage,
+    SpecError,
+    TooLarge,
+    parse_batch,
+    parse_message,
+    write_key_in_body,
+)
+from syncd.ingest.writer import CommitFailed, GroupCommitWriter, Overloaded
+
+_OK = b'{"success":true}'
+_RETRY_AFTER = {"Retry-After": "1"}
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _fail(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"success": False, "error": message}, status, headers=headers)
+
+
+def _header_key(request: Request) -> str | None:
+    """The write key of an `Authorization: Basic` header; None when there is no header."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise _Unauthorized("Authorization must be Basic, with the write key as user name")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _Unauthorized("Authorization header is not valid base64") from None
+    # SDKs send "key:" (empty password); some older ones send the bare key.
+    return decoded.partition(":")[0]
+
+
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"{what} is larger than the {limit // 1024} KB limit", "body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{what} is larger than the {limit // 1024} KB limit", "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise SpecError("body: is not UTF-8 text", "body") from None
+    except json.JSONDecodeError as error:
+        raise SpecError(
+            f"body: is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+            "body",
+        ) from None
+
+
+class _WriteKeys:
+    def __init__(self, keys: Collection[str]) -> None:
+        self._keys = [key.encode() for key in keys if key]
+        if not self._keys:
+            raise ValueError("the ingest endpoint needs at least one non-empty write key")
+
+    def check(self, key: str | None) -> None:
+        if key is None:
+            raise _Unauthorized(
+                "missing write key: send it as the basic auth user name or as writeKey"
+            )
+        if not any(hmac.compare_digest(key.encode(), known) for known in self._keys):
+            raise _Unauthorized("unknown write key")
+
+
+async def _messages(
+    request: Request, kind: str, keys: _WriteKeys, received_at: datetime
+) -> list[IngestMessage]:
+    """Authenticate, size-check and validate one request into the messages it carries."""
+    header_key = _header_key(request)
+    if header_key is not None:
+        # A wrong header key is refused before the body is even read.
+        keys.check(header_key)
+    if kind == "batch":
+        data = _decode(await _read_body(request, MAX_BATCH_BYTES, "batch"))
+    else:
+        data = _decode(await _read_body(request, MAX_MESSAGE_BYTES, "message"))
+    if header_key is None:
+        keys.check(write_key_in_body(data))
+    if kind == "batch":
+        return parse_batch(data, received_at=received_at)
+    return [parse_message(data, kind=kind, received_at=received_at)]
+
+
+def create_app(
+    sink: EventSink,
+    write_keys: Collection[str],
+    *,
+    max_commit_messages: int = 5000,
+    max_pending_requests: int = 10_000,
+) -> Starlette:
+    """The ingest app committing to `sink`; requests must carry one of `write_keys`."""
+    keys = _WriteKeys(write_keys)
+    writer = GroupCommitWriter(sink, max_commit_messages, max_pending_requests)
+
+    async def ingest(request: Request) -> Response:
+        kind = PATH_KINDS.get(request.path_params["kind"])
+        if kind is None:
+            return _fail(404, f"unknown call {request.path_params['kind']!r}")
+        try:
+            messages = await _messages(request, kind, keys, datetime.now(UTC))
+            await asyncio.wrap_future(writer.submit(messages))
+        except _Unauthorized as error:
+            return _fail(401, str(error), {"WWW-Authenticate": 'Basic realm="syncd ingest"'})
+        except SpecError as error:
+            return JSONResponse(error.answer(), error.status)
+        except (Overloaded, CommitFailed) as error:
+            return _fail(503, f"events not stored, retry later: {error}", _RETRY_AFTER)
+        return Response(_OK, media_type="application/json")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+
+    return Starlette(
+        routes=[
+            Route("/v1/{kind}", ingest, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        # Browser SDKs post cross-origin (with text/plain, so usually without a preflight).
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["POST"],
+                allow_headers=["authorization", "content-type"],
+            )
+        ],
+        lifespan=lifespan,
+    )
