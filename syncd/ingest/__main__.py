@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from types import FrameType
 
 from syncd.ingest.app import create_app
 from syncd.ingest.server import serve
 from syncd.ingest.sqlite_sink import SqliteEventSink
+
+
+def _exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: export {args.write_key_env} (the write key SDKs send)", file=sys.stderr)
         return 2
     sink = SqliteEventSink(args.db)
+    # uvicorn shuts down gracefully, then re-raises the signal: end with status 0 and a
+    # closed database instead of dying by it.
+    signal.signal(signal.SIGTERM, _exit)
     try:
         serve(
             create_app(sink, [write_key]),
@@ -35,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             args.port,
             ready=lambda port: print(f"listening http://{args.host}:{port}", flush=True),
         )
+    except KeyboardInterrupt:
+        pass
     finally:
         sink.close()
     return 0
