@@ -1,0 +1,185 @@
+"""A faithful loopback emulator of HubSpot CRM v3, for tests, the demo and benchmarks.
+
+It is a real HTTP server (starlette on uvicorn) that the unmodified `hubspot-api-client`
+talks to through `HubSpot(access_token=..., host=emulator.url)`. It serves contacts and
+companies seeded from the sample population, CRM search, batch read/create/update/upsert/
+archive and list memberships, enforces HubSpot's limits and error shapes, and can be told to
+fail (see `emulator_faults`).
+
+    with HubSpotEmulator(people=500, seed=7) as hubspot:
+        client = HubSpot(access_token=hubspot.access_token, host=hubspot.url)
+        hubspot.faults.script("objects.search", FaultKind.RATE_LIMIT, times=2)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Self
+
+import structlog
+import uvicorn
+
+from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteLogEntry
+from connectors.hubspot.emulator_faults import Fault, FaultInjector, FaultKind, RequestBudget
+from connectors.hubspot.emulator_routes import EmulatorState, build_app
+
+__all__ = ["DEFAULT_TOKEN", "Fault", "FaultKind", "HubSpotEmulator", "serve_forever"]
+
+DEFAULT_TOKEN = "pat-emulator-token"  # noqa: S105 - the public token of a local fake
+log = structlog.get_logger(__name__)
+
+
+class HubSpotEmulator:
+    """One emulated HubSpot account on 127.0.0.1; `start()`/`stop()` or use it as a context.
+
+    `people` sample people are drawn with `seed`; `share` of them are HubSpot contacts.
+    `rate_limit` is the burst budget (requests, seconds); None switches it off.
+    """
+
+    def __init__(
+        self,
+        people: int = 200,
+        seed: int = 0,
+        share: float = 0.8,
+        access_token: str = DEFAULT_TOKEN,
+        rate_limit: tuple[int, float] | None = (100, 10.0),
+        fault_seed: int = 0,
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.access_token = access_token
+        self.data = CrmData(clock=clock)
+        self.data.seed(people, seed, share)
+        self.faults = FaultInjector(fault_seed)
+        self.budget = RequestBudget(*rate_limit) if rate_limit is not None else None
+        self._state = EmulatorState(self.data, self.faults, self.budget, {access_token})
+        self._port = port
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL to give the client as `host` (no trailing slash)."""
+        if self._socket is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        host, port = self._socket.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def _make_server(self) -> tuple[uvicorn.Server, socket.socket]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        config = uvicorn.Config(
+            build_app(self._state),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        return uvicorn.Server(config), sock
+
+    def start(self) -> Self:
+        """Serve in a background thread on an ephemeral port; returns once it accepts."""
+        if self._server is not None:
+            return self
+        self._server, self._socket = self._make_server()
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="hubspot-emulator",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the HubSpot emulator did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- test helpers ----------------------------------------------------------------------
+
+    def records(self, object_type: str = "contacts", archived: bool = False) -> list[CrmObject]:
+        """Stored records of a type, by id; archived ones only when `archived`."""
+        with self.data.lock:
+            table = self.data.objects[object_type]
+            rows = [obj for obj in table.values() if (obj.archived_ms is not None) == archived]
+            return sorted(rows, key=lambda obj: int(obj.id))
+
+    def modify(
+        self,
+        object_type: str,
+        ids: Iterable[str],
+        properties: Mapping[str, str] | None = None,
+        at_ms: int | None = None,
+    ) -> int:
+        """Edit records as a user would (all at one timestamp, returned in epoch ms)."""
+        return self.data.modify(object_type, ids, properties, at_ms)
+
+    def archive(self, object_type: str, ids: Iterable[str], at_ms: int | None = None) -> None:
+        """Archive records as a user deleting them would."""
+        self.data.archive(object_type, ids, at_ms)
+
+    def create_list(self, name: str, processing_type: str = "MANUAL") -> CrmList:
+        """Add a contacts list (MANUAL, SNAPSHOT or DYNAMIC)."""
+        return self.data.create_list(name, processing_type)
+
+    def list_members(self, list_id: str) -> set[str]:
+        """Record ids currently in a list."""
+        with self.data.lock:
+            return set(self.data.lists[list_id].members)
+
+    @property
+    def write_log(self) -> list[WriteLogEntry]:
+        """Every write request received so far, refused ones included, in order."""
+        with self.data.lock:
+            return list(self.data.write_log)
+
+    def serve_blocking(self) -> None:
+        """Serve in the calling thread until interrupted (SIGINT/SIGTERM)."""
+        server, sock = self._make_server()
+        self._socket = sock
+        log.info("hubspot emulator listening", url=self.url, people=len(self.records()))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+            self._socket = None
+
+
+def serve_forever(port: int = 8900, people: int = 500, seed: int = 0) -> None:
+    """Serve an emulator on 127.0.0.1:`port` until interrupted (for `syncd emulate hubspot`).
+
+    Clients authenticate with the token `DEFAULT_TOKEN`.
+    """
+    HubSpotEmulator(people=people, seed=seed, port=port).serve_blocking()
