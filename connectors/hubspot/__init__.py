@@ -1,0 +1,67 @@
+"""HubSpot CRM v3: a source of contacts/companies/any object and a destination for upserts
+and list memberships, built on `hubspot-api-client`, with a loopback emulator beside them."""
+
+from __future__ import annotations
+
+import hashlib
+
+from connectors.hubspot.client import HubSpotClient, shared_budget
+from connectors.hubspot.destination import HubSpotDestination
+from connectors.hubspot.options import HubSpotOptions
+from connectors.hubspot.source import HubSpotSource
+from syncd.connector import ConnectorContext, ConnectorSpec
+from syncd.errors import ConfigError, Problem
+from syncd.retry import RetryPolicy
+
+__all__ = ["CONNECTOR", "HubSpotDestination", "HubSpotOptions", "HubSpotSource", "make_client"]
+
+
+def _options(context: ConnectorContext) -> HubSpotOptions:
+    options = context.options
+    if not isinstance(options, HubSpotOptions):
+        raise ConfigError(
+            [Problem(context.name, "type", "options are not HubSpot options", 'type = "hubspot"')]
+        )
+    return options
+
+
+def make_client(context: ConnectorContext) -> HubSpotClient:
+    """A client for the account named in `context`, on that account's shared budget."""
+    options = _options(context)
+    token = options.access_token.resolve(f"{context.name}.access_token")
+    account = hashlib.sha256(token.encode()).hexdigest()[:16]
+    return HubSpotClient(
+        host=options.host,
+        access_token=token,
+        budget=shared_budget(options.host, account, options.budget, options.budget_window),
+        timeout=options.timeout,
+        policy=RetryPolicy(attempts=options.retry_attempts),
+    )
+
+
+def make_source(context: ConnectorContext) -> HubSpotSource:
+    """The source factory named in CONNECTOR."""
+    options = _options(context)
+    return HubSpotSource(
+        make_client(context),
+        objects=options.objects,
+        properties=options.properties,
+        page_size=options.page_size,
+        search_page_size=options.search_page_size,
+    )
+
+
+def make_destination(context: ConnectorContext) -> HubSpotDestination:
+    """The destination factory named in CONNECTOR."""
+    options = _options(context)
+    return HubSpotDestination(
+        make_client(context), id_property=options.id_property, batch_size=options.batch_size
+    )
+
+
+CONNECTOR = ConnectorSpec(
+    kind="hubspot",
+    options_model=HubSpotOptions,
+    make_source=make_source,
+    make_destination=make_destination,
+)
