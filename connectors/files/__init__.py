@@ -1,0 +1,20 @@
+"""Offline files: a drop folder of CSV and JSON-lines files."""
+
+from __future__ import annotations
+
+from syncd.connector import ConnectorContext, ConnectorSpec, Source
+
+from .options import FilesOptions
+from .source import FilesSource
+
+
+def make_source(context: ConnectorContext) -> Source:
+    options = context.options
+    assert isinstance(options, FilesOptions)
+    folder = context.config_dir / options.folder
+    return FilesSource(folder, options)
+
+
+CONNECTOR = ConnectorSpec(kind="files", options_model=FilesOptions, make_source=make_source)
+
+__all__ = ["CONNECTOR", "FilesOptions", "FilesSource"]

@@ -1,0 +1,333 @@
+"""The command line. Exit codes: 0 success, 1 a failed run, 2 bad config or usage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from syncd import log
+from syncd.config import Config, load_config
+from syncd.errors import ConfigError, StoreError, SyncdError
+from syncd.inspect import NotFoundError, explain, export_profiles, status
+from syncd.mapping.compiler import Mappings, compile_mappings
+from syncd.runner import Pipeline, RunSummary
+from syncd.store.db import open_store, transaction
+from syncd.store.writer import WriteCounts
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+profiles_app = typer.Typer(no_args_is_help=True, help="Profiles in the store.")
+app.add_typer(profiles_app, name="profiles")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="path to syncd.toml", envvar="SYNCD_CONFIG")
+]
+DEFAULT_CONFIG = Path("syncd.toml")
+out = Console()
+err = Console(stderr=True)
+
+
+def _load(config_path: Path) -> tuple[Config, Mappings]:
+    """Config and mappings, or exit 2 listing every problem."""
+    try:
+        config = load_config(config_path)
+        mappings = compile_mappings(config)
+    except ConfigError as error:
+        for problem in error.problems:
+            err.print(str(problem), markup=False, highlight=False)
+        err.print(f"{len(error.problems)} problem(s); nothing was run.", style="bold red")
+        raise typer.Exit(2) from None
+    return config, mappings
+
+
+def _setup(config_path: Path) -> tuple[Config, Mappings, Any]:
+    config, mappings = _load(config_path)
+    log_file = Path(config.logging.file) if config.logging.file else None
+    if log_file is not None and not log_file.is_absolute():
+        log_file = config.base_dir / log_file
+    log.configure(config.logging.level, log_file)
+    try:
+        engine = open_store(config.store_url)
+    except StoreError as error:
+        err.print(str(error), markup=False)
+        raise typer.Exit(1) from None
+    return config, mappings, engine
+
+
+class TerminalProgress:
+    """A rich progress display on a terminal."""
+
+    def __init__(self, progress: RichProgress) -> None:
+        self._progress = progress
+        self._tasks: dict[tuple[str, str], TaskID] = {}
+
+    def stream_started(self, source: str, stream: str) -> None:
+        self._tasks[(source, stream)] = self._progress.add_task(f"{source}/{stream}", total=None)
+
+    def page_done(self, source: str, stream: str, records: int, counts: WriteCounts) -> None:
+        self._progress.advance(self._tasks[(source, stream)], records)
+
+    def stage(self, name: str) -> None:
+        self._progress.add_task(name, total=None)
+
+
+class LineProgress:
+    """Plain lines when output is not a terminal (cron, CI, a pipe)."""
+
+    def stream_started(self, source: str, stream: str) -> None:
+        print(f"pulling {source}/{stream}", flush=True)
+
+    def page_done(self, source: str, stream: str, records: int, counts: WriteCounts) -> None:
+        print(
+            f"{source}/{stream}: {records} records, {counts.new} new, {counts.changed} changed, "
+            f"{counts.unchanged} unchanged, {counts.deleted} deleted, {counts.events_new} events",
+            flush=True,
+        )
+
+    def stage(self, name: str) -> None:
+        print(f"{name}…", flush=True)
+
+
+def _print_summary(summary: RunSummary) -> None:
+    table = Table(title=f"run {summary.run_id}: {summary.status}", show_header=False)
+    for name, value in sorted(summary.counts.items()):
+        table.add_row(name, str(value))
+    out.print(table)
+    for error in summary.errors:
+        err.print(error, markup=False, style="red")
+
+
+@app.command()
+def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Check the config and every mapping; exit 2 listing every problem."""
+    loaded, mappings = _load(config)
+    out.print(
+        f"ok: {len(loaded.sources)} source(s), {len(loaded.destinations)} destination(s), "
+        f"{len(mappings.streams)} mapped stream(s)"
+    )
+
+
+@app.command("run-once")
+def run_once(
+    config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[list[str] | None, typer.Option("--source", help="only this source")] = None,
+    full: Annotated[bool, typer.Option("--full", help="ignore cursors: pull everything")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="pull and map, write nothing")] = False,
+) -> None:
+    """Pull, map, store, unify and refresh profiles once (a backfill with --full)."""
+    loaded, mappings, engine = _setup(config)
+    unknown = [name for name in source or [] if name not in loaded.sources]
+    if unknown:
+        err.print(
+            f"unknown source(s): {', '.join(unknown)}; configured: {', '.join(loaded.sources)}"
+        )
+        raise typer.Exit(2)
+    if sys.stdout.isatty():
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("{task.completed}"),
+            TimeElapsedColumn(),
+        )
+        with RichProgress(*columns, console=out, transient=True) as bar:
+            summary = Pipeline(loaded, mappings, engine, TerminalProgress(bar)).run_once(
+                source, full, dry_run
+            )
+    else:
+        summary = Pipeline(loaded, mappings, engine, LineProgress()).run_once(source, full, dry_run)
+    _print_summary(summary)
+    raise typer.Exit(0 if summary.status == "ok" else 1)
+
+
+@app.command()
+def rebuild(
+    config: ConfigOption = DEFAULT_CONFIG,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="rebuild in a rolled-back transaction and compare")
+    ] = False,
+) -> None:
+    """Map the stored raw records again and resolve identity from scratch."""
+    loaded, mappings, engine = _setup(config)
+    pipeline = Pipeline(loaded, mappings, engine)
+    if verify:
+        differences = pipeline.verify()
+        for line in differences:
+            out.print(line, markup=False)
+        out.print("verify: the store equals a rebuild" if not differences else "verify: DIFFERENT")
+        raise typer.Exit(1 if differences else 0)
+    _print_summary(pipeline.rebuild())
+
+
+@app.command("status")
+def status_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """What the store holds, where each stream's cursor is, and the latest runs."""
+    _, _, engine = _setup(config)
+    with transaction(engine) as bulk:
+        report = status(bulk)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    counts = Table(title="store", show_header=False)
+    for key in (
+        "records",
+        "deleted_records",
+        "profiles",
+        "events",
+        "identifiers",
+        "quarantined",
+        "pending_unify",
+    ):
+        counts.add_row(key, str(report[key]))
+    out.print(counts)
+    runs = Table("run", "kind", "status", "started", "counts", title="latest runs")
+    for run in report["runs"]:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted((run["counts"] or {}).items()))
+        runs.add_row(run["id"], run["kind"], run["status"], run["started_at"], shown)
+    out.print(runs)
+
+
+@app.command("explain")
+def explain_command(
+    query: Annotated[str, typer.Argument(help="an email, a phone, an id, or a profile id")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """A profile: traits with the record each came from, identifiers, records and merges."""
+    loaded, mappings, engine = _setup(config)
+    try:
+        with transaction(engine) as bulk:
+            found = explain(bulk, loaded.identity, mappings.profile, query)
+    except NotFoundError as error:
+        err.print(str(error))
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(vars(found), indent=2, default=str))
+        return
+    out.print(f"[bold]profile {found.profile_id}[/bold]")
+    traits = Table("trait", "value", "from record", title="traits")
+    for name, value in sorted(found.traits.items()):
+        traits.add_row(
+            name, json.dumps(value, default=str), found.trait_origin.get(name, "computed")
+        )
+    out.print(traits)
+    identifiers = Table("kind", "value", title="identifiers")
+    for kind, value in found.identifiers:
+        identifiers.add_row(kind, value)
+    out.print(identifiers)
+    records = Table("source", "stream", "id", "updated", "notes", title="records")
+    for record in found.records:
+        records.add_row(
+            record["source"],
+            record["stream"],
+            record["id"],
+            record["updated_at"] or "",
+            "; ".join(record["notes"]),
+        )
+    out.print(records)
+    merges = Table("when", "action", "identifier", "records", "reason", title="merge log")
+    for merge in found.merges:
+        merges.add_row(
+            merge["at"],
+            merge["action"],
+            merge["identifier"] or "",
+            " + ".join(merge["records"]),
+            merge["reason"],
+        )
+    out.print(merges)
+    if found.event_count:
+        events = Table(
+            "when",
+            "event",
+            "stream",
+            title=f"events (last {len(found.events)} of {found.event_count})",
+        )
+        for event in found.events:
+            events.add_row(event["occurred_at"], event["name"], event["stream"])
+        out.print(events)
+
+
+@profiles_app.command("export")
+def profiles_export(
+    config: ConfigOption = DEFAULT_CONFIG,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file (default stdout)")
+    ] = None,
+) -> None:
+    """Every profile as one JSON line: profile_id, traits, identifiers, records."""
+    _, _, engine = _setup(config)
+    handle = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        with transaction(engine) as bulk:
+            for profile in export_profiles(bulk):
+                handle.write(json.dumps(profile, sort_keys=True, default=str) + "\n")
+    finally:
+        if output:
+            handle.close()
+
+
+@app.command("logs")
+def logs_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    run: Annotated[str | None, typer.Option("--run", help="only this run id")] = None,
+    level: Annotated[str | None, typer.Option("--level", help="at least this level")] = None,
+    event: Annotated[
+        str | None, typer.Option("--event", help="only lines whose event contains this")
+    ] = None,
+    raw: Annotated[bool, typer.Option("--json", help="print the JSON lines as they are")] = False,
+) -> None:
+    """Filter and pretty-print the JSON sync log."""
+    loaded, _ = _load(config)
+    if not loaded.logging.file:
+        err.print("logging.file is not set in the config; nothing to read")
+        raise typer.Exit(2)
+    path = Path(loaded.logging.file)
+    path = path if path.is_absolute() else loaded.base_dir / path
+    if not path.exists():
+        err.print(f"no log yet at {path}")
+        raise typer.Exit(1)
+    floor = log.LEVELS.get(level or "debug", 0)
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if run and entry.get("run_id") != run:
+                continue
+            if log.LEVELS.get(entry.get("level", "info"), 20) < floor:
+                continue
+            if event and event not in str(entry.get("event", "")):
+                continue
+            if raw:
+                print(line.rstrip("\n"))
+                continue
+            extra = " ".join(
+                f"{k}={v}"
+                for k, v in sorted(entry.items())
+                if k not in {"timestamp", "level", "event", "run_id"}
+            )
+            out.print(
+                f"{entry.get('timestamp', '')} {entry.get('level', ''):7} {entry.get('run_id', '')} "
+                f"{entry.get('event', '')} {extra}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def main() -> None:
+    """Entry point: typer app with syncd's errors turned into messages and exit codes."""
+    try:
+        app()
+    except SyncdError as error:
+        err.print(str(error), markup=False)
+        sys.exit(1)

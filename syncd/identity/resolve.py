@@ -1,0 +1,190 @@
+"""Identity resolution: which records (nodes) form one profile. A pure function of its input.
+
+Nodes are source records and links (identifiers an event saw together); an edge says a node
+carries an identifier. Edges are taken in one global order, (kind priority, identifier id,
+node id), never in arrival order, so the same set of records always gives the same profiles
+and the same profile ids, and resolving a closed part of the graph (every node reachable from
+the changed ones) gives exactly what resolving the whole store would.
+
+Two passes keep memory flat on large stores:
+1. Unconstrained union-find over all edges: the connected components.
+2. Components that would break a per-kind limit (two user ids, six emails) are resolved
+   again, greedily in the same order: a merge that would push a kind over its limit is
+   refused and reported. Other components are profiles as they are.
+
+A profile's id derives from its smallest record node id (links only when it has no record),
+so it survives every change that does not remove that record or merge it with a smaller one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+Edge = tuple[int, int, int]
+"""(kind index, identifier id, node id); kind indexes are ranked by priority."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A merge that was not made: which nodes the identifier would have joined, and why."""
+
+    node_a: int
+    node_b: int
+    identifier_id: int
+    reason: str
+
+
+@dataclass
+class Resolution:
+    """Each node's profile id, the merges made (spanning edges) and the merges refused."""
+
+    profile_of: dict[int, str] = field(default_factory=dict)
+    unions: list[tuple[int, int, int]] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+def profile_id_for(anchor: int) -> str:
+    """The profile id of a group whose smallest record node id is `anchor`."""
+    return f"p_{anchor & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, node: int) -> int:
+        parent = self.parent
+        root = parent.get(node, node)
+        if root == node:
+            return node
+        path = [node]
+        while True:
+            up = parent.get(root, root)
+            if up == root:
+                break
+            path.append(root)
+            root = up
+        for item in path:
+            parent[item] = root
+        return root
+
+    def union(self, a: int, b: int) -> int:
+        """Join the groups of roots a and b; the smaller root survives (deterministic)."""
+        keep, drop = (a, b) if a < b else (b, a)
+        self.parent[drop] = keep
+        return keep
+
+
+def _runs(edges: Iterable[Edge]) -> Iterable[tuple[int, int, list[int]]]:
+    """Group consecutive edges by identifier: (kind index, identifier id, node ids)."""
+    current: tuple[int, int] | None = None
+    nodes: list[int] = []
+    for kind, identifier, node in edges:
+        if current is not None and identifier != current[1]:
+            yield current[0], current[1], nodes
+            nodes = []
+        current = (kind, identifier)
+        nodes.append(node)
+    if current is not None:
+        yield current[0], current[1], nodes
+
+
+def resolve(
+    nodes: Iterable[int],
+    links: set[int],
+    edges: Iterable[Edge],
+    limits: Sequence[int],
+    kind_names: Sequence[str],
+    edges_of: Callable[[set[int]], list[Edge]],
+) -> Resolution:
+    """Resolve the nodes into profiles.
+
+    `edges` must be sorted by (kind index, identifier id, node id); `edges_of(nodes)` returns
+    the sorted edges of a subset again, for the components that need the second pass.
+    """
+    found = _UnionFind()
+    result = Resolution()
+    identifier_runs: list[tuple[int, int, int]] = []  # (kind, identifier, first node)
+    for kind, identifier, members in _runs(edges):
+        identifier_runs.append((kind, identifier, members[0]))
+        root = found.find(members[0])
+        for node in members[1:]:
+            other = found.find(node)
+            if other != root:
+                root = found.union(root, other)
+                result.unions.append((members[0], node, identifier))
+
+    per_kind: dict[tuple[int, int], int] = defaultdict(int)
+    for kind, _identifier, first in identifier_runs:
+        per_kind[(found.find(first), kind)] += 1
+    conflicted = {root for (root, kind), count in per_kind.items() if count > limits[kind]}
+    del per_kind, identifier_runs
+
+    groups: dict[int, list[int]] = defaultdict(list)
+    for node in nodes:
+        groups[found.find(node)].append(node)
+    if conflicted:
+        conflict_nodes = {node for root in conflicted for node in groups.pop(root)}
+        result.unions = [u for u in result.unions if found.find(u[0]) not in conflicted]
+        groups.update(_resolve_with_limits(conflict_nodes, edges_of, limits, kind_names, result))
+    for members in groups.values():
+        records = [node for node in members if node not in links]
+        profile = profile_id_for(min(records or members))
+        for node in members:
+            result.profile_of[node] = profile
+    return result
+
+
+def _resolve_with_limits(
+    nodes: set[int],
+    edges_of: Callable[[set[int]], list[Edge]],
+    limits: Sequence[int],
+    kind_names: Sequence[str],
+    result: Resolution,
+) -> dict[int, list[int]]:
+    """The greedy second pass for components where some kind is over its limit."""
+    found = _UnionFind()
+    held: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    edges = edges_of(nodes)
+    for kind, identifier, node in edges:
+        held[node][kind].add(identifier)
+
+    def blocking_kind(a: int, b: int) -> int | None:
+        for kind, values in held[b].items():
+            mine = held[a].get(kind, set())
+            union = len(mine) + len(values - mine)
+            if union > limits[kind] and union > max(len(mine), len(values)):
+                return kind
+        return None
+
+    for _kind, identifier, members in _runs(edges):
+        root = found.find(members[0])
+        for node in members[1:]:
+            other = found.find(node)
+            if other == root:
+                continue
+            blocked = blocking_kind(root, other)
+            if blocked is not None:
+                limit = limits[blocked]
+                result.refusals.append(
+                    Refusal(
+                        members[0],
+                        node,
+                        identifier,
+                        f"would give one profile more than {limit} {kind_names[blocked]} "
+                        f"value{'s' if limit > 1 else ''}",
+                    )
+                )
+                continue
+            keep = found.union(root, other)
+            drop = other if keep == root else root
+            for kind, values in held.pop(drop, {}).items():
+                held[keep][kind] |= values
+            root = keep
+            result.unions.append((members[0], node, identifier))
+    groups: dict[int, list[int]] = defaultdict(list)
+    for node in nodes:
+        groups[found.find(node)].append(node)
+    return groups

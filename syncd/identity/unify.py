@@ -1,0 +1,268 @@
+"""The store side of identity resolution: find what changed, resolve its closure, write it back.
+
+Only the closure of the changed records is resolved: every node reachable from them through
+shared identifiers, plus the other records of their old profiles (a record that lost the
+identifier joining two profiles must be able to split them). Because resolution is a pure
+function of the nodes and edges it is given, and a closure has no edge leaving it, the result
+equals a rebuild of the whole store; `syncd rebuild --verify` checks exactly that.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from syncd.config import IdentityConfig
+from syncd.identity.resolve import Edge, Resolution, resolve
+from syncd.mapping.transforms import format_timestamp
+from syncd.store.db import Bulk
+from syncd.timeutil import utcnow
+
+FULL_RESOLVE_SHARE = 0.3
+"""Above this share of changed nodes, resolve the whole store in one streaming pass."""
+
+
+@dataclass
+class UnifyResult:
+    """What a resolution changed: profiles to (re)compute, profiles gone, and log counts."""
+
+    touched: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    merges: int = 0
+    splits: int = 0
+    refusals: int = 0
+    nodes: int = 0
+
+
+class KindOrder:
+    """Identifier kinds ranked by priority; ranks index the limits the resolver checks."""
+
+    def __init__(self, identity: IdentityConfig) -> None:
+        ranked = sorted(identity.kinds.items(), key=lambda item: (item[1].priority, item[0]))
+        self.names = [name for name, _ in ranked]
+        self.limits = [spec.limit for _, spec in ranked]
+
+    def rank_sql(self, bulk: Bulk) -> tuple[str, list[str]]:
+        """A CASE expression ranking identifier.kind, and its parameters."""
+        cases = " ".join("WHEN ? THEN ?" for _ in self.names)
+        params: list[str] = []
+        for rank, name in enumerate(self.names):
+            params += [name, str(rank)]
+        return bulk.sql(f"CAST(CASE i.kind {cases} END AS INTEGER)"), params
+
+
+def _edge_sql(bulk: Bulk, order: KindOrder, where: str) -> tuple[str, list[str]]:
+    rank, params = order.rank_sql(bulk)
+    kinds = ", ".join(bulk.sql("?") for _ in order.names)
+    sql = (
+        f"SELECT {rank} AS rank, ri.identifier_id, ri.record_id FROM record_identifier ri "
+        f"JOIN identifier i ON i.id = ri.identifier_id WHERE i.kind IN ({kinds}) {where}"
+    )
+    return sql, params + order.names
+
+
+def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
+    sql, params = _edge_sql(bulk, order, "ORDER BY 1, 2, 3")
+    result = bulk.connection.exec_driver_sql(sql, tuple(params))
+    while rows := result.fetchmany(20_000):
+        for rank, identifier, node in rows:
+            yield int(rank), int(identifier), int(node)
+
+
+def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
+    sql, params = _edge_sql(bulk, order, "AND ri.record_id IN ({in})")
+    rows = bulk.select_in(sql, sorted(nodes), before=params)
+    return sorted((int(r), int(i), int(n)) for r, i, n in rows)
+
+
+def _closure(bulk: Bulk, seeds: set[int]) -> set[int]:
+    """Every live node reachable from `seeds` through shared identifiers."""
+    nodes: set[int] = set()
+    identifiers: set[int] = set()
+    frontier = set(seeds)
+    while frontier:
+        nodes |= frontier
+        found = {
+            int(row[0])
+            for row in bulk.select_in(
+                "SELECT DISTINCT identifier_id FROM record_identifier WHERE record_id IN ({in})",
+                sorted(frontier),
+            )
+        }
+        new_identifiers = found - identifiers
+        identifiers |= new_identifiers
+        reached = {
+            int(row[0])
+            for row in bulk.select_in(
+                "SELECT DISTINCT record_id FROM record_identifier WHERE identifier_id IN ({in})",
+                sorted(new_identifiers),
+            )
+        }
+        frontier = reached - nodes
+    return nodes
+
+
+def unify(
+    bulk: Bulk, identity: IdentityConfig, run_id: str, everything: bool = False
+) -> UnifyResult:
+    """Resolve the records marked as changed (or all of them) and write profiles ids and logs."""
+    order = KindOrder(identity)
+    dirty = {
+        int(row[0]): bool(row[1])
+        for row in bulk.connection.exec_driver_sql(
+            f"SELECT id, deleted FROM source_record WHERE needs_unify = {bulk.true}"
+        )
+    }
+    if not dirty and not everything:
+        return UnifyResult()
+    live_count = int(
+        bulk.connection.exec_driver_sql(
+            f"SELECT COUNT(*) FROM source_record WHERE deleted = {bulk.false}"
+        ).scalar_one()
+    )
+    full = everything or len(dirty) > FULL_RESOLVE_SHARE * max(live_count, 1)
+    false = bulk.false
+
+    old: dict[int, str] = {}
+    if full:
+        for node, profile in bulk.connection.exec_driver_sql(
+            "SELECT id, profile_id FROM source_record WHERE profile_id IS NOT NULL"
+        ):
+            old[int(node)] = profile
+        nodes = [
+            int(row[0])
+            for row in bulk.connection.exec_driver_sql(
+                f"SELECT id FROM source_record WHERE deleted = {false}"
+            )
+        ]
+        links = {
+            int(row[0])
+            for row in bulk.connection.exec_driver_sql(
+                f"SELECT id FROM source_record WHERE node_kind = 'link' AND deleted = {false}"
+            )
+        }
+        edges: Iterator[Edge] | list[Edge] = _stream_all_edges(bulk, order)
+    else:
+        for node, profile in bulk.select_in(
+            "SELECT id, profile_id FROM source_record WHERE id IN ({in}) AND profile_id IS NOT NULL",
+            sorted(dirty),
+        ):
+            old[int(node)] = profile
+        seeds = {node for node, deleted in dirty.items() if not deleted}
+        for node, profile in bulk.select_in(
+            f"SELECT id, profile_id FROM source_record WHERE profile_id IN ({{in}}) "
+            f"AND deleted = {false}",
+            sorted(set(old.values())),
+        ):
+            old[int(node)] = profile
+            seeds.add(int(node))
+        closure = _closure(bulk, seeds)
+        live = {}
+        for node, deleted, kind, profile in bulk.select_in(
+            "SELECT id, deleted, node_kind, profile_id FROM source_record WHERE id IN ({in})",
+            sorted(closure),
+        ):
+            if profile is not None:
+                old[int(node)] = profile
+            if not deleted:
+                live[int(node)] = kind
+        nodes = sorted(live)
+        links = {node for node, kind in live.items() if kind == "link"}
+        edges = _edges_of(bulk, order, set(nodes))
+
+    resolution = resolve(
+        nodes, links, edges, order.limits, order.names, lambda part: _edges_of(bulk, order, part)
+    )
+    return _write(bulk, run_id, dirty, old, resolution)
+
+
+def _write(
+    bulk: Bulk,
+    run_id: str,
+    dirty: dict[int, bool],
+    old: dict[int, str],
+    resolution: Resolution,
+) -> UnifyResult:
+    new = resolution.profile_of
+    result = UnifyResult(nodes=len(new))
+    moved = [(profile, node) for node, profile in new.items() if old.get(node) != profile]
+    bulk.executemany(
+        bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
+        moved,
+    )
+    gone = [(node,) for node, deleted in dirty.items() if deleted]
+    bulk.executemany(bulk.sql("UPDATE source_record SET profile_id = NULL WHERE id = ?"), gone)
+    bulk.executemany(
+        bulk.sql(f"UPDATE source_record SET needs_unify = {bulk.false} WHERE id = ?"),
+        [(node,) for node in dirty],
+    )
+
+    old_members: dict[str, set[str]] = defaultdict(set)
+    for node, profile in old.items():
+        old_members[profile].add(new.get(node, ""))
+    # A closure is small, except on a full pass that recomputes everything anyway: recompute
+    # every profile in it rather than reason about which traits a move could have changed.
+    result.touched = set(new.values())
+    result.removed = {profile for profile in old_members if profile not in result.touched}
+
+    at = format_timestamp(utcnow())
+    logs: list[tuple[object, ...]] = []
+    for a, b, identifier in resolution.unions:
+        if old.get(a) is not None and old.get(a) == old.get(b):
+            continue
+        reason = "records share this identifier"
+        logs.append((run_id, at, "merge", new[a], None, identifier, a, b, reason))
+    result.merges = len(logs)
+    for refusal in resolution.refusals:
+        if refusal.node_a in dirty or refusal.node_b in dirty:
+            logs.append(
+                (
+                    run_id,
+                    at,
+                    "refused",
+                    new[refusal.node_a],
+                    new[refusal.node_b],
+                    refusal.identifier_id,
+                    refusal.node_a,
+                    refusal.node_b,
+                    refusal.reason,
+                )
+            )
+            result.refusals += 1
+    for profile, successors in old_members.items():
+        live_successors = sorted(s for s in successors if s)
+        if len(live_successors) > 1:
+            result.splits += 1
+            reason = "its records no longer share an identifier; now " + ", ".join(live_successors)
+            logs.extend(
+                (run_id, at, "split", profile, successor, None, None, None, reason)
+                for successor in live_successors
+            )
+        elif live_successors and live_successors[0] != profile:
+            reason = f"merged or re-anchored into {live_successors[0]}"
+            logs.append(
+                (run_id, at, "renamed", profile, live_successors[0], None, None, None, reason)
+            )
+        elif not live_successors:
+            logs.append(
+                (
+                    run_id,
+                    at,
+                    "removed",
+                    profile,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "all its records were deleted",
+                )
+            )
+    bulk.executemany(
+        bulk.sql(
+            "INSERT INTO merge_log (run_id, at, action, profile_id, to_profile_id, "
+            "identifier_id, record_a, record_b, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        logs,
+    )
+    return result

@@ -1,0 +1,265 @@
+"""Read-only views of the store for people: explain a profile, export profiles, status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncd.config import IdentityConfig
+from syncd.errors import SyncdError
+from syncd.identity.normalize import IdentifierNormalizer
+from syncd.mapping.model import ProfileMapping
+from syncd.mapping.transforms import TransformError
+from syncd.profiles import RecordView, merge_traits
+from syncd.store.db import Bulk
+from syncd.store.writer import identifier_id
+
+EXPORT_CHUNK = 500
+EVENTS_SHOWN = 20
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class NotFoundError(SyncdError):
+    """Nothing in the store matches what was asked for."""
+
+
+@dataclass
+class Explanation:
+    """Everything that says why a profile is what it is."""
+
+    profile_id: str
+    traits: dict[str, Any]
+    trait_origin: dict[str, str]
+    identifiers: list[tuple[str, str]]
+    records: list[dict[str, Any]]
+    merges: list[dict[str, Any]]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    event_count: int = 0
+
+
+def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
+    """The current profile id for a profile id (old ids are followed), email, phone or id."""
+    query = query.strip()
+    if query.startswith("p_"):
+        profile = query
+        for _ in range(100):
+            exists = bulk.connection.exec_driver_sql(
+                bulk.sql("SELECT 1 FROM source_record WHERE profile_id = ? LIMIT 1"), (profile,)
+            ).first()
+            if exists:
+                return profile
+            moved = bulk.connection.exec_driver_sql(
+                bulk.sql(
+                    "SELECT to_profile_id FROM merge_log WHERE profile_id = ? "
+                    "AND action IN ('renamed', 'split') ORDER BY id DESC LIMIT 1"
+                ),
+                (profile,),
+            ).first()
+            if moved is None or moved[0] is None:
+                break
+            profile = moved[0]
+        raise NotFoundError(f"no profile {query}")
+    normalizer = IdentifierNormalizer(identity)
+    candidates = []
+    for kind in identity.kinds:
+        try:
+            value = normalizer.normalize(kind, query)
+        except TransformError:
+            continue
+        if value is not None:
+            candidates.append(identifier_id(kind, value))
+    rows = list(
+        bulk.select_in(
+            "SELECT sr.profile_id FROM record_identifier ri JOIN source_record sr "
+            "ON sr.id = ri.record_id WHERE ri.identifier_id IN ({in}) AND sr.profile_id IS NOT NULL "
+            "ORDER BY sr.profile_id",
+            candidates,
+        )
+    )
+    if not rows:
+        raise NotFoundError("no profile has that identifier")
+    return str(rows[0][0])
+
+
+def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: str) -> Explanation:
+    """The profile matching `query`, with where every trait and merge came from."""
+    profile_id = find_profile(bulk, identity, query)
+    row = bulk.connection.exec_driver_sql(
+        bulk.sql("SELECT traits FROM profile WHERE id = ?"), (profile_id,)
+    ).first()
+    traits = _json(row[0]) if row else {}
+    records = []
+    views = []
+    names: dict[int, str] = {}
+    for (
+        key,
+        source,
+        stream,
+        external_id,
+        kind,
+        updated_at,
+        record_traits,
+        notes,
+    ) in bulk.connection.exec_driver_sql(
+        bulk.sql(
+            "SELECT id, source, stream, external_id, node_kind, updated_at, traits, notes "
+            f"FROM source_record WHERE profile_id = ? AND deleted = {bulk.false} ORDER BY id"
+        ),
+        (profile_id,),
+    ):
+        names[int(key)] = f"{source}/{stream}/{external_id}"
+        records.append(
+            {
+                "source": source,
+                "stream": stream,
+                "id": external_id,
+                "kind": kind,
+                "updated_at": updated_at,
+                "notes": _json(notes) or [],
+            }
+        )
+        if kind == "record":
+            views.append(RecordView(int(key), source, stream, updated_at, _json(record_traits)))
+    _, origin = merge_traits(rules, views)
+    identifiers = sorted(
+        {
+            (kind, value)
+            for kind, value in bulk.connection.exec_driver_sql(
+                bulk.sql(
+                    "SELECT DISTINCT i.kind, i.value FROM identifier i JOIN record_identifier ri "
+                    "ON ri.identifier_id = i.id JOIN source_record sr ON sr.id = ri.record_id "
+                    "WHERE sr.profile_id = ?"
+                ),
+                (profile_id,),
+            )
+        }
+    )
+    merges = []
+    for action, at, profile, to_profile, kind, value, a, b, reason in bulk.select_in(
+        "SELECT m.action, m.at, m.profile_id, m.to_profile_id, i.kind, i.value, m.record_a, "
+        "m.record_b, m.reason FROM merge_log m LEFT JOIN identifier i ON i.id = m.identifier_id "
+        "WHERE m.record_a IN ({in}) OR m.record_b IN ({in}) ORDER BY m.id",
+        sorted(names),
+        after=sorted(names),
+    ):
+        merges.append(
+            {
+                "action": action,
+                "at": at,
+                "profile_id": profile,
+                "to_profile_id": to_profile,
+                "identifier": f"{kind}:{value}" if kind else None,
+                "records": [names.get(int(x), str(x)) for x in (a, b) if x is not None],
+                "reason": reason,
+            }
+        )
+    events = [
+        {"name": name, "occurred_at": occurred_at, "stream": stream, "properties": _json(props)}
+        for name, occurred_at, stream, props in bulk.connection.exec_driver_sql(
+            bulk.sql(
+                "SELECT e.name, e.occurred_at, e.stream, e.properties FROM event e "
+                "WHERE e.id IN (SELECT ei.event_id FROM event_identifier ei "
+                "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
+                "JOIN source_record sr ON sr.id = ri.record_id WHERE sr.profile_id = ?) "
+                "ORDER BY e.occurred_at, e.id"
+            ),
+            (profile_id,),
+        )
+    ]
+    return Explanation(
+        profile_id,
+        traits,
+        {name: names[key] for name, key in origin.items()},
+        identifiers,
+        records,
+        merges,
+        events[-EVENTS_SHOWN:],
+        len(events),
+    )
+
+
+def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
+    """Every profile as {profile_id, traits, identifiers, records}, in profile id order."""
+    last = ""
+    while True:
+        chunk = bulk.connection.exec_driver_sql(
+            bulk.sql("SELECT id, traits FROM profile WHERE id > ? ORDER BY id LIMIT ?"),
+            (last, EXPORT_CHUNK),
+        ).all()
+        if not chunk:
+            return
+        ids = [row[0] for row in chunk]
+        identifiers: dict[str, set[tuple[str, str]]] = {pid: set() for pid in ids}
+        for pid, kind, value in bulk.select_in(
+            "SELECT sr.profile_id, i.kind, i.value FROM source_record sr "
+            "JOIN record_identifier ri ON ri.record_id = sr.id "
+            "JOIN identifier i ON i.id = ri.identifier_id WHERE sr.profile_id IN ({in})",
+            ids,
+        ):
+            identifiers[pid].add((kind, value))
+        records: dict[str, list[dict[str, str]]] = {pid: [] for pid in ids}
+        for pid, source, stream, external_id in bulk.select_in(
+            "SELECT profile_id, source, stream, external_id FROM source_record "
+            f"WHERE profile_id IN ({{in}}) AND node_kind = 'record' AND deleted = {bulk.false} "
+            "ORDER BY source, stream, external_id",
+            ids,
+        ):
+            records[pid].append({"source": source, "stream": stream, "id": external_id})
+        for pid, traits in chunk:
+            yield {
+                "profile_id": pid,
+                "traits": _json(traits),
+                "identifiers": [{"kind": k, "value": v} for k, v in sorted(identifiers[pid])],
+                "records": records[pid],
+            }
+        last = ids[-1]
+
+
+def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
+    """Counts of what the store holds, the cursors, and the latest runs."""
+
+    def count(sql: str) -> int:
+        return int(bulk.connection.exec_driver_sql(sql).scalar_one())
+
+    return {
+        "records": count(
+            f"SELECT COUNT(*) FROM source_record WHERE node_kind = 'record' AND deleted = {bulk.false}"
+        ),
+        "deleted_records": count(f"SELECT COUNT(*) FROM source_record WHERE deleted = {bulk.true}"),
+        "profiles": count("SELECT COUNT(*) FROM profile"),
+        "events": count("SELECT COUNT(*) FROM event"),
+        "identifiers": count("SELECT COUNT(*) FROM identifier"),
+        "quarantined": count("SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL"),
+        "pending_unify": count(
+            f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.true}"
+        ),
+        "cursors": [
+            {"source": s, "stream": t, "updated_at": u}
+            for s, t, u in bulk.connection.exec_driver_sql(
+                "SELECT source, stream, updated_at FROM cursor ORDER BY source, stream"
+            )
+        ],
+        "runs": [
+            {
+                "id": i,
+                "kind": k,
+                "status": st,
+                "started_at": sa,
+                "finished_at": fa,
+                "counts": _json(c),
+                "error": e,
+            }
+            for i, k, st, sa, fa, c, e in bulk.connection.exec_driver_sql(
+                bulk.sql(
+                    "SELECT id, kind, status, started_at, finished_at, counts, error FROM sync_run "
+                    "ORDER BY started_at DESC LIMIT ?"
+                ),
+                (runs,),
+            )
+        ],
+    }

@@ -1,0 +1,442 @@
+"""Compile mapping files once, at start, into plain functions; report every problem at once.
+
+An expression is `path | transform | transform(arg, ...)`: the path is dotted
+(`properties.email`, `items.0.sku`) or a quoted constant (`'Order Completed'`); arguments are
+Python/JSON literals. The compiled stream turns a raw payload into a MappedRecord or
+MappedEvent, or raises RecordError naming the field and the problem.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from syncd.config import Config, IdentityConfig, problems_from_validation
+from syncd.errors import ConfigError, Problem, RecordError
+from syncd.identity.normalize import IdentifierNormalizer
+from syncd.mapping.model import (
+    FieldSpec,
+    IdentifierSpec,
+    ProfileMapping,
+    StreamMapping,
+)
+from syncd.mapping.transforms import REGISTRY, Transform, TransformError, trim_value, value_map
+
+Getter = Callable[[Mapping[str, Any]], Any]
+PROFILE_FILE = "profile.toml"
+
+TYPE_TRANSFORMS = {
+    "string": "to_str",
+    "int": "to_int",
+    "float": "to_float",
+    "bool": "to_bool",
+    "datetime": "datetime",
+    "date": "date",
+    "list": "split",
+}
+
+
+@dataclass(slots=True)
+class MappedRecord:
+    """A record after mapping: its key, source timestamp, traits and normalized identifiers."""
+
+    external_id: str
+    updated_at: str | None
+    deleted: bool
+    traits: dict[str, Any]
+    identifiers: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MappedEvent:
+    """An event after mapping: its source event id, name, time, properties and identifiers."""
+
+    event_id: str
+    name: str
+    occurred_at: str
+    properties: dict[str, Any]
+    identifiers: list[tuple[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def split_pipeline(expression: str) -> list[str]:
+    """Split on `|` outside quotes, parentheses and brackets."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in expression:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return parts
+
+
+def compile_getter(path: str) -> Getter:
+    """A function reading `path` from a payload; a quoted path is a constant."""
+    if path[:1] in "'\"":
+        constant = ast.literal_eval(path)
+        return lambda _payload: constant
+    if not path or any(not segment for segment in path.split(".")):
+        raise ValueError(f"empty path segment in {path!r}")
+    segments = path.split(".")
+    if len(segments) == 1:
+        key = segments[0]
+        return lambda payload: payload.get(key)
+
+    def walk(payload: Mapping[str, Any]) -> Any:
+        value: Any = payload
+        for segment in segments:
+            if isinstance(value, Mapping):
+                value = value.get(segment)
+            elif isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+                value = value[int(segment)]
+            else:
+                return None
+        return value
+
+    return walk
+
+
+def compile_transform(step: str) -> Transform:
+    """One `name` or `name(args)` step into its function."""
+    name, _, rest = step.partition("(")
+    name = name.strip()
+    if name not in REGISTRY:
+        raise ValueError(f"unknown transform {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    args: list[Any] = []
+    if rest:
+        if not rest.endswith(")"):
+            raise ValueError(f"unbalanced parentheses in {step!r}")
+        try:
+            parsed = ast.literal_eval(f"[{rest[:-1]}]")
+        except (ValueError, SyntaxError):
+            raise ValueError(f"arguments of {name} must be literals: {step!r}") from None
+        args = list(parsed)
+    return REGISTRY[name](args)
+
+
+def chain(functions: list[Transform]) -> Transform:
+    if len(functions) == 1:
+        return functions[0]
+
+    def chained(value: Any) -> Any:
+        for function in functions:
+            value = function(value)
+        return value
+
+    return chained
+
+
+def compile_expression(expression: str, extra: Iterable[Transform] = ()) -> Getter:
+    """`path | t1 | t2(x)` (plus trailing `extra` steps) into one payload → value function."""
+    path, *steps = split_pipeline(expression)
+    getter = compile_getter(path)
+    functions = [compile_transform(step) for step in steps if step] + list(extra)
+    if not functions:
+        return getter
+    transformed = chain(functions)
+    return lambda payload: transformed(getter(payload))
+
+
+def compile_field(spec: str | FieldSpec) -> tuple[Getter, bool]:
+    """A trait's getter, and whether a failing value nulls the field instead of quarantining."""
+    if isinstance(spec, str):
+        return compile_expression(spec), False
+    extra: list[Transform] = []
+    if spec.map is not None:
+        extra.append(value_map(spec.map))
+    if spec.type is not None:
+        extra.append(compile_transform(TYPE_TRANSFORMS[spec.type]))
+    if spec.default is not None:
+        extra.append(compile_transform(f"default({spec.default!r})"))
+    sources = [spec.from_] if isinstance(spec.from_, str) else spec.from_
+    getters = [compile_expression(source) for source in sources]
+    finish = chain(extra) if extra else None
+    null_on_error = spec.on_error == "null"
+    if len(getters) == 1 and finish is None:
+        return getters[0], null_on_error
+
+    def coalesced(payload: Mapping[str, Any]) -> Any:
+        value = None
+        for getter in getters:
+            value = trim_value(getter(payload))
+            if value is not None:
+                break
+        return finish(value) if finish else value
+
+    return coalesced, null_on_error
+
+
+@dataclass(frozen=True)
+class CompiledIdentifier:
+    """Reads one identifier (maybe several values) and normalizes it by its kind."""
+
+    label: str
+    kind: str
+    getter: Getter
+
+
+def compile_identifier(label: str, spec: str | IdentifierSpec) -> CompiledIdentifier:
+    if isinstance(spec, str):
+        return CompiledIdentifier(label, label, compile_expression(spec))
+    kind = spec.kind or label
+    if spec.from_ is not None:
+        return CompiledIdentifier(label, kind, compile_expression(spec.from_))
+    parts = [compile_expression(part) for part in spec.parts or []]
+
+    def composite(payload: Mapping[str, Any]) -> Any:
+        values = [trim_value(part(payload)) for part in parts]
+        if any(value is None for value in values):
+            return None
+        return "|".join(str(value) for value in values)
+
+    return CompiledIdentifier(label, kind, composite)
+
+
+class CompiledStream:
+    """A stream mapping turned into functions; `map_record`/`map_event` are the hot path."""
+
+    def __init__(
+        self, mapping: StreamMapping, normalizer: IdentifierNormalizer, fingerprint: str
+    ) -> None:
+        self.source = mapping.source
+        self.stream = mapping.stream
+        self.is_events = mapping.type == "events"
+        self.fingerprint = fingerprint
+        self._normalizer = normalizer
+        self._identifiers = [compile_identifier(k, v) for k, v in mapping.identifiers.items()]
+        self._fields = [(name, *compile_field(spec)) for name, spec in mapping.fields.items()]
+        self._key = compile_expression(mapping.primary_key or mapping.event_id or "")
+        self._updated_at = (
+            compile_expression(mapping.updated_at, [compile_transform("datetime")])
+            if mapping.updated_at
+            else None
+        )
+        self._deleted = (
+            compile_expression(mapping.deleted, [compile_transform("to_bool")])
+            if mapping.deleted
+            else None
+        )
+        self._name = compile_expression(mapping.event_name) if mapping.event_name else None
+        self._timestamp = (
+            compile_expression(mapping.timestamp, [compile_transform("datetime")])
+            if mapping.timestamp
+            else None
+        )
+
+    def _traits(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        traits = {}
+        for name, getter, null_on_error in self._fields:
+            try:
+                value = getter(payload)
+            except TransformError as error:
+                if null_on_error:
+                    continue
+                raise RecordError(f"field {name}: {error}") from None
+            if value is not None:
+                traits[name] = value
+        return traits
+
+    def _identity(self, payload: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+        found: list[tuple[str, str]] = []
+        notes: list[str] = []
+        for identifier in self._identifiers:
+            try:
+                raw = identifier.getter(payload)
+            except TransformError as error:
+                notes.append(f"identifier {identifier.label}: {error}")
+                continue
+            for value in raw if isinstance(raw, list) else (raw,):
+                self._normalizer.add(identifier.kind, identifier.label, value, found, notes)
+        return found, notes
+
+    def _required(self, getter: Getter | None, payload: Mapping[str, Any], what: str) -> Any:
+        try:
+            value = trim_value(getter(payload)) if getter else None
+        except TransformError as error:
+            raise RecordError(f"{what}: {error}") from None
+        if value is None:
+            raise RecordError(f"{what} is missing")
+        return value
+
+    def map_record(self, payload: Mapping[str, Any]) -> MappedRecord:
+        """Raises RecordError when the record cannot be mapped."""
+        key = str(self._required(self._key, payload, "primary key"))
+        try:
+            updated_at = self._updated_at(payload) if self._updated_at else None
+            deleted = bool(self._deleted(payload)) if self._deleted else False
+        except TransformError as error:
+            raise RecordError(f"updated_at/deleted: {error}") from None
+        identifiers, notes = self._identity(payload)
+        return MappedRecord(key, updated_at, deleted, self._traits(payload), identifiers, notes)
+
+    def map_event(self, payload: Mapping[str, Any]) -> MappedEvent:
+        """Raises RecordError when the event cannot be mapped."""
+        event_id = str(self._required(self._key, payload, "event_id"))
+        name = str(self._required(self._name, payload, "event_name"))
+        occurred_at = str(self._required(self._timestamp, payload, "timestamp"))
+        identifiers, notes = self._identity(payload)
+        if not identifiers:
+            raise RecordError("event carries no usable identifier")
+        return MappedEvent(event_id, name, occurred_at, self._traits(payload), identifiers, notes)
+
+
+@dataclass(frozen=True)
+class Mappings:
+    """Every compiled stream, keyed by (source, stream), and the profile rules."""
+
+    streams: Mapping[tuple[str, str], CompiledStream]
+    profile: ProfileMapping
+
+    def for_stream(self, source: str, stream: str) -> CompiledStream:
+        return self.streams[(source, stream)]
+
+    def streams_of(self, source: str) -> list[str]:
+        return sorted(stream for (name, stream) in self.streams if name == source)
+
+
+def _read_toml(path: Path, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        problems.append(Problem(str(path), "(syntax)", str(error), "fix the TOML syntax"))
+    except OSError as error:
+        problems.append(Problem(str(path), "(file)", str(error), "check the file"))
+    return None
+
+
+def _compile_stream(
+    path: Path, data: dict[str, Any], identity: IdentityConfig, problems: list[Problem]
+) -> CompiledStream | None:
+    file = str(path)
+    try:
+        mapping = StreamMapping.model_validate(data)
+    except ValidationError as error:
+        problems.extend(problems_from_validation(file, error))
+        return None
+    before = len(problems)
+    for label, spec in mapping.identifiers.items():
+        kind = spec if isinstance(spec, str) else (spec.kind or label)
+        kind = label if isinstance(spec, str) else kind
+        if kind not in identity.kinds:
+            known = ", ".join(sorted(identity.kinds))
+            problems.append(
+                Problem(
+                    file,
+                    f"identifiers.{label}",
+                    f"unknown identifier kind {kind!r}",
+                    f"use one of {known}, or declare [identity.kinds.{kind}] in syncd.toml",
+                )
+            )
+    checks: list[tuple[str, Callable[[], object]]] = []
+    for label, spec in mapping.identifiers.items():
+        checks.append((f"identifiers.{label}", lambda s=spec, lb=label: compile_identifier(lb, s)))
+    for name, fspec in mapping.fields.items():
+        checks.append((f"fields.{name}", lambda s=fspec: compile_field(s)))
+    for key in ("primary_key", "updated_at", "deleted", "event_id", "event_name", "timestamp"):
+        expression = getattr(mapping, key)
+        if expression is not None:
+            checks.append((key, lambda e=expression: compile_expression(e)))
+    for key, check in checks:
+        try:
+            check()
+        except (ValueError, SyntaxError) as error:
+            problems.append(Problem(file, key, str(error), "see docs/MAPPINGS.md for the syntax"))
+    if len(problems) > before:
+        return None
+    fingerprint = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    return CompiledStream(mapping, IdentifierNormalizer(identity), fingerprint)
+
+
+def compile_mappings(config: Config) -> Mappings:
+    """Read and compile every mapping file; raises ConfigError listing all problems."""
+    problems: list[Problem] = []
+    folder = config.mappings_dir
+    if not folder.is_dir():
+        raise ConfigError(
+            [Problem(str(config.path), "mappings_dir", f"{folder} is not a folder", "create it")]
+        )
+    streams: dict[tuple[str, str], CompiledStream] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    profile = ProfileMapping()
+    for path in sorted(folder.glob("*.toml")):
+        data = _read_toml(path, problems)
+        if data is None:
+            continue
+        if path.name == PROFILE_FILE:
+            try:
+                profile = ProfileMapping.model_validate(data)
+            except ValidationError as error:
+                problems.extend(problems_from_validation(str(path), error))
+            continue
+        compiled = _compile_stream(path, data, config.identity, problems)
+        if compiled is None:
+            continue
+        key = (compiled.source, compiled.stream)
+        if compiled.source not in config.sources:
+            problems.append(
+                Problem(
+                    str(path),
+                    "source",
+                    f"no source named {compiled.source!r} in {config.path.name}",
+                    f"add [sources.{compiled.source}] to the config or fix the name",
+                )
+            )
+        elif key in streams:
+            problems.append(
+                Problem(
+                    str(path),
+                    "stream",
+                    f"{compiled.source}/{compiled.stream} is already mapped by {origin[key].name}",
+                    "keep one mapping file per stream",
+                )
+            )
+        else:
+            streams[key] = compiled
+            origin[key] = path
+    for name in config.sources:
+        if not any(source == name for source, _ in streams):
+            problems.append(
+                Problem(
+                    str(config.path),
+                    f"sources.{name}",
+                    "no mapping file maps this source",
+                    f'add mappings/<file>.toml with source = "{name}"',
+                )
+            )
+    traits = {
+        trait
+        for stream in streams.values()
+        for trait, _, _ in stream._fields
+        if not stream.is_events
+    }
+    for name in profile.computed:
+        if name in traits:
+            problems.append(
+                Problem(
+                    str(folder / PROFILE_FILE),
+                    f"computed.{name}",
+                    "a computed trait has the name of a mapped trait",
+                    "rename one of them",
+                )
+            )
+    if problems:
+        raise ConfigError(problems)
+    return Mappings(streams, profile)

@@ -1,0 +1,263 @@
+"""The registry of named transforms that mapping files chain with `|`.
+
+Each entry is a factory: given the arguments written in the mapping file it checks them and
+returns a plain one-argument function, so the hot path never parses anything. A transform
+passes None through untouched (except `default`), and raises TransformError on a value it
+cannot handle; the record is then quarantined with that reason (or the field nulled, if the
+mapping says `on_error = "null"`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+Transform = Callable[[Any], Any]
+Factory = Callable[[list[Any]], Transform]
+
+
+class TransformError(ValueError):
+    """A value a transform cannot handle; the message names the value's problem, not the value."""
+
+
+REGISTRY: dict[str, Factory] = {}
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off", ""})
+
+
+def transform(name: str, arity: tuple[int, int] = (0, 0)) -> Callable[[Factory], Factory]:
+    """Register a factory under `name`, checking the argument count at compile time."""
+
+    def register(factory: Factory) -> Factory:
+        def checked(args: list[Any]) -> Transform:
+            low, high = arity
+            if not low <= len(args) <= high:
+                expected = str(low) if low == high else f"{low} to {high}"
+                raise ValueError(f"{name} takes {expected} argument(s), got {len(args)}")
+            return factory(args)
+
+        REGISTRY[name] = checked
+        return factory
+
+    return register
+
+
+def _plain(fn: Transform) -> Factory:
+    return lambda _args: fn
+
+
+def _none_safe(fn: Transform) -> Transform:
+    return lambda value: None if value is None else fn(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def trim_value(value: Any) -> Any:
+    """Strip surrounding white space; a blank string becomes None (blank means absent)."""
+    if not isinstance(value, str):
+        return value
+    stripped = value.strip()
+    return stripped or None
+
+
+transform("trim")(_plain(trim_value))
+transform("lower")(_plain(_none_safe(lambda v: _text(v).lower())))
+transform("upper")(_plain(_none_safe(lambda v: _text(v).upper())))
+transform("title")(_plain(_none_safe(lambda v: _text(v).strip().title())))
+transform("digits")(_plain(_none_safe(lambda v: re.sub(r"\D", "", _text(v)) or None)))
+
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def normalize_email(value: Any) -> str | None:
+    """Trim and lowercase; raises TransformError when it does not look like an address."""
+    text = trim_value(_text(value)) if value is not None else None
+    if text is None:
+        return None
+    text = text.lower()
+    if not EMAIL_PATTERN.match(text):
+        raise TransformError("not an email address")
+    return text
+
+
+transform("email")(_plain(normalize_email))
+
+
+@lru_cache(maxsize=262_144)
+def normalize_phone(raw: str, region: str) -> str:
+    """E.164 via phonenumbers, cached by raw value: parsing is the costliest step of mapping."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        raise TransformError("not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise TransformError("not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@transform("e164", (0, 1))
+def _e164(args: list[Any]) -> Transform:
+    region = str(args[0]).upper() if args else "US"
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region {region!r}")
+
+    def e164(value: Any) -> Any:
+        text = trim_value(_text(value)) if value is not None else None
+        return None if text is None else normalize_phone(text, region)
+
+    return e164
+
+
+def format_timestamp(moment: datetime) -> str:
+    """The one timestamp format of the store: UTC, milliseconds, fixed width, so text sorts."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> datetime:
+    """A datetime from ISO-8601 text, epoch seconds or milliseconds, or a strptime format."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        number = float(value)
+        moment = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+    else:
+        text = _text(value).strip()
+        try:
+            moment = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+        except ValueError:
+            raise TransformError("not a date-time this mapping can read") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _zone(args: list[Any], index: int) -> Any:
+    if len(args) <= index:
+        return UTC
+    try:
+        return ZoneInfo(str(args[index]))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {args[index]!r}") from None
+
+
+@transform("datetime", (0, 2))
+def _datetime(args: list[Any]) -> Transform:
+    """datetime, datetime('Europe/Paris'), datetime('Europe/Paris', '%d/%m/%Y %H:%M')."""
+    zone = _zone(args, 0)
+    fmt = str(args[1]) if len(args) > 1 else None
+    return _none_safe(lambda v: format_timestamp(parse_timestamp(v, zone, fmt)))
+
+
+@transform("date", (0, 1))
+def _date(args: list[Any]) -> Transform:
+    fmt = str(args[0]) if args else None
+
+    def to_date(value: Any) -> Any:
+        if isinstance(value, date):
+            return value.isoformat()
+        text = _text(value).strip()
+        try:
+            day = datetime.strptime(text, fmt).date() if fmt else date.fromisoformat(text[:10])
+        except ValueError:
+            raise TransformError("not a date this mapping can read") from None
+        return day.isoformat()
+
+    return _none_safe(to_date)
+
+
+def to_int(value: Any) -> int:
+    """Whole numbers, also from text such as ' 42 ' or '42.0'."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(_text(value).strip().replace(",", ""))
+    except ValueError:
+        raise TransformError("not a whole number") from None
+    if not number.is_integer():
+        raise TransformError("not a whole number")
+    return int(number)
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(_text(value).strip().replace(",", ""))
+    except ValueError:
+        raise TransformError("not a number") from None
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = _text(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise TransformError("not a yes/no value")
+
+
+transform("to_int")(_plain(_none_safe(to_int)))
+transform("to_float")(_plain(_none_safe(to_float)))
+transform("to_bool")(_plain(_none_safe(to_bool)))
+transform("to_str")(_plain(_none_safe(_text)))
+
+
+@transform("default", (1, 1))
+def _default(args: list[Any]) -> Transform:
+    fallback = args[0]
+    return lambda v: fallback if v is None or v == "" else v
+
+
+@transform("split", (0, 1))
+def _split(args: list[Any]) -> Transform:
+    separator = str(args[0]) if args else ","
+
+    def split(value: Any) -> Any:
+        if isinstance(value, list):
+            return value
+        parts = [part.strip() for part in _text(value).split(separator)]
+        return [part for part in parts if part] or None
+
+    return _none_safe(split)
+
+
+@transform("hash", (0, 1))
+def _hash(args: list[Any]) -> Transform:
+    algorithm = str(args[0]) if args else "sha256"
+    if algorithm not in {"sha256", "sha1", "md5"}:
+        raise ValueError(f"unknown hash {algorithm!r}; use sha256, sha1 or md5")
+    return _none_safe(lambda v: hashlib.new(algorithm, _text(v).encode()).hexdigest())
+
+
+def value_map(table: Mapping[str, Any], keep_unmapped: bool = True) -> Transform:
+    """Map values through `table` (keys compared as text); unmapped values pass or become None."""
+    lookup = {str(key): mapped for key, mapped in table.items()}
+
+    def mapped(value: Any) -> Any:
+        key = _text(value)
+        if key in lookup:
+            return lookup[key]
+        return value if keep_unmapped else None
+
+    return _none_safe(mapped)
+
+
+@transform("map", (1, 1))
+def _map(args: list[Any]) -> Transform:
+    if not isinstance(args[0], dict):
+        raise ValueError('map takes one table argument, e.g. map({"a": "b"})')
+    return value_map(args[0])

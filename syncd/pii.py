@@ -1,0 +1,13 @@
+"""Masking of personal data for logs and terminal output: enough to recognise, not to use."""
+
+from __future__ import annotations
+
+
+def mask(kind: str, value: str) -> str:
+    """`jane@example.com` → `j***@example.com`; `+14155550134` → `+1*******134`; ids keep 2 chars."""
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if kind == "phone" or (value.startswith("+") and value[1:].isdigit()):
+        return value[:2] + "*" * max(len(value) - 5, 1) + value[-3:]
+    return value[:2] + "***"

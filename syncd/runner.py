@@ -1,0 +1,360 @@
+"""One pass of the pipeline: pull → map → store, then unify → profiles, with a sync_run row.
+
+Each page is committed with the cursor that follows it, so a run killed at any point resumes
+where it stopped; records are marked for the identity stage in the same transaction, so the
+identity and profile work a killed run did not finish is picked up by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from syncd.config import Config, ConnectorEntry
+from syncd.connector import ConnectorContext, Page, Source
+from syncd.errors import ConnectorError, RecordError
+from syncd.identity.unify import unify
+from syncd.log import bind_run, get_logger
+from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
+from syncd.mapping.transforms import format_timestamp
+from syncd.profiles import clear_pending_events, pending_events, refresh_profiles
+from syncd.store.db import Bulk, transaction
+from syncd.store.writer import PageWriter, StagedRecord, WriteCounts, content_hash, load_cursor
+from syncd.timeutil import utcnow
+
+
+class Progress(Protocol):
+    """How a run reports what it does as it goes (a progress bar, or plain lines)."""
+
+    def stream_started(self, source: str, stream: str) -> None: ...
+
+    def page_done(self, source: str, stream: str, records: int, counts: WriteCounts) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+
+class SilentProgress:
+    def stream_started(self, source: str, stream: str) -> None:
+        """Report nothing."""
+
+    def page_done(self, source: str, stream: str, records: int, counts: WriteCounts) -> None:
+        """Report nothing."""
+
+    def stage(self, name: str) -> None:
+        """Report nothing."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did; `status` is ok or failed."""
+
+    run_id: str
+    status: str = "ok"
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def bump(self, name: str, amount: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across processes."""
+    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class StagedPage:
+    """A page after mapping: what to store, and what to quarantine."""
+
+    records: list[StagedRecord] = field(default_factory=list)
+    events: list[MappedEvent] = field(default_factory=list)
+    quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
+
+
+def stage_page(compiled: CompiledStream, page: Page) -> StagedPage:
+    """Map every record of a page; a bad one is set aside with its reason, the rest go on."""
+    staged = StagedPage()
+    for raw in page.records:
+        if raw.error is not None:
+            staged.quarantined.append((raw.location, raw.error, raw.payload))
+            continue
+        try:
+            if compiled.is_events:
+                staged.events.append(compiled.map_event(raw.payload))
+            else:
+                mapped = compiled.map_record(raw.payload)
+                digest = content_hash(raw.payload, compiled.fingerprint)
+                staged.records.append(StagedRecord(mapped, raw.payload, digest))
+        except RecordError as error:
+            staged.quarantined.append((raw.location, str(error), raw.payload))
+    return staged
+
+
+class Pipeline:
+    """Runs passes of the pipeline against one store."""
+
+    def __init__(
+        self,
+        config: Config,
+        mappings: Mappings,
+        engine: Engine,
+        progress: Progress | None = None,
+        make_source: Callable[[ConnectorEntry, Config], Source] | None = None,
+    ) -> None:
+        self.config = config
+        self.mappings = mappings
+        self.engine = engine
+        self.progress = progress or SilentProgress()
+        self.make_source = make_source or _make_source
+        self.log = get_logger()
+
+    def _start(self, kind: str) -> RunSummary:
+        summary = RunSummary(new_run_id())
+        bind_run(summary.run_id)
+        with transaction(self.engine) as bulk:
+            bulk.executemany(
+                bulk.sql(
+                    "INSERT INTO sync_run (id, kind, started_at, status, counts) "
+                    "VALUES (?, ?, ?, 'running', ?)"
+                ),
+                [(summary.run_id, kind, format_timestamp(utcnow()), "{}")],
+            )
+        self.log.info("run started", kind=kind)
+        return summary
+
+    def _finish(self, summary: RunSummary) -> RunSummary:
+        with transaction(self.engine) as bulk:
+            bulk.executemany(
+                bulk.sql(
+                    "UPDATE sync_run SET finished_at = ?, status = ?, counts = ?, error = ? "
+                    "WHERE id = ?"
+                ),
+                [
+                    (
+                        format_timestamp(utcnow()),
+                        summary.status,
+                        json.dumps(summary.counts, sort_keys=True),
+                        "\n".join(summary.errors) or None,
+                        summary.run_id,
+                    )
+                ],
+            )
+        log = self.log.info if summary.status == "ok" else self.log.error
+        log("run finished", status=summary.status, **summary.counts)
+        return summary
+
+    def run_once(
+        self, only_sources: list[str] | None = None, full: bool = False, dry_run: bool = False
+    ) -> RunSummary:
+        """Pull every enabled source (or only the named ones), then unify and refresh profiles."""
+        summary = self._start("dry-run" if dry_run else ("full" if full else "incremental"))
+        for name, entry in self.config.sources.items():
+            if (only_sources and name not in only_sources) or not entry.enabled:
+                continue
+            try:
+                source = self.make_source(entry, self.config)
+            except ConnectorError as error:
+                self._fail(summary, name, error)
+                continue
+            try:
+                for stream in self.mappings.streams_of(name):
+                    self._pull(summary, name, stream, source, full, dry_run)
+            except ConnectorError as error:
+                self._fail(summary, name, error)
+            finally:
+                source.close()
+        if not dry_run:
+            self._resolve(summary)
+        return self._finish(summary)
+
+    def _fail(self, summary: RunSummary, source: str, error: ConnectorError) -> None:
+        summary.status = "failed"
+        summary.errors.append(f"{source}: {error}")
+        self.log.error(
+            "source failed", source=source, error=str(error), error_type=type(error).__name__
+        )
+
+    def _pull(
+        self,
+        summary: RunSummary,
+        source_name: str,
+        stream: str,
+        source: Source,
+        full: bool,
+        dry_run: bool,
+    ) -> None:
+        compiled = self.mappings.for_stream(source_name, stream)
+        with transaction(self.engine) as bulk:
+            cursor = None if full else load_cursor(bulk, source_name, stream)
+        self.progress.stream_started(source_name, stream)
+        for page in source.read(stream, cursor):
+            staged = stage_page(compiled, page)
+            counts = self._store(summary, source_name, stream, page, staged, dry_run)
+            summary.bump("records_read", len(page.records))
+            summary.bump("quarantined", len(staged.quarantined))
+            for name, value in vars(counts).items():
+                if value:
+                    summary.bump(name, value)
+            self.progress.page_done(source_name, stream, len(page.records), counts)
+            self.log.info(
+                "page stored",
+                source=source_name,
+                stream=stream,
+                records=len(page.records),
+                quarantined=len(staged.quarantined),
+                **vars(counts),
+            )
+            for location, reason, _ in staged.quarantined:
+                self.log.warning(
+                    "record quarantined",
+                    source=source_name,
+                    stream=stream,
+                    location=location,
+                    reason=reason,
+                )
+
+    def _store(
+        self,
+        summary: RunSummary,
+        source: str,
+        stream: str,
+        page: Page,
+        staged: StagedPage,
+        dry_run: bool,
+    ) -> WriteCounts:
+        with transaction(self.engine, commit=not dry_run) as bulk:
+            writer = PageWriter(bulk, summary.run_id)
+            counts = writer.write_records(source, stream, staged.records)
+            counts.add(writer.write_events(source, stream, staged.events))
+            counts.deleted += writer.delete_records(source, stream, page.deleted_ids)
+            writer.quarantine(source, stream, staged.quarantined)
+            writer.set_cursor(source, stream, page.cursor)
+        return counts
+
+    def _resolve(self, summary: RunSummary, everything: bool = False) -> None:
+        """Identity and profiles in one transaction: a crash leaves the records marked to redo."""
+        self.progress.stage("unify")
+        with transaction(self.engine) as bulk:
+            result = unify(bulk, self.config.identity, summary.run_id, everything)
+            event_profiles, events = pending_events(bulk)
+            self.progress.stage("profiles")
+            written, removed = refresh_profiles(
+                bulk,
+                self.mappings.profile,
+                result.touched | event_profiles,
+                result.removed,
+                summary.run_id,
+            )
+            clear_pending_events(bulk, events)
+        summary.bump("merges", result.merges)
+        summary.bump("splits", result.splits)
+        summary.bump("merges_refused", result.refusals)
+        summary.bump("profiles_written", written)
+        summary.bump("profiles_removed", removed)
+        self.log.info(
+            "identity resolved",
+            nodes=result.nodes,
+            merges=result.merges,
+            splits=result.splits,
+            refused=result.refusals,
+            profiles_written=written,
+            profiles_removed=removed,
+        )
+
+    def rebuild(self) -> RunSummary:
+        """Map every stored raw record again with today's mappings, then resolve everything."""
+        summary = self._start("rebuild")
+        with transaction(self.engine) as bulk:
+            self._rebuild_in(bulk, summary)
+        return self._finish(summary)
+
+    def _rebuild_in(self, bulk: Bulk, summary: RunSummary) -> None:
+        writer = PageWriter(bulk, summary.run_id)
+        for (source, stream), compiled in self.mappings.streams.items():
+            if compiled.is_events:
+                continue
+            rows = bulk.connection.exec_driver_sql(
+                bulk.sql(
+                    "SELECT external_id, payload FROM source_record WHERE source = ? AND stream = ? "
+                    f"AND node_kind = 'record' AND deleted = {bulk.false}"
+                ),
+                (source, stream),
+            ).all()
+            staged = StagedPage()
+            for external_id, payload in rows:
+                loaded = json.loads(payload) if isinstance(payload, str) else payload
+                try:
+                    mapped = compiled.map_record(loaded)
+                except RecordError as error:
+                    staged.quarantined.append(
+                        (f"{source}/{stream}/{external_id}", str(error), loaded)
+                    )
+                    continue
+                staged.records.append(
+                    StagedRecord(mapped, loaded, content_hash(loaded, compiled.fingerprint))
+                )
+            counts = writer.write_records(source, stream, staged.records)
+            writer.quarantine(source, stream, staged.quarantined)
+            summary.bump("records_remapped", counts.changed)
+        result = unify(bulk, self.config.identity, summary.run_id, everything=True)
+        written, removed = refresh_profiles(
+            bulk, self.mappings.profile, result.touched, result.removed, summary.run_id
+        )
+        summary.bump("profiles_written", written)
+        summary.bump("profiles_removed", removed)
+
+    def verify(self) -> list[str]:
+        """Rebuild inside a transaction, compare with the stored state, roll back.
+
+        Returns the differences; none means the incremental state equals a rebuild.
+        """
+        summary = RunSummary(new_run_id())
+        with self.engine.connect() as connection:
+            transaction_ = connection.begin()
+            bulk = Bulk(connection)
+            before = _snapshot(bulk)
+            self._rebuild_in(bulk, summary)
+            after = _snapshot(bulk)
+            transaction_.rollback()
+        return _differences(before, after)
+
+
+Snapshot = tuple[dict[int, str | None], dict[str, str]]
+
+
+def _snapshot(bulk: Bulk) -> Snapshot:
+    assignment = {
+        int(row[0]): row[1]
+        for row in bulk.connection.exec_driver_sql(
+            f"SELECT id, profile_id FROM source_record WHERE deleted = {bulk.false}"
+        )
+    }
+    traits = {
+        row[0]: row[1]
+        for row in bulk.connection.exec_driver_sql("SELECT id, traits_hash FROM profile")
+    }
+    return assignment, traits
+
+
+def _differences(before: Snapshot, after: Snapshot, most: int = 20) -> list[str]:
+    found = []
+    for node in sorted(set(before[0]) | set(after[0])):
+        if before[0].get(node) != after[0].get(node):
+            found.append(
+                f"record {node}: profile {before[0].get(node)} != rebuilt {after[0].get(node)}"
+            )
+    for profile in sorted(set(before[1]) | set(after[1])):
+        if before[1].get(profile) != after[1].get(profile):
+            found.append(f"profile {profile}: traits differ from the rebuild")
+    return found[:most] + ([f"... and {len(found) - most} more"] if len(found) > most else [])
+
+
+def _make_source(entry: ConnectorEntry, config: Config) -> Source:
+    factory = entry.spec.make_source
+    assert factory is not None  # config validation refuses a connector without one
+    return factory(ConnectorContext(entry.name, entry.options, config.base_dir))

@@ -1,0 +1,204 @@
+"""Opening the store (SQLite in WAL mode, or PostgreSQL), migrating it, and bulk statements.
+
+The bulk helpers speak `INSERT … ON CONFLICT`, which SQLite and PostgreSQL write alike, straight
+through the driver's executemany: the ORM is far too slow for the hot path (see
+docs/BENCHMARKS.md), and Core adds a third on top of the driver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from syncd.errors import StoreError
+from syncd.store import tables
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+JSON_COLUMNS = {
+    (t.__tablename__, c.name)
+    for t in (
+        tables.SourceRecord,
+        tables.Event,
+        tables.Profile,
+        tables.Cursor,
+        tables.Quarantine,
+        tables.SyncRun,
+        tables.MergeLog,
+    )
+    for c in t.__table__.columns  # type: ignore[attr-defined]
+    if isinstance(c.type, type(tables.JsonColumn))
+}
+CHUNK = 500
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (status, explain) run beside a writer; NORMAL is durable at checkpoints
+    # and still safe against corruption in WAL mode.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite files get their folder created and WAL mode."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url, future=True)
+    except Exception as error:  # noqa: BLE001 - any driver or URL error means the same to a user
+        raise StoreError(
+            f"cannot use store URL: {error} — check [store] url in the config"
+        ) from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest version; an upgrade never needs a manual step."""
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as connection:
+            alembic.attributes["connection"] = connection
+            command.upgrade(alembic, "head")
+    except OperationalError as error:
+        raise StoreError(
+            f"cannot open the store: {error.orig} — check that the database is reachable"
+        ) from None
+
+
+def schema_tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+class Bulk:
+    """Bulk statements over one connection, written once per dialect."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.dialect = connection.dialect.name
+        self._placeholder = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+
+    def _values(self, table: str, columns: Sequence[str]) -> str:
+        marks = []
+        for column in columns:
+            json_column = (table, column) in JSON_COLUMNS
+            if json_column and self.dialect == "postgresql":
+                marks.append(f"CAST({self._placeholder} AS jsonb)")
+            else:
+                marks.append(self._placeholder)
+        return ", ".join(marks)
+
+    @staticmethod
+    def encode(value: Any) -> Any:
+        """JSON columns take their text; other values go as they are."""
+        if isinstance(value, dict | list):
+            return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+        return value
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.connection.exec_driver_sql(sql, list(rows))
+
+    def upsert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        key: Sequence[str],
+        update: Sequence[str] | None = None,
+    ) -> None:
+        """INSERT … ON CONFLICT (key) DO UPDATE the `update` columns (all but key by default)."""
+        update = [c for c in columns if c not in key] if update is None else update
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
+            if update
+            else "DO NOTHING"
+        )
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self._values(table, columns)}) "
+            f"ON CONFLICT ({', '.join(key)}) {action}"
+        )
+        self.executemany(sql, rows)
+
+    def insert_ignore(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
+    ) -> None:
+        self.upsert(table, columns, rows, key, update=[])
+
+    def _chunks(
+        self, sql: str, values: Iterable[Any], before: Sequence[Any], after: Sequence[Any]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        pending = list(values)
+        for start in range(0, len(pending), CHUNK):
+            chunk = pending[start : start + CHUNK]
+            marks = ", ".join([self._placeholder] * len(chunk))
+            yield self.sql(sql).replace("{in}", marks), (*before, *chunk, *after)
+
+    def select_in(
+        self,
+        sql: str,
+        values: Iterable[Any],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> Iterator[Sequence[Any]]:
+        """Run `sql` (`?` placeholders, one `{in}` for the list) over `values` in chunks.
+
+        `before` and `after` are the parameters written before and after the `{in}` list.
+        """
+        for statement, params in self._chunks(sql, values, before, after):
+            yield from self.connection.exec_driver_sql(statement, params).all()
+
+    def execute_in(
+        self,
+        sql: str,
+        values: Iterable[Any],
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+    ) -> None:
+        """Like select_in, for statements that return nothing."""
+        for statement, params in self._chunks(sql, values, before, after):
+            self.connection.exec_driver_sql(statement, params)
+
+    def sql(self, text: str) -> str:
+        """`text` written with `?` placeholders, in this driver's style."""
+        return text if self._placeholder == "?" else text.replace("?", "%s")
+
+    @property
+    def true(self) -> str:
+        """The boolean literal for this dialect (PostgreSQL will not compare bool with 1)."""
+        return "true" if self.dialect == "postgresql" else "1"
+
+    @property
+    def false(self) -> str:
+        return "false" if self.dialect == "postgresql" else "0"
+
+
+@contextmanager
+def transaction(engine: Engine, commit: bool = True) -> Iterator[Bulk]:
+    """One transaction with bulk helpers; committed on success (unless `commit` is false),
+    rolled back on error."""
+    with engine.connect() as connection, connection.begin() as active:
+        yield Bulk(connection)
+        if not commit:
+            active.rollback()
+
+
+def open_store(url: str) -> Engine:
+    """An engine on a store migrated to the newest schema."""
+    engine = open_engine(url)
+    migrate(engine)
+    return engine

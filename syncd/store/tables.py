@@ -1,0 +1,190 @@
+"""The profile store's tables (SQLModel). Hot paths use their Core tables for bulk statements.
+
+Record and identifier ids are 64-bit hashes of their natural keys (see `stable_id`), so a
+mapping worker can compute every key and edge without asking the database, and the same
+record gets the same id in every store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JsonColumn = JSON().with_variant(JSONB(), "postgresql")
+# INTEGER PRIMARY KEY is SQLite's rowid itself: no second index to maintain on every insert.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def stable_id(*parts: str) -> int:
+    """A signed 64-bit id from a natural key; collisions are negligible below billions of rows."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _bigint_pk() -> Any:
+    return Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+
+
+class SourceRecord(SQLModel, table=True):
+    """The latest version of every pulled object, its mapped traits and its profile.
+
+    node_kind is 'record' for a source object and 'link' for the identifiers an event saw
+    together (an anonymous id with a user id): both are nodes of the identity graph.
+    """
+
+    __tablename__ = "source_record"
+    __table_args__ = (
+        Index("ix_source_record_profile", "profile_id"),
+        Index("ix_source_record_unify", "needs_unify"),
+        Index("ix_source_record_stream", "source", "stream"),
+    )
+
+    id: int = _bigint_pk()
+    source: str
+    stream: str
+    external_id: str
+    node_kind: str = "record"
+    updated_at: str | None = None
+    deleted: bool = False
+    content_hash: str
+    payload: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    traits: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    notes: list[str] | None = Field(default=None, sa_column=Column(JsonColumn))
+    profile_id: str | None = None
+    needs_unify: bool = True
+    last_run: str
+
+
+class Identifier(SQLModel, table=True):
+    """A normalized identifier value of one kind."""
+
+    __tablename__ = "identifier"
+    __table_args__ = (Index("ix_identifier_value", "kind", "value"),)
+
+    id: int = _bigint_pk()
+    kind: str
+    value: str
+
+
+class RecordIdentifier(SQLModel, table=True):
+    """An edge of the identity graph: a record (or link) carries an identifier."""
+
+    __tablename__ = "record_identifier"
+    __table_args__ = (
+        Index("ix_record_identifier_identifier", "identifier_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    record_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+    identifier_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+
+
+class Event(SQLModel, table=True):
+    """Append-only activity, de-duplicated by its id (a hash of source, stream, event id)."""
+
+    __tablename__ = "event"
+    __table_args__ = (Index("ix_event_pending", "needs_profile"),)
+
+    id: int = _bigint_pk()
+    source: str
+    stream: str
+    event_id: str
+    name: str
+    occurred_at: str
+    properties: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    needs_profile: bool = True
+    run_id: str
+
+
+class EventIdentifier(SQLModel, table=True):
+    """An event hangs off identifiers, so events seen before a login join the person afterwards."""
+
+    __tablename__ = "event_identifier"
+    __table_args__ = (
+        Index("ix_event_identifier_identifier", "identifier_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    event_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+    identifier_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+
+
+class Profile(SQLModel, table=True):
+    """A unified person: traits live in JSON so that a new trait needs no migration."""
+
+    __tablename__ = "profile"
+
+    id: str = Field(primary_key=True)
+    traits: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    traits_hash: str
+    record_count: int
+    updated_at: str
+    run_id: str
+
+
+class MergeLog(SQLModel, table=True):
+    """Every merge, split and refused merge, with the identifier and records involved."""
+
+    __tablename__ = "merge_log"
+    __table_args__ = (
+        Index("ix_merge_log_record_a", "record_a"),
+        Index("ix_merge_log_record_b", "record_b"),
+        Index("ix_merge_log_profile", "profile_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    run_id: str
+    at: str
+    action: str
+    profile_id: str | None
+    to_profile_id: str | None = None
+    identifier_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    record_a: int | None = Field(default=None, sa_column=Column(BigInteger))
+    record_b: int | None = Field(default=None, sa_column=Column(BigInteger))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Cursor(SQLModel, table=True):
+    """Where each source stream resumes; advanced in the transaction that commits its records."""
+
+    __tablename__ = "cursor"
+
+    source: str = Field(primary_key=True)
+    stream: str = Field(primary_key=True)
+    value: Any = Field(sa_column=Column(JsonColumn))
+    updated_at: str
+
+
+class Quarantine(SQLModel, table=True):
+    """A record that could not be mapped or stored, with the reason; replayable."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_open", "replayed_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    run_id: str
+    source: str
+    stream: str
+    location: str
+    reason: str
+    payload: Any = Field(sa_column=Column(JsonColumn))
+    created_at: str
+    replayed_at: str | None = None
+
+
+class SyncRun(SQLModel, table=True):
+    """One row per run, with its counts and outcome."""
+
+    __tablename__ = "sync_run"
+
+    id: str = Field(primary_key=True)
+    kind: str
+    started_at: str
+    finished_at: str | None = None
+    status: str
+    counts: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
+    error: str | None = None

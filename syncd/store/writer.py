@@ -1,0 +1,314 @@
+"""Writing one page of mapped records or events, in the caller's transaction.
+
+A record whose content hash is unchanged is not rewritten and marks nothing for the identity
+stage, so a re-pull of unchanged data costs one indexed read per record and no writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from syncd.mapping.compiler import MappedEvent, MappedRecord
+from syncd.mapping.transforms import format_timestamp
+from syncd.store.db import Bulk
+from syncd.store.tables import stable_id
+from syncd.timeutil import utcnow
+
+DELETED_HASH = "deleted"
+
+
+def content_hash(payload: Mapping[str, Any], fingerprint: str) -> str:
+    """The hash that decides whether a record changed: its raw payload and its mapping's version."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(f"{fingerprint}\x1f{text}".encode()).hexdigest()
+
+
+def identifier_id(kind: str, value: str) -> int:
+    return stable_id(kind, value)
+
+
+def record_id(source: str, stream: str, external_id: str) -> int:
+    return stable_id(source, stream, external_id)
+
+
+@dataclass
+class WriteCounts:
+    """What one page did to the store."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    events_new: int = 0
+    events_seen: int = 0
+
+    def add(self, other: WriteCounts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRecord:
+    """A mapped record ready to store, with its raw payload and content hash."""
+
+    mapped: MappedRecord
+    payload: Mapping[str, Any]
+    hash: str
+
+
+class PageWriter:
+    """Stores mapped records, events, deletions, quarantined rows and cursors."""
+
+    def __init__(self, bulk: Bulk, run_id: str) -> None:
+        self.bulk = bulk
+        self.run_id = run_id
+
+    def _existing_hashes(self, ids: Iterable[int]) -> dict[int, str]:
+        return {
+            int(row[0]): str(row[1])
+            for row in self.bulk.select_in(
+                "SELECT id, content_hash FROM source_record WHERE id IN ({in})", ids
+            )
+        }
+
+    def _write_identifiers(
+        self, edges: Sequence[tuple[int, str, str]], table: str, column: str
+    ) -> None:
+        identifiers = {identifier_id(kind, value): (kind, value) for _, kind, value in edges}
+        self.bulk.insert_ignore(
+            "identifier",
+            ("id", "kind", "value"),
+            [(key, kind, value) for key, (kind, value) in identifiers.items()],
+            ("id",),
+        )
+        self.bulk.insert_ignore(
+            table,
+            (column, "identifier_id"),
+            [(owner, identifier_id(kind, value)) for owner, kind, value in edges],
+            (column, "identifier_id"),
+        )
+
+    def write_records(
+        self, source: str, stream: str, staged: Sequence[StagedRecord]
+    ) -> WriteCounts:
+        """Upsert records whose content changed; unchanged ones cost no write."""
+        latest: dict[int, StagedRecord] = {}
+        for item in staged:
+            latest[record_id(source, stream, item.mapped.external_id)] = item
+        existing = self._existing_hashes(latest)
+        counts = WriteCounts()
+        rows = []
+        edges: list[tuple[int, str, str]] = []
+        for key, item in latest.items():
+            previous = existing.get(key)
+            if previous == item.hash:
+                counts.unchanged += 1
+                continue
+            if previous is None:
+                counts.new += 1
+            else:
+                counts.changed += 1
+            mapped = item.mapped
+            rows.append(
+                (
+                    key,
+                    source,
+                    stream,
+                    mapped.external_id,
+                    "record",
+                    mapped.updated_at,
+                    mapped.deleted,
+                    item.hash,
+                    Bulk.encode(dict(item.payload)),
+                    Bulk.encode(mapped.traits),
+                    Bulk.encode(mapped.notes) if mapped.notes else None,
+                    True,
+                    self.run_id,
+                )
+            )
+            if not mapped.deleted:
+                edges.extend((key, kind, value) for kind, value in mapped.identifiers)
+        changed_existing = [row[0] for row in rows if row[0] in existing]
+        self.bulk.execute_in(
+            "DELETE FROM record_identifier WHERE record_id IN ({in})", changed_existing
+        )
+        self.bulk.upsert(
+            "source_record",
+            (
+                "id",
+                "source",
+                "stream",
+                "external_id",
+                "node_kind",
+                "updated_at",
+                "deleted",
+                "content_hash",
+                "payload",
+                "traits",
+                "notes",
+                "needs_unify",
+                "last_run",
+            ),
+            rows,
+            ("id",),
+        )
+        self._write_identifiers(edges, "record_identifier", "record_id")
+        return counts
+
+    def delete_records(self, source: str, stream: str, external_ids: Iterable[str]) -> int:
+        """Mark records deleted upstream; they leave the identity graph at the next unify."""
+        ids = [record_id(source, stream, external_id) for external_id in external_ids]
+        live = [
+            int(row[0])
+            for row in self.bulk.select_in(
+                f"SELECT id FROM source_record WHERE id IN ({{in}}) AND deleted = {self.bulk.false}",
+                ids,
+            )
+        ]
+        self.bulk.execute_in(
+            f"UPDATE source_record SET deleted = {self.bulk.true}, needs_unify = {self.bulk.true}, "
+            f"content_hash = ?, last_run = ? WHERE id IN ({{in}})",
+            live,
+            before=(DELETED_HASH, self.run_id),
+        )
+        self.bulk.execute_in("DELETE FROM record_identifier WHERE record_id IN ({in})", live)
+        return len(live)
+
+    def write_events(self, source: str, stream: str, events: Sequence[MappedEvent]) -> WriteCounts:
+        """Append new events (a seen event id is skipped) and the links between their identifiers."""
+        by_id = {stable_id(source, stream, event.event_id): event for event in events}
+        seen = {
+            int(row[0])
+            for row in self.bulk.select_in("SELECT id FROM event WHERE id IN ({in})", by_id)
+        }
+        fresh = {key: event for key, event in by_id.items() if key not in seen}
+        self.bulk.insert_ignore(
+            "event",
+            (
+                "id",
+                "source",
+                "stream",
+                "event_id",
+                "name",
+                "occurred_at",
+                "properties",
+                "needs_profile",
+                "run_id",
+            ),
+            [
+                (
+                    key,
+                    source,
+                    stream,
+                    e.event_id,
+                    e.name,
+                    e.occurred_at,
+                    Bulk.encode(e.properties),
+                    True,
+                    self.run_id,
+                )
+                for key, e in fresh.items()
+            ],
+            ("id",),
+        )
+        self._write_identifiers(
+            [(key, kind, value) for key, e in fresh.items() for kind, value in e.identifiers],
+            "event_identifier",
+            "event_id",
+        )
+        self._write_links(source, stream, fresh.values())
+        return WriteCounts(events_new=len(fresh), events_seen=len(seen))
+
+    def _write_links(self, source: str, stream: str, events: Iterable[MappedEvent]) -> None:
+        """Identifiers seen together on one event join the identity graph as a link node."""
+        links: dict[int, list[tuple[str, str]]] = {}
+        for event in events:
+            if len(event.identifiers) > 1:
+                pairs = sorted(event.identifiers)
+                links[stable_id("link", *(f"{k}:{v}" for k, v in pairs))] = pairs
+        if not links:
+            return
+        known = {
+            int(row[0])
+            for row in self.bulk.select_in("SELECT id FROM source_record WHERE id IN ({in})", links)
+        }
+        new_links = {key: pairs for key, pairs in links.items() if key not in known}
+        self.bulk.insert_ignore(
+            "source_record",
+            (
+                "id",
+                "source",
+                "stream",
+                "external_id",
+                "node_kind",
+                "deleted",
+                "content_hash",
+                "payload",
+                "traits",
+                "needs_unify",
+                "last_run",
+            ),
+            [
+                (
+                    key,
+                    source,
+                    stream,
+                    f"link:{key & 0xFFFFFFFFFFFFFFFF:016x}",
+                    "link",
+                    False,
+                    "link",
+                    Bulk.encode({}),
+                    Bulk.encode({}),
+                    True,
+                    self.run_id,
+                )
+                for key in new_links
+            ],
+            ("id",),
+        )
+        self._write_identifiers(
+            [(key, kind, value) for key, pairs in new_links.items() for kind, value in pairs],
+            "record_identifier",
+            "record_id",
+        )
+
+    def quarantine(
+        self, source: str, stream: str, items: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> None:
+        """Keep records that failed, with where they came from and why."""
+        now = format_timestamp(utcnow())
+        self.bulk.executemany(
+            self.bulk.sql(
+                "INSERT INTO quarantine (run_id, source, stream, location, reason, payload, "
+                "created_at) VALUES (?, ?, ?, ?, ?, "
+                + ("CAST(? AS jsonb)" if self.bulk.dialect == "postgresql" else "?")
+                + ", ?)"
+            ),
+            [
+                (self.run_id, source, stream, location, reason, Bulk.encode(dict(payload)), now)
+                for location, reason, payload in items
+            ],
+        )
+
+    def set_cursor(self, source: str, stream: str, value: Any) -> None:
+        self.bulk.upsert(
+            "cursor",
+            ("source", "stream", "value", "updated_at"),
+            [(source, stream, json.dumps(value), format_timestamp(utcnow()))],
+            ("source", "stream"),
+        )
+
+
+def load_cursor(bulk: Bulk, source: str, stream: str) -> Any:
+    """The stored cursor of a stream, None when it was never pulled."""
+    row = bulk.connection.exec_driver_sql(
+        bulk.sql("SELECT value FROM cursor WHERE source = ? AND stream = ?"), (source, stream)
+    ).first()
+    if row is None or row[0] is None:
+        return None
+    value = row[0]
+    return json.loads(value) if isinstance(value, str) else value
