@@ -1,0 +1,106 @@
+"""Upserts into a Salesforce object by an external-id field, with a result per record.
+
+Up to `bulk_push_threshold` records go through sObject Collections, 200 per request with
+allOrNone false, so a record Salesforce rejects never takes the rest of its batch down. Larger
+pushes run as one Bulk 2.0 ingest job. Upsert by external id (never find-then-create) makes a
+retried or repeated push converge on the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from connectors.salesforce.client import SalesforceClient
+from syncd.connector import Outcome, PushItem, PushResult
+from syncd.errors import RetryableError
+
+COLLECTION_LIMIT = 200
+"""The most records Salesforce accepts in one sObject Collections request."""
+_TRANSIENT_RECORD_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"}
+
+
+def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
+    if result.get("success"):
+        return PushResult(item.key, Outcome.OK, external_id=str(result["id"]))
+    errors = result.get("errors") or [{}]
+    code = str(errors[0].get("statusCode", "UNKNOWN"))
+    reason = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
+    outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
+    return PushResult(item.key, outcome, reason=reason)
+
+
+def _csv_value(value: Any) -> str:
+    # Bulk CSV: an empty cell leaves a field unchanged, #N/A clears it.
+    if value is None:
+        return "#N/A"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _bulk_error(error: str) -> tuple[Outcome, str]:
+    """sf__Error is "CODE:message:fields"; the outcome that code calls for."""
+    code = error.split(":", 1)[0]
+    outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
+    return outcome, error.rstrip(":-")
+
+
+class SalesforceDestination:
+    """Pushes desired states to the object named by `target`."""
+
+    max_batch_size = COLLECTION_LIMIT
+
+    def __init__(self, client: SalesforceClient) -> None:
+        self.client = client
+        self.options = client.options
+
+    def push(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
+        """Upsert `items` into object `target`; PushItem.match_value is the external id."""
+        if len(items) > self.options.bulk_push_threshold:
+            return self._push_bulk(target, items)
+        results: list[PushResult] = []
+        for start in range(0, len(items), COLLECTION_LIMIT):
+            results.extend(self._push_collection(target, items[start : start + COLLECTION_LIMIT]))
+        return results
+
+    def _push_collection(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
+        ext = self.options.external_id_field
+        records = [{**item.fields, ext: item.match_value} for item in items]
+        try:
+            answers = self.client.upsert_collection(target, ext, records)
+        except RetryableError as error:
+            # Retries are spent; the engine tries these records again on a later run.
+            return [PushResult(item.key, Outcome.RETRY, reason=str(error)) for item in items]
+        return [_record_result(item, answer) for item, answer in zip(items, answers, strict=True)]
+
+    def _push_bulk(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
+        ext = self.options.external_id_field
+        columns = sorted({name for item in items for name in item.fields if name != ext})
+        rows = [
+            {
+                ext: item.match_value,
+                **{c: _csv_value(item.fields.get(c)) for c in columns},
+            }
+            for item in items
+        ]
+        try:
+            report = self.client.bulk_upsert(target, ext, rows)
+        except RetryableError as error:
+            return [PushResult(item.key, Outcome.RETRY, reason=str(error)) for item in items]
+        outcomes: dict[str, tuple[Outcome, str | None, str | None]] = {}
+        for row in report.get("successfulRecords", []):
+            outcomes[row[ext]] = (Outcome.OK, row["sf__Id"], None)
+        for row in report.get("failedRecords", []):
+            failure, why = _bulk_error(row["sf__Error"])
+            outcomes[row[ext]] = (failure, None, why)
+        results = []
+        for item in items:
+            outcome, external_id, reason = outcomes.get(
+                item.match_value, (Outcome.RETRY, None, "not processed by the bulk job")
+            )
+            results.append(PushResult(item.key, outcome, external_id=external_id, reason=reason))
+        return results
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,200 @@
+"""A loopback Salesforce for tests, the demo and benchmarks: REST v59.0 + Bulk 2.0 over HTTP.
+
+    with SalesforceEmulator(people=500, seed=7) as sf:
+        sf.url                                   # http://127.0.0.1:<port>
+        sf.modify("Contact", ids, Phone="555")   # one new SystemModstamp for all of them
+        sf.delete("Contact", ids)
+        sf.inject(Endpoint.QUERY, FaultKind.REQUEST_LIMIT, times=2)
+        sf.writes                                # every write request received
+
+It is a real HTTP server (starlette on uvicorn, in a background thread, on an ephemeral port)
+that the unmodified simple-salesforce client talks to; see emulator_http for what it answers
+and refuses, and faults for what can be made to go wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from connectors.salesforce.emulator_http import Credentials, EmulatorApp
+from connectors.salesforce.faults import Endpoint, FaultKind, FaultPlan, RequestBudget
+from connectors.salesforce.org import Org, WriteRequest
+
+# Published on purpose: they open nothing but a loopback emulator.
+DEFAULT_CREDENTIALS = Credentials(
+    username="syncd@example.com",
+    password="emulator-password",  # noqa: S106
+    security_token="emulator-token",  # noqa: S106
+    client_id="syncd-emulator-client",
+    client_secret="emulator-client-secret",  # noqa: S106
+)
+
+
+class SalesforceEmulator:
+    """An emulated Salesforce org seeded from the sample people, served on loopback."""
+
+    def __init__(
+        self,
+        people: int = 100,
+        seed: int = 0,
+        *,
+        port: int = 0,
+        credentials: Credentials = DEFAULT_CREDENTIALS,
+        budget: tuple[int, float] | None = None,
+        slow_seconds: float = 2.0,
+    ) -> None:
+        """`budget` = (requests, window seconds) the org allows before REQUEST_LIMIT_EXCEEDED."""
+        self.credentials = credentials
+        self.org = Org()
+        self.org.seed(people, seed)
+        self.faults = FaultPlan(slow_seconds=slow_seconds)
+        self.app = EmulatorApp(
+            self.org,
+            self.faults,
+            credentials,
+            RequestBudget(*budget) if budget else None,
+        )
+        self._port = port
+        self._socket: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The base URL, http://127.0.0.1:<port>; the emulator must be started."""
+        if self._socket is None:
+            raise RuntimeError("the emulator is not started")
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def start(self) -> SalesforceEmulator:
+        """Bind the port and serve in a background thread; returns once it accepts calls."""
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", self._port))
+        self.app.base_url = self.url
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            http="h11",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the emulator failed to start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join()
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def __enter__(self) -> SalesforceEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- looking at the data --------------------------------------------------------------
+    def ids(self, sobject: str, include_deleted: bool = False) -> list[str]:
+        """Record ids of `sobject` in creation order."""
+        return [row["Id"] for row in self.org.rows(sobject, include_deleted)]
+
+    def record(self, sobject: str, record_id: str) -> dict[str, Any]:
+        """A copy of one record, deleted or not."""
+        with self.org.lock:
+            return dict(self.org.records[sobject][record_id])
+
+    def find(self, sobject: str, field: str, value: Any) -> list[dict[str, Any]]:
+        """Copies of the live records whose `field` equals `value`."""
+        return [row for row in self.org.rows(sobject, False) if row.get(field) == value]
+
+    @property
+    def writes(self) -> list[WriteRequest]:
+        """Every write request received so far (collections and bulk ingest), in order."""
+        with self.org.lock:
+            return list(self.org.writes)
+
+    # -- changing the data ----------------------------------------------------------------
+    def modify(self, sobject: str, ids: Sequence[str], **changes: Any) -> datetime:
+        """Change records as a user would; all of them get one new SystemModstamp (returned)."""
+        return self.org.modify(sobject, ids, changes)
+
+    def delete(self, sobject: str, ids: Sequence[str]) -> datetime:
+        """Delete records (to the recycle bin: queryAll still sees them, IsDeleted true)."""
+        return self.org.delete(sobject, ids)
+
+    # -- faults ---------------------------------------------------------------------------
+    def inject(self, endpoint: Endpoint, kind: FaultKind, times: int = 1) -> None:
+        """Fail the next `times` calls to `endpoint` with `kind`."""
+        self.faults.script(endpoint, kind, times)
+
+    def inject_rate(self, endpoint: Endpoint, kind: FaultKind, share: float, seed: int = 0) -> None:
+        """Fail a seeded `share` of the calls to `endpoint` with `kind` (0 switches it off)."""
+        self.faults.rate(endpoint, kind, share, seed)
+
+    def expire_sessions(self) -> None:
+        """Invalidate every session: the next API call answers 401 INVALID_SESSION_ID."""
+        self.app.sessions.clear()
+
+    def refuse_logins(self, times: int) -> None:
+        """Refuse the next `times` logins, as after a password change."""
+        self.app.refused_logins = times
+
+
+def serve_forever(port: int, people: int, seed: int) -> None:
+    """Run an emulator in the foreground until interrupted (for `syncd emulate salesforce`)."""
+    emulator = SalesforceEmulator(people=people, seed=seed, port=port).start()
+    creds = emulator.credentials
+    print(
+        f"Salesforce emulator on {emulator.url} ({people} people, seed {seed})\n"
+        f"  username={creds.username} password={creds.password} "
+        f"security_token={creds.security_token}\n"
+        f"  client_id={creds.client_id} client_secret={creds.client_secret}",
+        flush=True,
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m connectors.salesforce.emulator --people N --port P --seed S`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--people", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8710)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    serve_forever(args.port, args.people, args.seed)
+
+
+if __name__ == "__main__":
+    main()
