@@ -317,8 +317,8 @@ def logs_command(
                 if k not in {"timestamp", "level", "event", "run_id"}
             )
             out.print(
-                f"{entry.get('timestamp', '')} {entry.get('level', ''):7} {entry.get('run_id', '')} "
-                f"{entry.get('event', '')} {extra}",
+                f"{entry.get('timestamp', '')} {entry.get('level', ''):7} "
+                f"{entry.get('run_id', '')} {entry.get('event', '')} {extra}",
                 markup=False,
                 highlight=False,
             )

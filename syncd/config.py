@@ -42,7 +42,7 @@ class _Strict(BaseModel):
 
 
 class IdentifierKind(_Strict):
-    """One kind of identifier: how to normalize it, how much it is trusted, how many a profile may hold."""
+    """A kind of identifier: how to normalize it, how far to trust it, how many a profile holds."""
 
     normalize: Literal["email", "phone", "id", "lower", "none"] = "id"
     priority: int = Field(default=50, ge=0, description="lower merges first")
@@ -241,8 +241,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(problems_from_validation(file, error)) from None
 
     problems: list[Problem] = []
-    sources = {}
-    destinations = {}
+    sources: dict[str, ConnectorEntry] = {}
+    destinations: dict[str, ConnectorEntry] = {}
     for section, raws, into in (
         ("sources", raw.sources, sources),
         ("destinations", raw.destinations, destinations),

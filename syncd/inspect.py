@@ -76,7 +76,8 @@ def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
     rows = list(
         bulk.select_in(
             "SELECT sr.profile_id FROM record_identifier ri JOIN source_record sr "
-            "ON sr.id = ri.record_id WHERE ri.identifier_id IN ({in}) AND sr.profile_id IS NOT NULL "
+            "ON sr.id = ri.record_id "
+            "WHERE ri.identifier_id IN ({in}) AND sr.profile_id IS NOT NULL "
             "ORDER BY sr.profile_id",
             candidates,
         )
@@ -228,7 +229,8 @@ def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
 
     return {
         "records": count(
-            f"SELECT COUNT(*) FROM source_record WHERE node_kind = 'record' AND deleted = {bulk.false}"
+            "SELECT COUNT(*) FROM source_record "
+            f"WHERE node_kind = 'record' AND deleted = {bulk.false}"
         ),
         "deleted_records": count(f"SELECT COUNT(*) FROM source_record WHERE deleted = {bulk.true}"),
         "profiles": count("SELECT COUNT(*) FROM profile"),

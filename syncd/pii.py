@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def mask(kind: str, value: str) -> str:
-    """`jane@example.com` → `j***@example.com`; `+14155550134` → `+1*******134`; ids keep 2 chars."""
+    """`jane@example.com` → `j***@example.com`; `+14155550134` → `+1*******134`; ids: 2 chars."""
     if "@" in value:
         local, _, domain = value.partition("@")
         return f"{local[:1]}***@{domain}"

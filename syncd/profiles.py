@@ -148,8 +148,9 @@ def compute(
 
 
 def traits_hash(traits: Mapping[str, Any]) -> str:
-    return hashlib.sha1(
-        json.dumps(traits, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha1(  # a change detector, not a security boundary
+        json.dumps(traits, sort_keys=True, separators=(",", ":"), default=str).encode(),
+        usedforsecurity=False,
     ).hexdigest()
 
 

@@ -280,7 +280,8 @@ class Pipeline:
                 continue
             rows = bulk.connection.exec_driver_sql(
                 bulk.sql(
-                    "SELECT external_id, payload FROM source_record WHERE source = ? AND stream = ? "
+                    "SELECT external_id, payload FROM source_record "
+                    "WHERE source = ? AND stream = ? "
                     f"AND node_kind = 'record' AND deleted = {bulk.false}"
                 ),
                 (source, stream),

@@ -145,7 +145,8 @@ def unify(
         edges: Iterator[Edge] | list[Edge] = _stream_all_edges(bulk, order)
     else:
         for node, profile in bulk.select_in(
-            "SELECT id, profile_id FROM source_record WHERE id IN ({in}) AND profile_id IS NOT NULL",
+            "SELECT id, profile_id FROM source_record "
+            "WHERE id IN ({in}) AND profile_id IS NOT NULL",
             sorted(dirty),
         ):
             old[int(node)] = profile

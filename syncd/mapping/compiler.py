@@ -13,6 +13,7 @@ import hashlib
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ class MappedEvent:
 
 def split_pipeline(expression: str) -> list[str]:
     """Split on `|` outside quotes, parentheses and brackets."""
-    parts, depth, quote, current = [], 0, "", []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quote = 0, ""
     for char in expression:
         if quote:
             quote = "" if char == quote else quote
@@ -347,21 +350,21 @@ def _compile_stream(
             )
     checks: list[tuple[str, Callable[[], object]]] = []
     for label, spec in mapping.identifiers.items():
-        checks.append((f"identifiers.{label}", lambda s=spec, lb=label: compile_identifier(lb, s)))
+        checks.append((f"identifiers.{label}", partial(compile_identifier, label, spec)))
     for name, fspec in mapping.fields.items():
-        checks.append((f"fields.{name}", lambda s=fspec: compile_field(s)))
+        checks.append((f"fields.{name}", partial(compile_field, fspec)))
     for key in ("primary_key", "updated_at", "deleted", "event_id", "event_name", "timestamp"):
         expression = getattr(mapping, key)
         if expression is not None:
-            checks.append((key, lambda e=expression: compile_expression(e)))
+            checks.append((key, partial(compile_expression, expression)))
     for key, check in checks:
         try:
             check()
-        except (ValueError, SyntaxError) as error:
+        except (ValueError, TypeError, SyntaxError) as error:
             problems.append(Problem(file, key, str(error), "see docs/MAPPINGS.md for the syntax"))
     if len(problems) > before:
         return None
-    fingerprint = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    fingerprint = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()[:12]
     return CompiledStream(mapping, IdentifierNormalizer(identity), fingerprint)
 
 

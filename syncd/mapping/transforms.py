@@ -87,7 +87,7 @@ def normalize_email(value: Any) -> str | None:
     text = text.lower()
     if not EMAIL_PATTERN.match(text):
         raise TransformError("not an email address")
-    return text
+    return str(text)
 
 
 transform("email")(_plain(normalize_email))
@@ -135,7 +135,8 @@ def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> date
     else:
         text = _text(value).strip()
         try:
-            moment = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+            # A format without %z gives a naive time: the zone is applied just below.
+            moment = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)  # noqa: DTZ007
         except ValueError:
             raise TransformError("not a date-time this mapping can read") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
@@ -167,7 +168,8 @@ def _date(args: list[Any]) -> Transform:
             return value.isoformat()
         text = _text(value).strip()
         try:
-            day = datetime.strptime(text, fmt).date() if fmt else date.fromisoformat(text[:10])
+            parsed = datetime.strptime(text, fmt) if fmt else None  # noqa: DTZ007 - a day has no zone
+            day = parsed.date() if parsed else date.fromisoformat(text[:10])
         except ValueError:
             raise TransformError("not a date this mapping can read") from None
         return day.isoformat()
@@ -259,5 +261,5 @@ def value_map(table: Mapping[str, Any], keep_unmapped: bool = True) -> Transform
 @transform("map", (1, 1))
 def _map(args: list[Any]) -> Transform:
     if not isinstance(args[0], dict):
-        raise ValueError('map takes one table argument, e.g. map({"a": "b"})')
+        raise TypeError('map takes one table argument, e.g. map({"a": "b"})')
     return value_map(args[0])

@@ -34,7 +34,7 @@ JSON_COLUMNS = {
         tables.SyncRun,
         tables.MergeLog,
     )
-    for c in t.__table__.columns  # type: ignore[attr-defined]
+    for c in t.__table__.columns  # type: ignore[union-attr]
     if isinstance(c.type, type(tables.JsonColumn))
 }
 CHUNK = 500

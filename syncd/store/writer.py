@@ -24,7 +24,7 @@ DELETED_HASH = "deleted"
 def content_hash(payload: Mapping[str, Any], fingerprint: str) -> str:
     """The hash that decides whether a record changed: its raw payload and its mapping's version."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(f"{fingerprint}\x1f{text}".encode()).hexdigest()
+    return hashlib.sha1(f"{fingerprint}\x1f{text}".encode(), usedforsecurity=False).hexdigest()
 
 
 def identifier_id(kind: str, value: str) -> int:
@@ -165,7 +165,8 @@ class PageWriter:
         live = [
             int(row[0])
             for row in self.bulk.select_in(
-                f"SELECT id FROM source_record WHERE id IN ({{in}}) AND deleted = {self.bulk.false}",
+                "SELECT id FROM source_record "
+                f"WHERE id IN ({{in}}) AND deleted = {self.bulk.false}",
                 ids,
             )
         ]
@@ -179,7 +180,7 @@ class PageWriter:
         return len(live)
 
     def write_events(self, source: str, stream: str, events: Sequence[MappedEvent]) -> WriteCounts:
-        """Append new events (a seen event id is skipped) and the links between their identifiers."""
+        """Append new events (a seen event id is skipped) and the links their identifiers make."""
         by_id = {stable_id(source, stream, event.event_id): event for event in events}
         seen = {
             int(row[0])

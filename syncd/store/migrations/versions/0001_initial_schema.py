@@ -7,7 +7,6 @@ Revises:
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
 from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
@@ -22,14 +21,14 @@ def upgrade() -> None:
 
     op.create_table(
         "cursor",
-        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("stream", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("stream", sa.String(), nullable=False),
         sa.Column(
             "value",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=True,
         ),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("updated_at", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("source", "stream"),
     )
     op.create_table(
@@ -40,18 +39,18 @@ def upgrade() -> None:
             autoincrement=False,
             nullable=False,
         ),
-        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("stream", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("event_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("name", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("occurred_at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("stream", sa.String(), nullable=False),
+        sa.Column("event_id", sa.String(), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
+        sa.Column("occurred_at", sa.String(), nullable=False),
         sa.Column(
             "properties",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=False,
         ),
         sa.Column("needs_profile", sa.Boolean(), nullable=False),
-        sa.Column("run_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("run_id", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("event", schema=None) as batch_op:
@@ -85,8 +84,8 @@ def upgrade() -> None:
             autoincrement=False,
             nullable=False,
         ),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("value", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("value", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("identifier", schema=None) as batch_op:
@@ -95,11 +94,11 @@ def upgrade() -> None:
     op.create_table(
         "merge_log",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("run_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("action", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("profile_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("to_profile_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("run_id", sa.String(), nullable=False),
+        sa.Column("at", sa.String(), nullable=False),
+        sa.Column("action", sa.String(), nullable=False),
+        sa.Column("profile_id", sa.String(), nullable=True),
+        sa.Column("to_profile_id", sa.String(), nullable=True),
         sa.Column("identifier_id", sa.BigInteger(), nullable=True),
         sa.Column("record_a", sa.BigInteger(), nullable=True),
         sa.Column("record_b", sa.BigInteger(), nullable=True),
@@ -113,33 +112,33 @@ def upgrade() -> None:
 
     op.create_table(
         "profile",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("id", sa.String(), nullable=False),
         sa.Column(
             "traits",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("traits_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("traits_hash", sa.String(), nullable=False),
         sa.Column("record_count", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("run_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("updated_at", sa.String(), nullable=False),
+        sa.Column("run_id", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("run_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("stream", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("location", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("run_id", sa.String(), nullable=False),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("stream", sa.String(), nullable=False),
+        sa.Column("location", sa.String(), nullable=False),
+        sa.Column("reason", sa.String(), nullable=False),
         sa.Column(
             "payload",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=True,
         ),
-        sa.Column("created_at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("replayed_at", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("created_at", sa.String(), nullable=False),
+        sa.Column("replayed_at", sa.String(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
@@ -173,13 +172,13 @@ def upgrade() -> None:
             autoincrement=False,
             nullable=False,
         ),
-        sa.Column("source", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("stream", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("external_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("node_kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("updated_at", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("source", sa.String(), nullable=False),
+        sa.Column("stream", sa.String(), nullable=False),
+        sa.Column("external_id", sa.String(), nullable=False),
+        sa.Column("node_kind", sa.String(), nullable=False),
+        sa.Column("updated_at", sa.String(), nullable=True),
         sa.Column("deleted", sa.Boolean(), nullable=False),
-        sa.Column("content_hash", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("content_hash", sa.String(), nullable=False),
         sa.Column(
             "payload",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
@@ -195,9 +194,9 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=True,
         ),
-        sa.Column("profile_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("profile_id", sa.String(), nullable=True),
         sa.Column("needs_unify", sa.Boolean(), nullable=False),
-        sa.Column("last_run", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("last_run", sa.String(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("source_record", schema=None) as batch_op:
@@ -207,17 +206,17 @@ def upgrade() -> None:
 
     op.create_table(
         "sync_run",
-        sa.Column("id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("started_at", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-        sa.Column("finished_at", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+        sa.Column("id", sa.String(), nullable=False),
+        sa.Column("kind", sa.String(), nullable=False),
+        sa.Column("started_at", sa.String(), nullable=False),
+        sa.Column("finished_at", sa.String(), nullable=True),
+        sa.Column("status", sa.String(), nullable=False),
         sa.Column(
             "counts",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), "postgresql"),
             nullable=False,
         ),
-        sa.Column("error", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+        sa.Column("error", sa.String(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
 
