@@ -1,0 +1,1 @@
+"""Tests of the Matomo connector (a package, so its test_standard module has a unique name)."""

@@ -1,0 +1,279 @@
+"""The Matomo source beyond the standard suite: cursor edge cases, actions, errors, spec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+import connectors.matomo as matomo
+from connectors.matomo.client import classify
+from connectors.matomo.emulator import DEFAULT_TOKEN, MatomoEmulator
+from connectors.matomo.options import MatomoOptions
+from connectors.matomo.source import MatomoSource, action_ids
+from syncd.budget import RequestBudget
+from syncd.connector import ConnectorContext, JsonValue, Page
+from syncd.errors import AuthError, ConfigError, FatalConnectorError, RetryableError
+from syncd.testing import FakeSleep
+
+from .conftest import SourceFactory
+
+
+def visit_ids(pages: list[Page]) -> list[int]:
+    return [record.payload["idVisit"] for page in pages for record in page.records]
+
+
+def roundtrip(cursor: JsonValue) -> JsonValue:
+    return json.loads(json.dumps(cursor))
+
+
+def test_the_token_is_posted_never_in_the_url(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    list(make_source().read("visits", None))
+    assert emulator.requests
+    for request in emulator.requests:
+        assert "token_auth" not in request["query"]
+        assert request["form"] == {"token_auth": DEFAULT_TOKEN}
+
+
+def test_pages_ascend_by_last_action_and_re_anchor_on_the_cursor(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    pages = list(make_source().read("visits", None))
+    first, second = emulator.requests[0]["query"], emulator.requests[1]["query"]
+    assert first["filter_sort_order"] == "asc"
+    assert first["filter_limit"] == "10"
+    assert "minTimestamp" not in first
+    assert first["period"] == "range"
+    assert first["date"] == "2000-01-01,today"
+    assert int(second["minTimestamp"]) == pages[0].cursor["last_action"] - 1
+    stamps = [r.payload["lastActionTimestamp"] for page in pages for r in page.records]
+    assert stamps == sorted(stamps)
+
+
+def test_a_run_of_equal_timestamps_across_pages_is_read_exactly_once(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    before = list(make_source().read("visits", None))[-1].cursor
+    tied = [visit["idVisit"] for visit in emulator.visits()[:25]]
+    moment = emulator.now() + 100
+    for id_visit in tied:
+        emulator.record_pageview(id_visit, at=moment)
+    emulator.record_pageview(emulator.visits()[30]["idVisit"], at=moment + 1)
+
+    pages = list(make_source().read("visits", roundtrip(before)))
+    ids = visit_ids(pages)
+    assert sorted(ids) == sorted([*tied, emulator.visits()[30]["idVisit"]])
+    # Resuming inside the run of 25 equal timestamps yields exactly the rest.
+    for index, page in enumerate(pages):
+        rest = visit_ids(list(make_source().read("visits", roundtrip(page.cursor))))
+        assert sorted(rest) == sorted(visit_ids(pages[index + 1 :])), index
+
+
+def test_a_visit_moving_forward_during_a_read_is_not_lost(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    reader = make_source().read("visits", None)
+    first = next(reader)
+    # The visitor of an already-read visit acts again between two page requests.
+    moved = first.records[0].payload["idVisit"]
+    emulator.record_pageview(moved)
+    rest = list(reader)
+    ids = visit_ids([first, *rest])
+    assert set(ids) == {v["idVisit"] for v in emulator.visits()}
+    assert ids.count(moved) == 2
+    assert rest[-1].records[-1].payload["idVisit"] == moved
+
+
+def test_actions_carry_their_visit_and_a_stable_unique_id(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    pages = list(make_source().read("actions", None))
+    records = [record for page in pages for record in page.records]
+    visits = {v["idVisit"]: v for v in emulator.visits()}
+    assert len(records) == sum(len(v["actionDetails"]) for v in visits.values())
+    ids = [record.payload["actionId"] for record in records]
+    assert len(ids) == len(set(ids))
+    for record in records:
+        visit = visits[record.payload["idVisit"]]
+        assert record.payload["visitorId"] == visit["visitorId"]
+        assert record.payload["userId"] == visit["userId"]
+        assert record.payload["idSite"] == 1
+        assert record.location.endswith(f"&action={record.payload['actionId']}")
+
+    changed = records[0].payload["idVisit"]
+    emulator.record_pageview(changed)
+    again = list(make_source().read("actions", roundtrip(pages[-1].cursor)))
+    again_ids = [record.payload["actionId"] for page in again for record in page.records]
+    old = [i for i in ids if i.startswith(f"{changed}:")]
+    assert again_ids[: len(old)] == old, "a changed visit's earlier actions keep their ids"
+    assert len(again_ids) == len(old) + 1
+
+
+def test_actions_resume_after_a_kill(emulator: MatomoEmulator, make_source: SourceFactory) -> None:
+    everything = list(make_source().read("actions", None))
+    reader = make_source().read("actions", None)
+    done = [next(reader) for _ in range(3)]
+    reader.close()  # the process dies here; the engine stored the third page's cursor
+    resumed = list(make_source().read("actions", roundtrip(done[-1].cursor)))
+    ids = [r.payload["actionId"] for page in [*done, *resumed] for r in page.records]
+    assert sorted(ids) == sorted(r.payload["actionId"] for p in everything for r in p.records)
+
+
+def test_action_ids_fall_back_to_type_time_and_rank() -> None:
+    actions = [
+        {"type": "action", "pageId": 7, "timestamp": 1},
+        {"type": "ecommerceOrder", "orderId": "A-1", "timestamp": 2},
+        {"type": "ecommerceAbandonedCart", "timestamp": 3},
+        {"type": "goal", "timestamp": 3},
+        {"type": "goal", "timestamp": 3},
+    ]
+    assert action_ids(5, actions) == [
+        "5:7",
+        "5:order:A-1",
+        "5:ecommerceAbandonedCart:3:0",
+        "5:goal:3:0",
+        "5:goal:3:1",
+    ]
+    assert action_ids(5, [*actions, {"type": "goal", "timestamp": 9}])[:5] == action_ids(5, actions)
+
+
+def test_every_request_goes_through_the_budget(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    class CountingBudget(RequestBudget):
+        acquired = 0
+
+        def acquire(self) -> float:
+            CountingBudget.acquired += 1
+            return super().acquire()
+
+    options = MatomoOptions(
+        url=emulator.url, site_id=1, token_auth={"env": "X"}, page_size=10, timeout=0.5
+    )
+    source = MatomoSource(
+        options, DEFAULT_TOKEN, sleep=FakeSleep(), budget=CountingBudget(1000, 1.0)
+    )
+    emulator.inject("server_error", 2)
+    list(source.read("visits", None))
+    source.close()
+    assert CountingBudget.acquired == len(emulator.requests)
+
+
+def test_retries_give_up_after_the_configured_attempts(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    sleep = FakeSleep()
+    emulator.inject("server_error", 10)
+    with pytest.raises(RetryableError, match="HTTP 500"):
+        list(make_source(sleep, retry_attempts=3).read("visits", None))
+    assert len(emulator.requests) == 3
+    assert len(sleep.waits) == 2
+
+
+def test_a_site_the_token_cannot_see_is_an_auth_error(make_source: SourceFactory) -> None:
+    sleep = FakeSleep()
+    with pytest.raises(AuthError, match="website id = 2"):
+        list(make_source(sleep, site_id=2).read("visits", None))
+    assert sleep.waits == []
+
+
+def test_a_url_that_is_not_matomo_is_fatal(
+    emulator: MatomoEmulator, make_source: SourceFactory
+) -> None:
+    with pytest.raises(FatalConnectorError, match="Not found"):
+        list(make_source(url=f"{emulator.url}/analytics").read("visits", None))
+
+
+@pytest.mark.parametrize("cursor", [{"last_action": "x"}, [1], {"last_action": 5}])
+def test_a_foreign_cursor_is_fatal(make_source: SourceFactory, cursor: JsonValue) -> None:
+    with pytest.raises(FatalConnectorError, match="not a Matomo visits cursor"):
+        list(make_source().read("visits", cursor))
+
+
+def test_an_unknown_stream_is_fatal(make_source: SourceFactory) -> None:
+    source = make_source()
+    assert list(source.streams()) == ["visits", "actions"]
+    with pytest.raises(FatalConnectorError, match="no stream 'goals'"):
+        list(source.read("goals", None))
+
+
+# --- classification of answers --------------------------------------------------------
+
+
+def answer(status: int, body: object = None, **headers: str) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.Response(status, content=content, headers=headers)
+
+
+def test_rate_limits_and_5xx_are_retryable_with_retry_after() -> None:
+    with pytest.raises(RetryableError) as limited:
+        classify(answer(429, {"result": "error"}, **{"Retry-After": "7"}))
+    assert limited.value.retry_after == 7.0
+    with pytest.raises(RetryableError) as failed:
+        classify(answer(502, b"<html>Bad gateway</html>"))
+    assert failed.value.retry_after is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "You can't access this resource as it requires 'view' access for the website id = 1.",
+        "Unable to authenticate with the provided token.",
+    ],
+)
+def test_matomo_4_auth_errors_with_200_are_auth_errors(message: str) -> None:
+    with pytest.raises(AuthError):
+        classify(answer(200, {"result": "error", "message": message}))
+
+
+def test_other_error_bodies_and_html_are_fatal() -> None:
+    with pytest.raises(FatalConnectorError, match="does not exist"):
+        classify(answer(200, {"result": "error", "message": "The method 'x' does not exist"}))
+    with pytest.raises(FatalConnectorError, match="no JSON"):
+        classify(answer(200, b"<!DOCTYPE html><title>Matomo</title>"))
+    assert classify(answer(200, [{"idVisit": 1}])) == [{"idVisit": 1}]
+
+
+# --- the connector spec ---------------------------------------------------------------
+
+
+def test_the_connector_spec_builds_a_source_from_options(
+    emulator: MatomoEmulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert matomo.CONNECTOR.kind == "matomo"
+    assert matomo.CONNECTOR.make_destination is None
+    options = matomo.MatomoOptions.model_validate(
+        {"url": emulator.url + "/", "site_id": 1, "token_auth": {"env": "MATOMO_TOKEN"}}
+    )
+    assert options.url == emulator.url
+    context = ConnectorContext("web", options, tmp_path)
+    assert matomo.CONNECTOR.make_source is not None
+    with pytest.raises(ConfigError, match="MATOMO_TOKEN"):
+        matomo.CONNECTOR.make_source(context)
+    monkeypatch.setenv("MATOMO_TOKEN", DEFAULT_TOKEN)
+    source = matomo.CONNECTOR.make_source(context)
+    try:
+        assert next(iter(source.read("visits", None))).records
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"token_auth": "literal-secret"}, "token_auth"),
+        ({"url": "matomo.example.com"}, "url"),
+        ({"site_id": 0}, "site_id"),
+        ({"page_size": 0}, "page_size"),
+        ({"filter_limit": 10}, "filter_limit"),
+    ],
+)
+def test_bad_options_are_refused(change: dict[str, object], field: str) -> None:
+    settings = {"url": "https://matomo.example.com", "site_id": 1, "token_auth": {"env": "T"}}
+    with pytest.raises(ValidationError, match=field):
+        MatomoOptions.model_validate({**settings, **change})
