@@ -15,6 +15,7 @@ from rich.table import Table
 
 from syncd import log
 from syncd.config import Config, load_config
+from syncd.demo.sample_files import write_sample_files
 from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.inspect import NotFoundError, explain, export_profiles, status
 from syncd.mapping.compiler import Mappings, compile_mappings
@@ -322,6 +323,35 @@ def logs_command(
                 markup=False,
                 highlight=False,
             )
+
+
+@app.command()
+def demo(
+    config: ConfigOption = DEFAULT_CONFIG,
+    people: Annotated[int, typer.Option(help="sample people to generate into an empty inbox")] = 300,
+) -> None:
+    """Run the pipeline on the shipped sample data, run it again (nothing changes), explain one."""
+    loaded, mappings, engine = _setup(config)
+    for entry in loaded.sources.values():
+        folder_name = getattr(entry.options, "folder", None)
+        if entry.spec.kind == "files" and folder_name:
+            folder = loaded.base_dir / folder_name
+            if not folder.is_dir() or not any(folder.iterdir()):
+                written = write_sample_files(folder, people)
+                out.print(f"wrote sample files into {folder}: {written}")
+    pipeline = Pipeline(loaded, mappings, engine, LineProgress())
+    first = pipeline.run_once()
+    _print_summary(first)
+    second = pipeline.run_once()
+    rewritten = sum(second.counts.get(k, 0) for k in ("new", "changed", "profiles_written"))
+    out.print(f"second run: {rewritten} records or profiles rewritten (unchanged input changes nothing)")
+    with transaction(engine) as bulk:
+        row = bulk.connection.exec_driver_sql(
+            "SELECT id FROM profile WHERE record_count > 1 ORDER BY id LIMIT 1"
+        ).first()
+    if row is not None:
+        out.print(f"\nexplore: syncd explain {row[0]}    syncd profiles export    syncd status")
+    raise typer.Exit(0 if first.status == second.status == "ok" else 1)
 
 
 def main() -> None:
