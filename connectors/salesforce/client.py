@@ -98,6 +98,8 @@ def classify(error: Exception) -> ConnectorError:
         return RetryableError(f"Salesforce did not answer: {type(error).__name__}")
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
         return RetryableError("the connection to Salesforce broke mid-answer")
+    if isinstance(error, requests.RequestException):
+        return FatalConnectorError(f"cannot send the request to Salesforce: {type(error).__name__}")
     if isinstance(error, SalesforceOperationError):
         return FatalConnectorError(f"a Salesforce bulk job failed: {error}")
     raise TypeError(f"not a Salesforce or HTTP failure: {type(error).__name__}") from error

@@ -135,6 +135,12 @@ class SalesforceEmulator:
         return [row for row in self.org.rows(sobject, False) if row.get(field) == value]
 
     @property
+    def now(self) -> datetime:
+        """The org's virtual clock; the next change is stamped one second after it."""
+        with self.org.lock:
+            return self.org.now
+
+    @property
     def writes(self) -> list[WriteRequest]:
         """Every write request received so far (collections and bulk ingest), in order."""
         with self.org.lock:

@@ -21,7 +21,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,6 +38,8 @@ from connectors.salesforce.org import OBJECTS, Org, RecordError, UpsertOutcome
 MAX_COLLECTION = 200
 DEFAULT_BATCH = 2000
 ORG_ID = "00D5g000000SyNcDAE"
+REPLICATION_WINDOW = timedelta(days=30)
+"""How far back getDeleted / getUpdated reach."""
 _VERSION = re.compile(r"^v(\d{2})\.0$")
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -509,6 +511,10 @@ class EmulatorApp:
             )
         if end < start:
             return sf_error(400, "INVALID_REPLICATION_DATE", "end date cannot be before start date")
+        if start < self.org.now - REPLICATION_WINDOW:
+            return sf_error(
+                400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago"
+            )
         return start, end
 
     async def get_deleted(self, request: Request) -> Response:
@@ -530,7 +536,7 @@ class EmulatorApp:
                     {"id": row["Id"], "deletedDate": rest_datetime(row["SystemModstamp"])}
                     for row in rows
                 ],
-                "earliestDateAvailable": rest_datetime(min(self.org.now, start)),
+                "earliestDateAvailable": rest_datetime(self.org.now - REPLICATION_WINDOW),
                 "latestDateCovered": rest_datetime(min(self.org.now, end)),
             }
         )

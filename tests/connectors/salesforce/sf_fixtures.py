@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.salesforce.client import SalesforceClient
+import requests
+from simple_salesforce.api import Salesforce
+
+from connectors.salesforce.client import OrgAdapter, SalesforceClient
 from connectors.salesforce.emulator import DEFAULT_CREDENTIALS, SalesforceEmulator
 from connectors.salesforce.options import SalesforceOptions
+from syncd.budget import RequestBudget
 from syncd.connector import EnvRef
 from syncd.testing import FakeSleep, Sleep
 
@@ -29,3 +33,21 @@ def client_for(
     emulator: SalesforceEmulator, sleep: Sleep | None = None, **overrides: Any
 ) -> SalesforceClient:
     return SalesforceClient(options_for(emulator, **overrides), sleep=sleep or FakeSleep())
+
+
+def raw_session(emulator: SalesforceEmulator, timeout: float = 0.5) -> requests.Session:
+    """A requests session routing simple-salesforce's https URLs to the emulator."""
+    session = requests.Session()
+    session.mount("https://", OrgAdapter(RequestBudget(10_000, 1.0), timeout, emulator.url))
+    return session
+
+
+def raw_salesforce(emulator: SalesforceEmulator, timeout: float = 0.5) -> Salesforce:
+    """The unmodified simple-salesforce client, logged in to the emulator by password."""
+    creds = emulator.credentials
+    return Salesforce(
+        username=creds.username,
+        password=creds.password,
+        security_token=creds.security_token,
+        session=raw_session(emulator, timeout),
+    )

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from sf_fixtures import client_for
 
 from connectors.salesforce.destination import SalesforceDestination
 from connectors.salesforce.emulator import SalesforceEmulator
@@ -14,6 +13,7 @@ from connectors.salesforce.faults import Endpoint, FaultKind
 from connectors.salesforce.source import SalesforceSource
 from syncd.connector import PushItem, RawRecord
 from syncd.testing import Fault, Sleep, StandardDestinationTests, StandardSourceTests
+from tests.connectors.salesforce.sf_fixtures import client_for
 
 _KINDS = {
     Fault.RATE_LIMIT: FaultKind.REQUEST_LIMIT,
