@@ -3,8 +3,9 @@
 Every request goes through `HubSpotClient._send`: it waits for the account's request budget,
 sends once (urllib3's own retries are switched off so that nothing retries behind our back),
 classifies any failure into the syncd error tree, and `call_with_retry` retries what is
-retryable. Answers come back as plain JSON (`_preload_content=False`), exactly as HubSpot
-sent them, so the payloads we store are HubSpot's own.
+retryable. Answers are taken as the JSON HubSpot sent (the API client's `last_response`), so
+the payloads we store are HubSpot's own, not the library's models. Not thread-safe: give each
+thread its own client (they can share one RequestBudget).
 
     failure                                  becomes
     429 (Retry-After / interval header)      RetryableError(retry_after=...)
@@ -158,11 +159,11 @@ class HubSpotClient:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
 
-    def _send(self, operation: str, request: Callable[[], Any]) -> Answer:
+    def _send(self, operation: str, api: Any, request: Callable[[], Any]) -> Answer:
         def once() -> Answer:
             self.budget.acquire()
             try:
-                response = request()
+                request()
             except CLIENT_FAILURES as error:
                 failure = classify(error)
                 if isinstance(failure, RetryableError) and failure.retry_after:
@@ -174,6 +175,8 @@ class HubSpotClient:
                     detail=str(failure),
                 )
                 raise failure from error
+            # Content preloaded, so urllib3 has already given the connection back to its pool.
+            response = api.api_client.last_response
             raw = response.data
             try:
                 return Answer(response.status, json.loads(raw) if raw else None)
@@ -194,13 +197,13 @@ class HubSpotClient:
         """One page of `GET /crm/v3/objects/{type}` (by id, `after` from the last page)."""
         return self._send(
             f"{object_type}.list",
+            self._basic,
             lambda: self._basic.get_page(
                 object_type,
                 limit=limit,
                 after=after,
                 properties=list(properties) or None,
                 archived=archived,
-                _preload_content=False,
                 _request_timeout=self.timeout,
             ),
         ).body
@@ -209,19 +212,18 @@ class HubSpotClient:
         """`POST /crm/v3/objects/{type}/search`."""
         return self._send(
             f"{object_type}.search",
-            lambda: self._search.do_search(
-                object_type, body, _preload_content=False, _request_timeout=self.timeout
-            ),
+            self._search,
+            lambda: self._search.do_search(object_type, body, _request_timeout=self.timeout),
         ).body
 
     def batch_upsert(self, object_type: str, inputs: list[dict[str, Any]]) -> Answer:
         """`POST .../batch/upsert`; a 207 comes back as an Answer, not an error."""
         return self._send(
             f"{object_type}.batch_upsert",
+            self._batch,
             lambda: self._batch.upsert(
                 object_type,
                 {"inputs": inputs},
-                _preload_content=False,
                 _request_timeout=self.timeout,
             ),
         )
@@ -239,9 +241,8 @@ class HubSpotClient:
             body["idProperty"] = id_property
         return self._send(
             f"{object_type}.batch_read",
-            lambda: self._batch.read(
-                object_type, body, _preload_content=False, _request_timeout=self.timeout
-            ),
+            self._batch,
+            lambda: self._batch.read(object_type, body, _request_timeout=self.timeout),
         )
 
     def change_memberships(self, list_id: str, add: Sequence[str], remove: Sequence[str]) -> Any:
@@ -249,9 +250,8 @@ class HubSpotClient:
         request = {"recordIdsToAdd": list(add), "recordIdsToRemove": list(remove)}
         return self._send(
             f"list.{list_id}.memberships",
-            lambda: self._members.add_and_remove(
-                list_id, request, _preload_content=False, _request_timeout=self.timeout
-            ),
+            self._members,
+            lambda: self._members.add_and_remove(list_id, request, _request_timeout=self.timeout),
         ).body
 
     def close(self) -> None:

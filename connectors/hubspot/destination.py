@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 LIST_PREFIX = "list:"
 SPLITTABLE_STATUSES = frozenset({400, 409})
+SCHEMA_ERROR = "PROPERTY_DOESNT_EXIST"
 TRANSIENT_CATEGORIES = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
 
 
@@ -112,7 +113,8 @@ class HubSpotDestination:
         try:
             answer = self._client.batch_upsert(object_type, inputs)
         except HubSpotRejected as refused:
-            if refused.status not in SPLITTABLE_STATUSES:
+            if refused.status not in SPLITTABLE_STATUSES or SCHEMA_ERROR in refused.message:
+                # An unknown property fails every record alike: a mapping to fix, not data.
                 raise
             if len(batch) == 1:
                 reason = f"{refused.category}: {refused.message}"

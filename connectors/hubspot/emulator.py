@@ -159,6 +159,11 @@ class HubSpotEmulator:
         with self.data.lock:
             return set(self.data.lists[list_id].members)
 
+    def requests(self, endpoint: str | None = None) -> list[tuple[str, int]]:
+        """(endpoint, status) of every request answered so far, optionally of one endpoint."""
+        with self.data.lock:
+            return [r for r in self._state.requests if endpoint in (None, r[0])]
+
     @property
     def write_log(self) -> list[WriteLogEntry]:
         """Every write request received so far, refused ones included, in order."""

@@ -64,6 +64,7 @@ class EmulatorState:
     faults: FaultInjector
     budget: RequestBudget | None
     tokens: set[str] = field(default_factory=set)
+    requests: list[tuple[str, int]] = field(default_factory=list)
 
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
@@ -75,6 +76,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
     def guarded(endpoint: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             response = await _guard(state, endpoint, handler, request)
+            state.requests.append((endpoint, response.status_code))
             if endpoint in WRITE_ENDPOINTS:
                 state.data.write_log.append(
                     _log_entry(request, await request.body(), response.status_code)

@@ -180,7 +180,11 @@ class HubSpotSource:
         if len(held) > self._search_page_size // 2:
             log.info("hubspot records share one timestamp; walking them by id", stream=stream)
             tie = ReadCursor(
-                phase="tie", since=since, after="0", archived_since=state.archived_since
+                phase="tie",
+                since=since,
+                seen=tuple(held),
+                after="0",
+                archived_since=state.archived_since,
             )
             return _Step(fresh, tie)
         return _Step(fresh, state.with_phase("search", since=since, seen=tuple(held)))
@@ -195,12 +199,16 @@ class HubSpotSource:
             {"propertyName": "hs_object_id", "operator": "GT", "value": state.after or "0"},
         ]
         results = self._search(stream, filters, "hs_object_id")
+        fresh = [r for r in results if r["id"] not in state.seen]
         if len(results) < self._search_page_size:
             done = ReadCursor(
                 phase="search", since=state.since + 1, archived_since=state.archived_since
             )
-            return _Step(results, done)
-        return _Step(results, state.with_phase("tie", after=str(results[-1]["id"])))
+            return _Step(fresh, done)
+        last = str(results[-1]["id"])
+        # Ids at or below the walk's position cannot come back: keep the cursor small.
+        seen = tuple(i for i in state.seen if int(i) > int(last))
+        return _Step(fresh, state.with_phase("tie", after=last, seen=seen))
 
     def _archived_step(self, stream: str, state: ReadCursor) -> _Step:
         body = self._client.get_page(
