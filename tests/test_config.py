@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_config
+from syncd.errors import ConfigError
+from tests.support.project import write_project
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_shipped_config_is_valid() -> None:
+    config = load_config(Path("syncd.toml"))
+    assert "inbox" in config.sources
+    assert config.store_url.startswith("sqlite:///")
+    assert config.identity.kinds["user_id"].limit == 1
+    assert "loyalty_number" in config.identity.kinds
+
+
+def test_unknown_keys_and_bad_values_are_all_listed(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.toml"
+    path.write_text(
+        'colour = "blue"\n[identity]\ndefault_region = "ZZ"\n[store]\nurl = "sqlite:///x.db"\n'
+        "batch_size = 0\n"
+    )
+    found = problems_of(path)
+    assert f"{path}:colour: unknown key — remove it or check its spelling" in found
+    assert any(":identity.default_region: unknown region 'ZZ'" in p for p in found)
+    assert any(":store.batch_size: Input should be greater than or equal to 1" in p for p in found)
+
+
+def test_connector_options_are_validated_by_the_connector(tmp_path: Path) -> None:
+    path = write_project(
+        tmp_path,
+        "sqlite:///x.db",
+        extra_config="""
+        [sources.shop]
+        type = "files"
+        [sources.shop.options]
+        folder = "in"
+        batch = 3
+        """,
+    )
+    found = problems_of(path)
+    assert any("sources.shop.options.batch: unknown key" in p for p in found)
+    assert any("sources.shop.options.streams: required key is missing" in p for p in found)
+
+
+def test_unknown_connector_type_names_the_known_ones(tmp_path: Path) -> None:
+    path = write_project(tmp_path, "sqlite:///x.db", extra_config='[sources.shop]\ntype = "nosuch"\n')
+    found = problems_of(path)
+    assert any("sources.shop.type: unknown connector 'nosuch' — use one of: files" in p for p in found)
+
+
+def test_a_literal_password_in_the_store_url_is_refused(tmp_path: Path) -> None:
+    path = write_project(tmp_path, "postgresql+psycopg://app:hunter2@db/syncd")
+    found = problems_of(path)
+    assert any("store.url" in p and 'url = { env = "SYNCD_STORE_URL" }' in p for p in found)
+    assert not any("hunter2" in p for p in found)
+
+
+def test_store_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_project(tmp_path, "unused")
+    text = path.read_text().replace('url = "unused"', 'url = { env = "TEST_STORE_URL" }')
+    path.write_text(text)
+    assert any("TEST_STORE_URL: environment variable is not set — export TEST_STORE_URL" in p
+               for p in problems_of(path))
+    monkeypatch.setenv("TEST_STORE_URL", "sqlite:////tmp/elsewhere.db")
+    assert load_config(path).store_url == "sqlite:////tmp/elsewhere.db"
+
+
+def test_relative_sqlite_path_is_relative_to_the_config(tmp_path: Path) -> None:
+    path = write_project(tmp_path, "sqlite:///var/s.db")
+    assert load_config(path).store_url == f"sqlite:///{tmp_path / 'var' / 's.db'}"
+
+
+def test_missing_file_and_bad_syntax(tmp_path: Path) -> None:
+    assert "config file not found" in problems_of(tmp_path / "none.toml")[0]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store\n")
+    assert ":(syntax):" in problems_of(bad)[0]
