@@ -10,7 +10,7 @@ from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.emulator import HubSpotEmulator
 from syncd.budget import RequestBudget
 from syncd.retry import RetryPolicy
-from tests.connectors.hubspot.hubspot_support import RawApi, Waits
+from tests.connectors.hubspot.hubspot_support import ClientFactory, RawApi, Waits
 
 
 @pytest.fixture
@@ -38,9 +38,6 @@ def make_api(emulator: HubSpotEmulator) -> Iterator[Callable[..., RawApi]]:
 def api(make_api: Callable[..., RawApi]) -> RawApi:
     """The client library with a valid token."""
     return make_api()
-
-
-ClientFactory = Callable[..., HubSpotClient]
 
 
 @pytest.fixture

@@ -9,6 +9,11 @@ from typing import Any
 from hubspot import HubSpot
 from urllib3.util.retry import Retry
 
+from connectors.hubspot.client import HubSpotClient
+
+ClientFactory = Callable[..., HubSpotClient]
+"""Builds a HubSpotClient on the test's emulator (see the `make_client` fixture)."""
+
 
 @dataclass
 class Waits:

@@ -1,0 +1,165 @@
+"""The Salesforce source beyond the standard suite: timestamps shared across pages, bulk, options."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from connectors.salesforce.emulator import SalesforceEmulator
+from connectors.salesforce.faults import Endpoint, FaultKind
+from connectors.salesforce.source import SalesforceSource
+from syncd.connector import EnvRef, JsonValue, Page
+from syncd.errors import FatalConnectorError
+from tests.connectors.salesforce.sf_fixtures import client_for
+
+
+def source_for(emulator: SalesforceEmulator, **overrides: Any) -> SalesforceSource:
+    return SalesforceSource(client_for(emulator, **overrides))
+
+
+def read(
+    emulator: SalesforceEmulator, stream: str, cursor: JsonValue | None, **overrides: Any
+) -> list[Page]:
+    source = source_for(emulator, **overrides)
+    try:
+        return list(source.read(stream, json.loads(json.dumps(cursor))))
+    finally:
+        source.close()
+
+
+def ids(pages: list[Page]) -> list[str]:
+    return [str(record.payload["Id"]) for page in pages for record in page.records]
+
+
+def test_records_sharing_a_timestamp_across_pages_arrive_once(
+    emulator: SalesforceEmulator,
+) -> None:
+    before = read(emulator, "Contact", None)[-1].cursor
+    crowd = emulator.ids("Contact")[:300]
+    stamp = emulator.modify("Contact", crowd, MailingCity="Porto")
+    pages = read(emulator, "Contact", before)
+    assert len(pages) == 2, "300 records at one timestamp span two 200-record pages"
+    assert sorted(ids(pages)) == sorted(crowd)
+    assert {page.cursor["modstamp"] for page in pages} == {stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+    assert set(pages[0].cursor["ids"]) == set(ids(pages[:1]))
+    # Killed after the first page: the resumed run gets exactly the other 100.
+    rest = read(emulator, "Contact", pages[0].cursor)
+    assert sorted(ids(rest)) == sorted(set(crowd) - set(ids(pages[:1])))
+    assert read(emulator, "Contact", pages[-1].cursor) == []
+
+
+def test_a_later_change_at_a_seen_timestamp_is_not_lost(emulator: SalesforceEmulator) -> None:
+    first, second = emulator.ids("Lead")[:2]
+    emulator.modify("Lead", [first], Status="Working")
+    cursor = read(emulator, "Lead", None)[-1].cursor
+    emulator.modify("Lead", [first, second], Status="Closed")
+    assert sorted(ids(read(emulator, "Lead", cursor))) == sorted([first, second])
+
+
+def test_deleted_records_come_as_deleted_ids_only(emulator: SalesforceEmulator) -> None:
+    cursor = read(emulator, "Lead", None)[-1].cursor
+    gone = emulator.ids("Lead")[3:5]
+    emulator.delete("Lead", gone)
+    (page,) = read(emulator, "Lead", cursor)
+    assert sorted(page.deleted_ids) == sorted(gone)
+    assert page.records == []
+
+
+def test_payloads_carry_no_attributes_and_say_where_they_came_from(
+    emulator: SalesforceEmulator,
+) -> None:
+    record = read(emulator, "Account", None)[0].records[0]
+    assert "attributes" not in record.payload
+    assert record.location == f"/services/data/v59.0/sobjects/Account/{record.payload['Id']}"
+    assert record.payload["SystemModstamp"].endswith("+0000")
+
+
+def test_the_fields_option_picks_columns(emulator: SalesforceEmulator) -> None:
+    pages = read(emulator, "Contact", None, fields={"Contact": ("Email", "Phone")})
+    assert set(pages[0].records[0].payload) == {
+        "Id",
+        "IsDeleted",
+        "SystemModstamp",
+        "Email",
+        "Phone",
+    }
+
+
+@pytest.mark.parametrize(
+    ("stream", "cursor", "overrides", "message"),
+    [
+        ("Opportunity", None, {}, "not one of the configured objects"),
+        ("Contact", None, {"fields": {"Contact": ("Shoe_Size__c",)}}, "no field"),
+        ("Contact", {"since": 1}, {}, "not a Salesforce cursor"),
+    ],
+)
+def test_impossible_reads_are_fatal(
+    emulator: SalesforceEmulator,
+    stream: str,
+    cursor: JsonValue,
+    overrides: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(FatalConnectorError, match=message):
+        read(emulator, stream, cursor, **overrides)
+
+
+def test_streams_are_the_configured_objects(emulator: SalesforceEmulator) -> None:
+    source = source_for(emulator, objects=("Lead",))
+    assert source.streams() == ["Lead"]
+    source.close()
+
+
+def test_a_large_full_read_runs_as_a_bulk_query(emulator: SalesforceEmulator) -> None:
+    rest = read(emulator, "Contact", None)
+    bulk = read(emulator, "Contact", None, bulk_query_threshold=100, bulk_page_size=150)
+    assert emulator.bulk_jobs == [("query", "queryAll", "Contact")]
+    assert len(bulk) == -(-len(ids(rest)) // 150)
+    assert ids(bulk) == ids(rest)
+    by_id = {r.payload["Id"]: r.payload for page in rest for r in page.records}
+    for record in (r for page in bulk for r in page.records):
+        assert record.payload == by_id[record.payload["Id"]], "bulk and REST payloads differ"
+    # A run killed inside the bulk read resumes incrementally, over REST, from the page cursor.
+    resumed = read(emulator, "Contact", bulk[0].cursor, bulk_query_threshold=100)
+    assert ids(resumed) == ids(bulk[1:])
+    assert len(emulator.bulk_jobs) == 1
+
+
+def test_an_incremental_read_never_goes_bulk(emulator: SalesforceEmulator) -> None:
+    cursor = {"modstamp": "2024-01-01T00:00:00.000Z", "ids": []}
+    assert ids(read(emulator, "Contact", cursor, bulk_query_threshold=1))
+    assert emulator.bulk_jobs == []
+
+
+def test_a_session_expiring_between_pages_is_renewed(emulator: SalesforceEmulator) -> None:
+    source = source_for(emulator)
+    pages = source.read("Contact", None)
+    first = next(pages)
+    emulator.expire_sessions()
+    rest = list(pages)
+    source.close()
+    assert len(ids([first, *rest])) == len(emulator.ids("Contact"))
+
+
+def test_a_bulk_session_expiry_means_one_fresh_login(emulator: SalesforceEmulator) -> None:
+    emulator.inject(Endpoint.BULK_QUERY, FaultKind.EXPIRED_SESSION)
+    pages = read(emulator, "Lead", None, bulk_query_threshold=1)
+    assert sorted(ids(pages)) == sorted(emulator.ids("Lead"))
+    assert emulator.bulk_jobs == [("query", "queryAll", "Lead")]
+
+
+def test_oauth_client_credentials_work_too(emulator: SalesforceEmulator) -> None:
+    pages = read(
+        emulator,
+        "Account",
+        None,
+        username=None,
+        password=None,
+        security_token=None,
+        domain="emulator.my",
+        client_id=EnvRef(env="SF_TEST_CLIENT_ID"),
+        client_secret=EnvRef(env="SF_TEST_CLIENT_SECRET"),
+    )
+    assert len(ids(pages)) == 12
