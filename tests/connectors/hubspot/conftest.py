@@ -10,7 +10,7 @@ from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.emulator import HubSpotEmulator
 from syncd.budget import RequestBudget
 from syncd.retry import RetryPolicy
-from tests.connectors.hubspot.hubspot_support import ClientFactory, RawApi, Waits
+from tests.connectors.hubspot.hubspot_support import ClientFactory, ManualClock, RawApi, Waits
 
 
 @pytest.fixture
@@ -44,6 +44,7 @@ def api(make_api: Callable[..., RawApi]) -> RawApi:
 def make_client(emulator: HubSpotEmulator) -> Iterator[ClientFactory]:
     """Builds HubSpotClients on the emulator (generous budget, fake sleep unless given)."""
     made: list[HubSpotClient] = []
+    clock = ManualClock()
 
     def build(
         sleep: Callable[[float], None] | None = None,
@@ -55,7 +56,7 @@ def make_client(emulator: HubSpotEmulator) -> Iterator[ClientFactory]:
         client = HubSpotClient(
             host=emulator.url,
             access_token=token or emulator.access_token,
-            budget=budget or RequestBudget(10_000, 1.0),
+            budget=budget or RequestBudget(10_000, 1.0, clock=clock, sleep=clock.sleep),
             timeout=timeout,
             policy=RetryPolicy(attempts=attempts),
             sleep=sleep or Waits(),

@@ -25,6 +25,21 @@ class Waits:
         self.waits.append(seconds)
 
 
+@dataclass
+class ManualClock:
+    """A monotonic clock that only moves when something sleeps on it."""
+
+    now: float = 1000.0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 class Answers:
     """One API object of the library whose calls return the HTTP answer (status, data)."""
 

@@ -15,7 +15,7 @@ from connectors.hubspot.emulator import Fault, FaultKind, HubSpotEmulator
 from syncd.budget import RequestBudget
 from syncd.errors import AuthError, FatalConnectorError, RetryableError
 from syncd.retry import RetryPolicy
-from tests.connectors.hubspot.hubspot_support import ClientFactory, Waits
+from tests.connectors.hubspot.hubspot_support import ClientFactory, ManualClock, Waits
 
 
 class FakeAnswer:
@@ -169,16 +169,10 @@ def test_client_budget_keeps_requests_within_the_emulator_limit() -> None:
 def test_a_429_from_the_account_budget_slows_the_shared_budget(
     emulator: HubSpotEmulator, make_client: ClientFactory
 ) -> None:
-    clock = [100.0]
-    budget_waits: list[float] = []
-
-    def budget_sleep(seconds: float) -> None:
-        budget_waits.append(seconds)
-        clock[0] += seconds
-
-    budget = RequestBudget(50, 10.0, clock=lambda: clock[0], sleep=budget_sleep)
+    clock = ManualClock()
+    budget = RequestBudget(50, 10.0, clock=clock, sleep=clock.sleep)
     client = make_client(budget=budget)
     emulator.faults.script("objects.list", Fault(FaultKind.RATE_LIMIT, retry_after=2))
     _page(client)
     # The window was marked full for the Retry-After, so the retry waited for the budget too.
-    assert sum(budget_waits) == pytest.approx(2.0)
+    assert sum(clock.slept) == pytest.approx(2.0)
