@@ -42,7 +42,8 @@ def _load(config_path: Path) -> tuple[Config, Mappings]:
         mappings = compile_mappings(config)
     except ConfigError as error:
         for problem in error.problems:
-            err.print(str(problem), markup=False, highlight=False)
+            # Plain print: one problem per line however narrow the terminal, for grep and CI.
+            print(problem, file=sys.stderr)
         err.print(f"{len(error.problems)} problem(s); nothing was run.", style="bold red")
         raise typer.Exit(2) from None
     return config, mappings

@@ -6,6 +6,7 @@ warnings and errors, so the progress display stays readable.
 
 from __future__ import annotations
 
+import atexit
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,14 +47,25 @@ class _Tee:
     critical = exception = error
 
 
+_open_files: list[TextIO] = []
+
+
+def close() -> None:
+    """Close the log file (configure() does it before opening another)."""
+    while _open_files:
+        _open_files.pop().close()
+
+
 def configure(
     level: str = "info", file: Path | None = None, quiet_terminal: bool | None = None
 ) -> None:
-    """Set up structlog once per process."""
+    """Set up structlog for this process; calling it again replaces the previous set-up."""
+    close()
     handle = None
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         handle = file.open("a", encoding="utf-8")
+        _open_files.append(handle)
     terminal = sys.stderr.isatty() if quiet_terminal is None else quiet_terminal
     stderr_level = LEVELS["warning"] if terminal else LEVELS[level]
     sink = _Tee(handle, stderr_level)
@@ -69,6 +81,9 @@ def configure(
         logger_factory=lambda *_args: sink,
         cache_logger_on_first_use=False,
     )
+
+
+atexit.register(close)
 
 
 def bind_run(run_id: str) -> None:

@@ -1,0 +1,117 @@
+"""The command line as an operator uses it, on the shipped config and sample data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from syncd.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the shipped project (config, mappings, sample inbox) in a temporary folder."""
+    for name in ("syncd.toml",):
+        shutil.copy(name, tmp_path / name)
+    shutil.copytree("mappings", tmp_path / "mappings")
+    shutil.copytree("data", tmp_path / "data")
+    old = time.time() - 60
+    for path in (tmp_path / "data" / "inbox").iterdir():
+        os.utime(path, (old, old))
+    return tmp_path / "syncd.toml"
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_validate_ok_and_exit_2_listing_every_problem(project: Path) -> None:
+    assert invoke("validate", "--config", str(project)) == (
+        0, "ok: 1 source(s), 0 destination(s), 3 mapped stream(s)\n"
+    )
+    mapping = project.parent / "mappings" / "inbox_customers.toml"
+    mapping.write_text(mapping.read_text().replace("| title", "| titel").replace('kind = "name_dob"', 'kind = "dna"'))
+    code, output = invoke("validate", "--config", str(project))
+    assert code == 2
+    assert f"{mapping}:fields.first_name: unknown transform 'titel'" in output
+    assert f"{mapping}:identifiers.name_dob: unknown identifier kind 'dna'" in output
+
+
+def test_run_once_then_explain_export_status_logs(project: Path) -> None:
+    code, output = invoke("run-once", "--config", str(project))
+    assert code == 0, output
+    assert "inbox/customers:" in output
+    assert "quarantined" in output
+
+    code, output = invoke("profiles", "export", "--config", str(project))
+    lines = [json.loads(line) for line in output.splitlines()]
+    assert len(lines) > 100
+    assert set(lines[0]) == {"profile_id", "traits", "identifiers", "records"}
+    joined = next(p for p in lines if len(p["records"]) > 1)
+    assert {"kind", "value"} == set(joined["identifiers"][0])
+    assert {"source", "stream", "id"} == set(joined["records"][0])
+
+    email = next(i["value"] for i in joined["identifiers"] if i["kind"] == "email")
+    code, output = invoke("explain", email.upper(), "--config", str(project), "--json")
+    assert code == 0
+    explained = json.loads(output)
+    assert explained["profile_id"] == joined["profile_id"]
+    assert explained["merges"] and explained["merges"][0]["action"] == "merge"
+
+    code, output = invoke("explain", "nobody@nowhere.example", "--config", str(project))
+    assert code == 1 and "no profile has that identifier" in output
+
+    code, output = invoke("status", "--config", str(project), "--json")
+    report = json.loads(output)
+    assert report["profiles"] == len(lines)
+    assert report["quarantined"] == 2
+    assert report["runs"][0]["status"] == "ok"
+
+    log_file = project.parent / "var" / "syncd.log"
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    run_ids = {entry["run_id"] for entry in entries}
+    assert len(run_ids) == 1 and None not in run_ids
+    assert not re.search(r"[\w.]+@example\.(com|org|net)", log_file.read_text())
+    code, output = invoke("logs", "--config", str(project), "--level", "warning")
+    assert code == 0 and "record quarantined" in output and "page stored" not in output
+
+
+def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    code, output = invoke("run-once", "--config", str(project), "--full")
+    assert code == 0
+    assert "0 new, 0 changed" in output
+    assert invoke("rebuild", "--config", str(project), "--verify") == (
+        0, "verify: the store equals a rebuild\n"
+    )
+
+
+def test_a_mapping_edit_adds_a_trait_without_a_migration(project: Path) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    mapping = project.parent / "mappings" / "inbox_crm_export.toml"
+    mapping.write_text(mapping.read_text() + 'crm_status = "Status | trim | lower"\n')
+    assert invoke("rebuild", "--config", str(project))[0] == 0
+    code, output = invoke("profiles", "export", "--config", str(project))
+    assert any("crm_status" in json.loads(line)["traits"] for line in output.splitlines())
+
+
+def test_dry_run_writes_nothing(project: Path) -> None:
+    code, output = invoke("run-once", "--config", str(project), "--dry-run")
+    assert code == 0
+    code, output = invoke("status", "--config", str(project), "--json")
+    assert json.loads(output)["records"] == 0
+
+
+def test_unknown_source_is_a_usage_error(project: Path) -> None:
+    code, output = invoke("run-once", "--config", str(project), "--source", "nope")
+    assert code == 2 and "unknown source(s): nope" in output
