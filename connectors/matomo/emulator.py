@@ -154,7 +154,7 @@ class MatomoEmulator:
 
     def start(self, port: int = 0) -> str:
         """Serve from a background thread; returns the base URL."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},  # how soon stop() takes effect
@@ -299,6 +299,12 @@ class MatomoEmulator:
             for visit in result:
                 visit["actionDetails"] = []
         return result
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads are joined on close (their connections are shut down first), so no
+    # thread outlives stop().
+    daemon_threads = False
 
 
 def _handler_for(emulator: MatomoEmulator) -> type[BaseHTTPRequestHandler]:

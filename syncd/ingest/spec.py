@@ -225,6 +225,7 @@ def parse_message(
     message = {key: value for key, value in raw.items() if key != "writeKey"}
     if kind is not None:
         message["type"] = kind
+    as_sent = dict(message)
     event_type = message.get("type")
     if not isinstance(event_type, str) or event_type not in _MODELS:
         raise SpecError(
@@ -255,7 +256,7 @@ def parse_message(
         timestamp = received_at - (model.sentAt - model.originalTimestamp)
     else:
         timestamp = model.originalTimestamp or received_at
-    message_id = model.messageId or _message_id(raw, model.timestamp is not None)
+    message_id = model.messageId or _message_id(as_sent, model.timestamp is not None)
     message.update(
         messageId=message_id,
         timestamp=_iso(timestamp),
