@@ -329,7 +329,9 @@ def logs_command(
 @app.command()
 def demo(
     config: ConfigOption = DEFAULT_CONFIG,
-    people: Annotated[int, typer.Option(help="sample people to generate into an empty inbox")] = 300,
+    people: Annotated[
+        int, typer.Option(help="sample people to generate into an empty inbox")
+    ] = 300,
 ) -> None:
     """Run the pipeline on the shipped sample data, run it again (nothing changes), explain one."""
     loaded, mappings, engine = _setup(config)
@@ -345,7 +347,9 @@ def demo(
     _print_summary(first)
     second = pipeline.run_once()
     rewritten = sum(second.counts.get(k, 0) for k in ("new", "changed", "profiles_written"))
-    out.print(f"second run: {rewritten} records or profiles rewritten (unchanged input changes nothing)")
+    out.print(
+        f"second run: {rewritten} records or profiles rewritten (unchanged input changes nothing)"
+    )
     with transaction(engine) as bulk:
         row = bulk.connection.exec_driver_sql(
             "SELECT id FROM profile WHERE record_count > 1 ORDER BY id LIMIT 1"

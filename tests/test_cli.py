@@ -37,10 +37,15 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def test_validate_ok_and_exit_2_listing_every_problem(project: Path) -> None:
     assert invoke("validate", "--config", str(project)) == (
-        0, "ok: 1 source(s), 0 destination(s), 3 mapped stream(s)\n"
+        0,
+        "ok: 1 source(s), 0 destination(s), 3 mapped stream(s)\n",
     )
     mapping = project.parent / "mappings" / "inbox_customers.toml"
-    mapping.write_text(mapping.read_text().replace("| title", "| titel").replace('kind = "name_dob"', 'kind = "dna"'))
+    mapping.write_text(
+        mapping.read_text()
+        .replace("| title", "| titel")
+        .replace('kind = "name_dob"', 'kind = "dna"')
+    )
     code, output = invoke("validate", "--config", str(project))
     assert code == 2
     assert f"{mapping}:fields.first_name: unknown transform 'titel'" in output
@@ -92,7 +97,8 @@ def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> N
     assert code == 0
     assert "0 new, 0 changed" in output
     assert invoke("rebuild", "--config", str(project), "--verify") == (
-        0, "verify: the store equals a rebuild\n"
+        0,
+        "verify: the store equals a rebuild\n",
     )
 
 
@@ -101,7 +107,7 @@ def test_a_mapping_edit_adds_a_trait_without_a_migration(project: Path) -> None:
     mapping = project.parent / "mappings" / "inbox_crm_export.toml"
     mapping.write_text(mapping.read_text() + 'crm_status = "Status | trim | lower"\n')
     assert invoke("rebuild", "--config", str(project))[0] == 0
-    code, output = invoke("profiles", "export", "--config", str(project))
+    _code, output = invoke("profiles", "export", "--config", str(project))
     assert any("crm_status" in json.loads(line)["traits"] for line in output.splitlines())
 
 

@@ -53,9 +53,13 @@ def test_connector_options_are_validated_by_the_connector(tmp_path: Path) -> Non
 
 
 def test_unknown_connector_type_names_the_known_ones(tmp_path: Path) -> None:
-    path = write_project(tmp_path, "sqlite:///x.db", extra_config='[sources.shop]\ntype = "nosuch"\n')
+    path = write_project(
+        tmp_path, "sqlite:///x.db", extra_config='[sources.shop]\ntype = "nosuch"\n'
+    )
     found = problems_of(path)
-    assert any("sources.shop.type: unknown connector 'nosuch' — use one of: files" in p for p in found)
+    assert any(
+        "sources.shop.type: unknown connector 'nosuch' — use one of: files" in p for p in found
+    )
 
 
 def test_a_literal_password_in_the_store_url_is_refused(tmp_path: Path) -> None:
@@ -69,8 +73,10 @@ def test_store_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.Monk
     path = write_project(tmp_path, "unused")
     text = path.read_text().replace('url = "unused"', 'url = { env = "TEST_STORE_URL" }')
     path.write_text(text)
-    assert any("TEST_STORE_URL: environment variable is not set — export TEST_STORE_URL" in p
-               for p in problems_of(path))
+    assert any(
+        "TEST_STORE_URL: environment variable is not set — export TEST_STORE_URL" in p
+        for p in problems_of(path)
+    )
     monkeypatch.setenv("TEST_STORE_URL", "sqlite:////tmp/elsewhere.db")
     assert load_config(path).store_url == "sqlite:////tmp/elsewhere.db"
 

@@ -67,9 +67,7 @@ def kill_after(process: subprocess.Popen[bytes], log: Path, marker: str, count: 
     [("page stored", 2), ("page stored", 9), ('"event": "run started"', 1)],
     ids=["after-two-pages", "mid-orders", "at-start"],
 )
-def test_killed_run_then_rerun_equals_a_clean_run(
-    tmp_path: Path, marker: str, count: int
-) -> None:
+def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, marker: str, count: int) -> None:
     killed = make_project(tmp_path / "killed", f"sqlite:///{tmp_path / 'killed.db'}")
     clean = make_project(tmp_path / "clean", f"sqlite:///{tmp_path / 'clean.db'}")
 

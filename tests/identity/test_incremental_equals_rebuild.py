@@ -77,8 +77,18 @@ def _state(project: Project) -> list[str]:
 
 def _reset(project: Project) -> None:
     with project.engine.begin() as connection:
-        for table in ("source_record", "identifier", "record_identifier", "event",
-                      "event_identifier", "profile", "merge_log", "cursor", "quarantine", "sync_run"):
+        for table in (
+            "source_record",
+            "identifier",
+            "record_identifier",
+            "event",
+            "event_identifier",
+            "profile",
+            "merge_log",
+            "cursor",
+            "quarantine",
+            "sync_run",
+        ):
             connection.execute(text(f"DELETE FROM {table}"))
 
 
@@ -104,15 +114,21 @@ def projects(store_url: str, tmp_path: Path) -> Any:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(history=histories())
-def test_incremental_runs_equal_one_run_of_the_final_records(projects: Any, history: dict[str, Any]) -> None:
+def test_incremental_runs_equal_one_run_of_the_final_records(
+    projects: Any, history: dict[str, Any]
+) -> None:
     incremental, reference = projects
     _reset(incremental)
     _reset(reference)
 
     for batch in _batches(history["order1"], history["cuts"]):
-        incremental.run({"people": [records_page([_payload(k, history["first"][k]) for k in batch])]})
+        incremental.run(
+            {"people": [records_page([_payload(k, history["first"][k]) for k in batch])]}
+        )
     for batch in _batches(history["order2"], history["cuts"][::-1]):
-        incremental.run({"people": [records_page([_payload(k, history["second"][k]) for k in batch])]})
+        incremental.run(
+            {"people": [records_page([_payload(k, history["second"][k]) for k in batch])]}
+        )
     if history["deleted"]:
         incremental.run({"people": [records_page([], deleted=history["deleted"])]})
 

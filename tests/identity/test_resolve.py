@@ -26,7 +26,12 @@ def run(node_edges: dict[int, list[tuple[int, int]]], links: set[int] = frozense
 
 def test_records_sharing_an_email_form_one_profile_named_after_the_smallest_record() -> None:
     result = run({10: [(1, 100)], 20: [(1, 100), (2, 200)], 30: [(2, 200)], 40: [(1, 101)]})
-    assert result.profile_of[10] == result.profile_of[20] == result.profile_of[30] == profile_id_for(10)
+    assert (
+        result.profile_of[10]
+        == result.profile_of[20]
+        == result.profile_of[30]
+        == profile_id_for(10)
+    )
     assert result.profile_of[40] == profile_id_for(40)
     assert {(a, b) for a, b, _ in result.unions} == {(10, 20), (20, 30)}
 
@@ -68,7 +73,9 @@ def test_a_record_with_no_identifier_is_its_own_profile() -> None:
     ),
     st.randoms(),
 )
-def test_resolution_ignores_input_order(nodes: dict[int, list[tuple[int, int]]], rng: random.Random) -> None:
+def test_resolution_ignores_input_order(
+    nodes: dict[int, list[tuple[int, int]]], rng: random.Random
+) -> None:
     # Identifier ids are per kind here: make them globally unique, as hashes are.
     normalized = {n: [(k, k * 100 + i) for k, i in items] for n, items in nodes.items()}
     shuffled = list(normalized.items())

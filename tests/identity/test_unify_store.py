@@ -26,16 +26,28 @@ def profiles(project: Project) -> dict[str, list[str]]:
 
 def merge_log(project: Project) -> list[tuple[str, str]]:
     with transaction(project.engine) as bulk:
-        rows = bulk.connection.exec_driver_sql("SELECT action, reason FROM merge_log ORDER BY id").all()
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT action, reason FROM merge_log ORDER BY id"
+        ).all()
     return [(str(a), str(r)) for a, r in rows]
 
 
-def test_records_join_through_normalized_identifiers_and_the_merge_is_explained(project: Project) -> None:
-    project.run({"people": [records_page([
-        {"id": "a", "email": " ADA@X.COM ", "name": "ada"},
-        {"id": "b", "email": "ada@x.com", "phone": "(415) 555-0101"},
-        {"id": "c", "phone": "+1 415 555 0101"},
-    ])]})
+def test_records_join_through_normalized_identifiers_and_the_merge_is_explained(
+    project: Project,
+) -> None:
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": " ADA@X.COM ", "name": "ada"},
+                        {"id": "b", "email": "ada@x.com", "phone": "(415) 555-0101"},
+                        {"id": "c", "phone": "+1 415 555 0101"},
+                    ]
+                )
+            ]
+        }
+    )
     assert sorted(profiles(project).values()) == [["a", "b", "c"]]
     with transaction(project.engine) as bulk:
         found = explain(bulk, project.config.identity, project.mappings.profile, "415.555.0101")
@@ -45,41 +57,75 @@ def test_records_join_through_normalized_identifiers_and_the_merge_is_explained(
 
 
 def test_losing_the_joining_identifier_splits_the_profile(project: Project) -> None:
-    project.run({"people": [records_page([
-        {"id": "a", "email": "ada@x.com"},
-        {"id": "b", "email": "ada@x.com"},
-    ])]})
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "ada@x.com"},
+                        {"id": "b", "email": "ada@x.com"},
+                    ]
+                )
+            ]
+        }
+    )
     (before,) = profiles(project)
     project.run({"people": [records_page([{"id": "b", "email": "grace@x.com"}])]})
     after = profiles(project)
     assert sorted(after.values()) == [["a"], ["b"]]
     assert before in after  # the profile keeps its id: its smallest record stayed
-    assert any(action == "split" and "no longer share an identifier" in reason
-               for action, reason in merge_log(project))
+    assert any(
+        action == "split" and "no longer share an identifier" in reason
+        for action, reason in merge_log(project)
+    )
 
 
 def test_a_merge_over_the_user_id_limit_is_refused_and_logged(project: Project) -> None:
-    project.run({"people": [records_page([
-        {"id": "a", "email": "family@x.com", "user_id": "u1"},
-        {"id": "b", "email": "family@x.com", "user_id": "u2"},
-    ])]})
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "family@x.com", "user_id": "u1"},
+                        {"id": "b", "email": "family@x.com", "user_id": "u2"},
+                    ]
+                )
+            ]
+        }
+    )
     assert sorted(profiles(project).values()) == [["a"], ["b"]]
     assert ("refused", "would give one profile more than 1 user_id value") in merge_log(project)
 
 
 def test_blocked_values_never_join_people(project: Project) -> None:
-    project.run({"people": [records_page([
-        {"id": "a", "email": "test@test.com", "phone": "0000000000"},
-        {"id": "b", "email": "TEST@TEST.COM", "phone": "0000000000"},
-    ])]})
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "test@test.com", "phone": "0000000000"},
+                        {"id": "b", "email": "TEST@TEST.COM", "phone": "0000000000"},
+                    ]
+                )
+            ]
+        }
+    )
     assert sorted(profiles(project).values()) == [["a"], ["b"]]
 
 
 def test_deleting_records_shrinks_then_removes_the_profile(project: Project) -> None:
-    project.run({"people": [records_page([
-        {"id": "a", "email": "ada@x.com", "score": "3"},
-        {"id": "b", "email": "ada@x.com", "score": "9"},
-    ])]})
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "ada@x.com", "score": "3"},
+                        {"id": "b", "email": "ada@x.com", "score": "9"},
+                    ]
+                )
+            ]
+        }
+    )
     project.run({"people": [records_page([], deleted=["b"])]})
     with transaction(project.engine) as bulk:
         (only,) = list(export_profiles(bulk))

@@ -25,18 +25,31 @@ def problems(tmp_path: Path, mappings: dict[str, str], extra: str = "") -> list[
 def test_a_record_maps_traits_and_normalized_identifiers(tmp_path: Path) -> None:
     stream = compile_project(tmp_path, {"people.toml": PEOPLE_MAPPING}).for_stream("crm", "people")
     mapped = stream.map_record(
-        {"id": 7, "email": " Ada@X.com", "phone": "415.555.0101", "user_id": " u1 ",
-         "name": "ada ", "score": "12", "updated_at": "2024-01-01T00:00:00Z"}
+        {
+            "id": 7,
+            "email": " Ada@X.com",
+            "phone": "415.555.0101",
+            "user_id": " u1 ",
+            "name": "ada ",
+            "score": "12",
+            "updated_at": "2024-01-01T00:00:00Z",
+        }
     )
     assert mapped.external_id == "7"
     assert mapped.updated_at == "2024-01-01T00:00:00.000Z"
     assert mapped.traits == {"name": "Ada", "email": "ada@x.com", "score": 12}
-    assert mapped.identifiers == [("email", "ada@x.com"), ("phone", "+14155550101"), ("user_id", "u1")]
+    assert mapped.identifiers == [
+        ("email", "ada@x.com"),
+        ("phone", "+14155550101"),
+        ("user_id", "u1"),
+    ]
 
 
 def test_blocked_and_invalid_identifiers_are_noted_masked_not_used(tmp_path: Path) -> None:
     stream = compile_project(tmp_path, {"people.toml": PEOPLE_MAPPING}).for_stream("crm", "people")
-    mapped = stream.map_record({"id": "1", "email": "TEST@test.com", "phone": "12", "user_id": "null"})
+    mapped = stream.map_record(
+        {"id": "1", "email": "TEST@test.com", "phone": "12", "user_id": "null"}
+    )
     assert mapped.identifiers == []
     assert "identifier email: blocked value (T***@test.com)" in mapped.notes
     assert "identifier phone: not a valid phone number (***)" in mapped.notes
@@ -83,7 +96,10 @@ def test_field_spec_coalesce_map_type_default(tmp_path: Path) -> None:
     """
     stream = compile_project(tmp_path, {"p.toml": mapping}).for_stream("crm", "people")
     assert stream.map_record({"id": 1, "level": "G", "age": "x"}).traits == {"tier": "gold"}
-    assert stream.map_record({"id": 1, "tier": " ", "age": "3"}).traits == {"tier": "none", "age": 3}
+    assert stream.map_record({"id": 1, "tier": " ", "age": "3"}).traits == {
+        "tier": "none",
+        "age": 3,
+    }
 
 
 def test_every_problem_is_listed_with_file_and_key(tmp_path: Path) -> None:
@@ -106,13 +122,17 @@ def test_every_problem_is_listed_with_file_and_key(tmp_path: Path) -> None:
     """
     found = problems(tmp_path, {"a.toml": mapping, "b.toml": bad_exprs})
     assert any("a.toml:colour: unknown key" in p for p in found)
-    assert any("b.toml:identifiers.passport: unknown identifier kind 'passport'" in p for p in found)
+    assert any(
+        "b.toml:identifiers.passport: unknown identifier kind 'passport'" in p for p in found
+    )
     assert any("b.toml:fields.name: unknown transform 'shout'" in p for p in found)
 
 
 def test_two_files_for_one_stream_and_unknown_source_are_refused(tmp_path: Path) -> None:
     other_source = PEOPLE_MAPPING.replace('source = "crm"', 'source = "erp"')
-    found = problems(tmp_path, {"a.toml": PEOPLE_MAPPING, "b.toml": PEOPLE_MAPPING, "c.toml": other_source})
+    found = problems(
+        tmp_path, {"a.toml": PEOPLE_MAPPING, "b.toml": PEOPLE_MAPPING, "c.toml": other_source}
+    )
     assert any("b.toml:stream: crm/people is already mapped by a.toml" in p for p in found)
     assert any("c.toml:source: no source named 'erp'" in p for p in found)
 

@@ -24,7 +24,11 @@ def run(expression: str, payload: dict[str, object]) -> object:
         ("v | datetime", "2024-01-02T03:04:05Z", "2024-01-02T03:04:05.000Z"),
         ("v | datetime", "2024-01-02T03:04:05.123+0200", "2024-01-02T01:04:05.123Z"),
         ("v | datetime", "1704164645000", "2024-01-02T03:04:05.000Z"),
-        ("v | datetime('Europe/Paris', '%d/%m/%Y %H:%M')", "02/01/2024 10:00", "2024-01-02T09:00:00.000Z"),
+        (
+            "v | datetime('Europe/Paris', '%d/%m/%Y %H:%M')",
+            "02/01/2024 10:00",
+            "2024-01-02T09:00:00.000Z",
+        ),
         ("v | date", "2024-01-02T10:00:00", "2024-01-02"),
         ("v | to_int", " 42 ", 42),
         ("v | to_int", "42.0", 42),
@@ -62,7 +66,17 @@ def test_bad_values_raise_transform_error_without_the_value(expression: str, val
 
 
 def test_none_passes_through_every_transform() -> None:
-    for name in ("trim", "lower", "email", "e164", "datetime", "to_int", "to_bool", "hash", "split"):
+    for name in (
+        "trim",
+        "lower",
+        "email",
+        "e164",
+        "datetime",
+        "to_int",
+        "to_bool",
+        "hash",
+        "split",
+    ):
         assert run(f"v | {name}", {}) is None
 
 

@@ -50,7 +50,9 @@ def write_project(
     """Write syncd.toml and mappings/ into `folder`; returns the config path."""
     (folder / "mappings").mkdir(parents=True, exist_ok=True)
     (folder / "inbox").mkdir(exist_ok=True)
-    for name, text in (mappings or {"people.toml": PEOPLE_MAPPING, "profile.toml": PROFILE_RULES}).items():
+    for name, text in (
+        mappings or {"people.toml": PEOPLE_MAPPING, "profile.toml": PROFILE_RULES}
+    ).items():
         (folder / "mappings" / name).write_text(dedent(text), encoding="utf-8")
     config = folder / "syncd.toml"
     config.write_text(
@@ -93,7 +95,9 @@ class ScriptedSource:
         """Nothing to release."""
 
 
-def records_page(payloads: list[dict[str, object]], deleted: Sequence[str] = (), cursor: object = None) -> Page:
+def records_page(
+    payloads: list[dict[str, object]], deleted: Sequence[str] = (), cursor: object = None
+) -> Page:
     return Page([RawRecord(p, f"test:{p.get('id')}") for p in payloads], cursor, deleted)
 
 
@@ -115,7 +119,9 @@ class Project:
             def make(entry: ConnectorEntry, config: Config) -> Source:
                 return script
 
-        return Pipeline(self.config, self.mappings, self.engine, make_source=make).run_once(**kwargs)  # type: ignore[arg-type]
+        return Pipeline(self.config, self.mappings, self.engine, make_source=make).run_once(
+            **kwargs
+        )  # type: ignore[arg-type]
 
     def pipeline(self) -> Pipeline:
         return Pipeline(self.config, self.mappings, self.engine)

@@ -71,12 +71,15 @@ def test_malformed_rows_are_flagged_with_file_and_line_and_the_rest_loads(tmp_pa
     write(tmp_path / "orders1.jsonl", '{"id": "o1"}\n{"id": \n["not", "object"]\n{"id": "o2"}\n')
     people = list(source(tmp_path).read("people", None))
     bad = [r for p in people for r in p.records if r.error]
-    assert [(r.location, r.error) for r in bad] == [("people1.csv:3", "expected 2 columns, found 3")]
+    assert [(r.location, r.error) for r in bad] == [
+        ("people1.csv:3", "expected 2 columns, found 3")
+    ]
     assert rows(people) == ["1", "3"]
     orders = list(source(tmp_path).read("orders", None))
     assert rows(orders) == ["o1", "o2"]
     assert [r.location for p in orders for r in p.records if r.error] == [
-        "orders1.jsonl:2", "orders1.jsonl:3"
+        "orders1.jsonl:2",
+        "orders1.jsonl:3",
     ]
 
 

@@ -1,4 +1,4 @@
-"""The Salesforce source beyond the standard suite: timestamps shared across pages, bulk, options."""
+"""The Salesforce source beyond the standard suite: shared timestamps, bulk reads, options."""
 
 from __future__ import annotations
 
