@@ -3,9 +3,8 @@
 Every request goes through `HubSpotClient._send`: it waits for the account's request budget,
 sends once (urllib3's own retries are switched off so that nothing retries behind our back),
 classifies any failure into the syncd error tree, and `call_with_retry` retries what is
-retryable. Answers are taken as the JSON HubSpot sent (the API client's `last_response`), so
-the payloads we store are HubSpot's own, not the library's models. Not thread-safe: give each
-thread its own client (they can share one RequestBudget).
+retryable. Answers are read as the JSON HubSpot sent (`_preload_content=False`), so the
+payloads we store are HubSpot's own, and large pages skip the library's model building.
 
     failure                                  becomes
     429 (Retry-After / interval header)      RetryableError(retry_after=...)
@@ -159,11 +158,11 @@ class HubSpotClient:
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
 
-    def _send(self, operation: str, api: Any, request: Callable[[], Any]) -> Answer:
+    def _send(self, operation: str, request: Callable[[], Any]) -> Answer:
         def once() -> Answer:
             self.budget.acquire()
             try:
-                request()
+                response = request()
             except CLIENT_FAILURES as error:
                 failure = classify(error)
                 if isinstance(failure, RetryableError) and failure.retry_after:
@@ -175,8 +174,7 @@ class HubSpotClient:
                     detail=str(failure),
                 )
                 raise failure from error
-            # Content preloaded, so urllib3 has already given the connection back to its pool.
-            response = api.api_client.last_response
+            # Reading the whole body is also what hands the connection back to the pool.
             raw = response.data
             try:
                 return Answer(response.status, json.loads(raw) if raw else None)
@@ -197,7 +195,6 @@ class HubSpotClient:
         """One page of `GET /crm/v3/objects/{type}` (by id, `after` from the last page)."""
         return self._send(
             f"{object_type}.list",
-            self._basic,
             lambda: self._basic.get_page(
                 object_type,
                 limit=limit,
@@ -205,6 +202,7 @@ class HubSpotClient:
                 properties=list(properties) or None,
                 archived=archived,
                 _request_timeout=self.timeout,
+                _preload_content=False,
             ),
         ).body
 
@@ -212,19 +210,20 @@ class HubSpotClient:
         """`POST /crm/v3/objects/{type}/search`."""
         return self._send(
             f"{object_type}.search",
-            self._search,
-            lambda: self._search.do_search(object_type, body, _request_timeout=self.timeout),
+            lambda: self._search.do_search(
+                object_type, body, _request_timeout=self.timeout, _preload_content=False
+            ),
         ).body
 
     def batch_upsert(self, object_type: str, inputs: list[dict[str, Any]]) -> Answer:
         """`POST .../batch/upsert`; a 207 comes back as an Answer, not an error."""
         return self._send(
             f"{object_type}.batch_upsert",
-            self._batch,
             lambda: self._batch.upsert(
                 object_type,
                 {"inputs": inputs},
                 _request_timeout=self.timeout,
+                _preload_content=False,
             ),
         )
 
@@ -241,8 +240,9 @@ class HubSpotClient:
             body["idProperty"] = id_property
         return self._send(
             f"{object_type}.batch_read",
-            self._batch,
-            lambda: self._batch.read(object_type, body, _request_timeout=self.timeout),
+            lambda: self._batch.read(
+                object_type, body, _request_timeout=self.timeout, _preload_content=False
+            ),
         )
 
     def change_memberships(self, list_id: str, add: Sequence[str], remove: Sequence[str]) -> Any:
@@ -250,8 +250,9 @@ class HubSpotClient:
         request = {"recordIdsToAdd": list(add), "recordIdsToRemove": list(remove)}
         return self._send(
             f"list.{list_id}.memberships",
-            self._members,
-            lambda: self._members.add_and_remove(list_id, request, _request_timeout=self.timeout),
+            lambda: self._members.add_and_remove(
+                list_id, request, _request_timeout=self.timeout, _preload_content=False
+            ),
         ).body
 
     def close(self) -> None:

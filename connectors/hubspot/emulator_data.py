@@ -130,6 +130,19 @@ class CrmObject:
             return iso_ms(self.updated_ms)
         return self.values.get(name)
 
+    def comparable(self, schema: ObjectSchema, name: str) -> int | str | None:
+        """A property as search compares it: instants and ids as numbers, text lower-cased."""
+        if name == "hs_object_id":
+            return int(self.id)
+        if name == "createdate":
+            return self.created_ms
+        if name == schema.modified_property:
+            return self.updated_ms
+        raw = self.values.get(name)
+        if raw is None or raw == "":
+            return None
+        return int(raw) if raw.lstrip("-").isdigit() else raw.lower()
+
     def as_json(self, schema: ObjectSchema, properties: Sequence[str] | None) -> dict[str, Any]:
         """The record as the API returns it, with `properties` (or the type's defaults)."""
         wanted = properties or schema.default_properties

@@ -154,14 +154,15 @@ def _parse_sorts(schema: ObjectSchema, sorts: Any) -> tuple[str | None, bool]:
 
 def _sort_key(schema: ObjectSchema, name: str) -> Callable[[CrmObject], tuple[Any, ...]]:
     def key(obj: CrmObject) -> tuple[Any, ...]:
-        raw = obj.value(schema, name)
-        return (raw is None, _comparable(schema, name, raw or ""), int(obj.id))
+        value = obj.comparable(schema, name)
+        # Missing values sort last; ties break by id so that pages are stable.
+        return (value is None, value if value is not None else 0, int(obj.id))
 
     return key
 
 
-def _comparable(schema: ObjectSchema, name: str, raw: str) -> Any:
-    """Dates compare as instants, ids and numbers as numbers, the rest case-insensitively."""
+def _filter_value(schema: ObjectSchema, name: str, raw: str) -> Any:
+    """A filter's value in the form `CrmObject.comparable` gives: dates take ms or ISO."""
     if name in {"createdate", schema.modified_property}:
         return parse_ms(raw)
     if raw.lstrip("-").isdigit():
@@ -170,25 +171,21 @@ def _comparable(schema: ObjectSchema, name: str, raw: str) -> Any:
 
 
 def _matches(schema: ObjectSchema, obj: CrmObject, flt: Filter) -> bool:
-    raw = obj.value(schema, flt.property_name)
+    have = obj.comparable(schema, flt.property_name)
     if flt.operator == "HAS_PROPERTY":
-        return raw not in (None, "")
+        return have is not None
     if flt.operator == "NOT_HAS_PROPERTY":
-        return raw in (None, "")
-    if raw in (None, ""):
+        return have is None
+    if have is None:
         return flt.operator in {"NEQ", "NOT_IN"}
-
-    def cmp(value: str) -> Any:
-        return _comparable(schema, flt.property_name, value)
-
-    have = cmp(raw)
     if flt.operator in {"IN", "NOT_IN"}:
-        found = have in {cmp(v) for v in flt.values}
+        found = have in {_filter_value(schema, flt.property_name, v) for v in flt.values}
         return found if flt.operator == "IN" else not found
-    want = cmp(flt.value or "")
+    want = _filter_value(schema, flt.property_name, flt.value or "")
     try:
         if flt.operator == "BETWEEN":
-            return bool(want <= have <= cmp(flt.high_value or ""))
+            high = _filter_value(schema, flt.property_name, flt.high_value or "")
+            return bool(want <= have <= high)
         return bool(
             {
                 "EQ": have == want,

@@ -19,6 +19,7 @@ from tests.connectors.hubspot.hubspot_support import ClientFactory
 SourceFactory = Callable[..., HubSpotSource]
 LATER = 1_900_000_000_000  # 2030, after every seeded timestamp and the test clock
 MINUTE = 60_000
+MINUTE = 60_000
 
 
 @pytest.fixture
@@ -77,11 +78,16 @@ def test_incremental_read_brings_changes_and_deletions_since_the_cursor(
     contacts = [c.id for c in emulator.records("contacts")]
     emulator.modify("contacts", contacts[5:8], {"city": "Denver"}, at_ms=LATER + 1_000)
     emulator.archive("contacts", [contacts[9]], at_ms=LATER + 2_000)
-    later = list(make_source(clock_ms=LATER + 60_000).read("contacts", roundtrip(full[-1].cursor)))
+    # Each read opens its next deletion window 5 minutes early (clock skew): read well apart.
+    later = list(
+        make_source(clock_ms=LATER + 10 * MINUTE).read("contacts", roundtrip(full[-1].cursor))
+    )
     assert sorted(ids(later)) == sorted(contacts[5:8])
     assert [d for page in later for d in page.deleted_ids] == [contacts[9]]
     assert all(r.payload["properties"]["city"] == "Denver" for p in later for r in p.records)
-    again = list(make_source(clock_ms=LATER + 60_000).read("contacts", roundtrip(later[-1].cursor)))
+    again = list(
+        make_source(clock_ms=LATER + 20 * MINUTE).read("contacts", roundtrip(later[-1].cursor))
+    )
     assert ids(again) == []
     assert [d for page in again for d in page.deleted_ids] == []
 
