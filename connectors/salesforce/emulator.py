@@ -146,6 +146,14 @@ class SalesforceEmulator:
         with self.org.lock:
             return list(self.org.writes)
 
+    @property
+    def bulk_jobs(self) -> list[tuple[str, str, str]]:
+        """(kind, operation, object) of every Bulk 2.0 job created so far, in order."""
+        return [
+            (job.kind, str(job.body.get("operation")), str(job.body.get("object")))
+            for job in self.app.jobs.values()
+        ]
+
     # -- changing the data ----------------------------------------------------------------
     def modify(self, sobject: str, ids: Sequence[str], **changes: Any) -> datetime:
         """Change records as a user would; all of them get one new SystemModstamp (returned)."""

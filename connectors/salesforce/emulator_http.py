@@ -184,7 +184,7 @@ class EmulatorApp:
         self.refused_logins = 0
         self.calls = 0
         self._cursors: dict[str, QueryCursor] = {}
-        self._jobs: dict[str, BulkJob] = {}
+        self.jobs: dict[str, BulkJob] = {}
         self._serial = 0
         self._router = Starlette(routes=self._routes())
 
@@ -670,11 +670,11 @@ class EmulatorApp:
     def _new_job(self, kind: str, body: dict[str, Any], state: str) -> BulkJob:
         self._serial += 1
         job = BulkJob(f"7505g{self._serial:010d}AAA", kind, body, state)
-        self._jobs[job.id] = job
+        self.jobs[job.id] = job
         return job
 
     def _job(self, request: Request, kind: str | None = None) -> BulkJob | Response:
-        job = self._jobs.get(request.path_params["job"])
+        job = self.jobs.get(request.path_params["job"])
         if job is None or (kind is not None and job.kind != kind):
             return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
         return job

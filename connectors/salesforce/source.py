@@ -137,9 +137,7 @@ class SalesforceSource:
             ]
 
     def _page(self, sobject: str, rows: list[dict[str, Any]], state: Cursor) -> Page | None:
-        """The page of `rows` not already read; moves `state` past them."""
-        if not rows:
-            return None
+        """The page of `rows` not already read (None if none); moves `state` past them."""
         records: list[RawRecord] = []
         deleted: list[str] = []
         for row in rows:
@@ -156,6 +154,8 @@ class SalesforceSource:
                 f"/services/data/v{self.options.api_version}/sobjects/{sobject}/{record_id}"
             )
             records.append(RawRecord(payload=row, location=location))
+        if not records and not deleted:
+            return None
         return Page(records=records, cursor=state.to_json(), deleted_ids=deleted)
 
     def close(self) -> None:

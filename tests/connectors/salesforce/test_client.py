@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import requests
 from simple_salesforce.exceptions import (
@@ -25,7 +27,8 @@ from tests.connectors.salesforce.sf_fixtures import client_for, options_for
 URL = "https://example.my.salesforce.com/services/data/v59.0/query/"
 
 
-def body(code: str) -> list[dict[str, str]]:
+def body(code: str) -> Any:
+    """A REST error body as exception_handler passes it (parsed JSON, despite the bytes hint)."""
     return [{"errorCode": code, "message": "Email: invalid email address: jane@example.com"}]
 
 
@@ -35,7 +38,7 @@ def body(code: str) -> list[dict[str, str]]:
         (SalesforceRefusedRequest(URL, 403, "q", body("REQUEST_LIMIT_EXCEEDED")), RetryableError),
         (SalesforceRefusedRequest(URL, 403, "q", body("INSUFFICIENT_ACCESS")), FatalConnectorError),
         (SalesforceGeneralError(URL, 503, "q", body("SERVER_UNAVAILABLE")), RetryableError),
-        (SalesforceGeneralError(URL, 500, "q", "<html>oops</html>"), RetryableError),
+        (SalesforceGeneralError(URL, 500, "q", b"<html>oops</html>"), RetryableError),
         (SalesforceGeneralError(URL, 409, "q", body("CONFLICT")), FatalConnectorError),
         (SalesforceMalformedRequest(URL, 400, "q", body("MALFORMED_QUERY")), FatalConnectorError),
         (SalesforceMalformedRequest(URL, 400, "q", body("UNABLE_TO_LOCK_ROW")), RetryableError),
