@@ -117,8 +117,9 @@ def test_actions_carry_their_visit_and_a_stable_unique_id(
 def test_actions_resume_after_a_kill(emulator: MatomoEmulator, make_source: SourceFactory) -> None:
     everything = list(make_source().read("actions", None))
     reader = make_source().read("actions", None)
+    # The process dies after the third page; the engine stored that page's cursor.
     done = [next(reader) for _ in range(3)]
-    reader.close()  # the process dies here; the engine stored the third page's cursor
+    del reader
     resumed = list(make_source().read("actions", roundtrip(done[-1].cursor)))
     ids = [r.payload["actionId"] for page in [*done, *resumed] for r in page.records]
     assert sorted(ids) == sorted(r.payload["actionId"] for p in everything for r in p.records)

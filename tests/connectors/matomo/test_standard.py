@@ -18,7 +18,7 @@ class MatomoHarness:
     """Visits of an emulated Matomo site, read through the Matomo source."""
 
     stream = "visits"
-    rate_limit_retry_after = 2.0
+    rate_limit_retry_after: float | None = 2.0
 
     def __init__(self, emulator: MatomoEmulator, make_source: SourceFactory) -> None:
         self.emulator = emulator
