@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+import syncd.ingest
 from syncd.ingest.app import create_app
 from syncd.ingest.server import running
 from syncd.ingest.spec import IngestMessage
@@ -342,3 +347,38 @@ def test_a_sink_failure_is_503_and_nothing_is_acknowledged() -> None:
     assert "disk full" in answer.json()["error"]
     assert answer.headers["retry-after"] == "1"
     assert sink.calls == 1
+
+
+class GatedSink:
+    """Holds every commit until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, messages: Sequence[IngestMessage]) -> None:
+        self.entered.set()
+        self.gate.wait(5)
+
+
+def test_too_many_waiting_requests_are_503() -> None:
+    sink = GatedSink()
+    with (
+        running(create_app(sink, [KEY], max_pending_requests=1)) as url,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        post = functools.partial(httpx.post, auth=AUTH, timeout=10)
+        committing = pool.submit(post, f"{url}/v1/track", json=track(messageId="a"))
+        assert sink.entered.wait(5)
+        waiting = pool.submit(post, f"{url}/v1/track", json=track(messageId="b"))
+        time.sleep(0.2)  # let the second request take the one waiting place
+        refused = httpx.post(f"{url}/v1/track", json=track(messageId="c"), auth=AUTH)
+        sink.gate.set()
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert committing.result().status_code == 200
+        assert waiting.result().status_code == 200
+
+
+def test_the_public_api() -> None:
+    assert sorted(syncd.ingest.__all__) == ["EventSink", "IngestMessage", "create_app", "serve"]

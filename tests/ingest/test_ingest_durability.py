@@ -95,3 +95,17 @@ def test_every_acknowledged_event_survives_kill_9(tmp_path: Path) -> None:
     stored = stored_ids(db)
     assert acknowledged - stored == set()
     assert "after-restart" in stored
+
+
+def test_the_server_refuses_to_start_without_a_write_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SYNCD_INGEST_WRITE_KEY"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "syncd.ingest", "--db", str(tmp_path / "e.sqlite")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert finished.returncode == 2
+    assert "SYNCD_INGEST_WRITE_KEY" in finished.stderr
