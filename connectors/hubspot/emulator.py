@@ -52,15 +52,54 @@ class HubSpotEmulator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.access_token = access_token
-        self.data = CrmData(clock=clock)
-        self.data.seed(people, seed, share)
-        self.faults = FaultInjector(fault_seed)
-        self.budget = RequestBudget(*rate_limit) if rate_limit is not None else None
-        self._state = EmulatorState(self.data, self.faults, self.budget, {access_token})
+        self._population = (people, seed, share)
+        self._rate_limit = rate_limit
+        self._fault_seed = fault_seed
+        self._clock = clock
+        self._state = EmulatorState(
+            self._seeded(), FaultInjector(fault_seed), self._budget(), {access_token}
+        )
         self._port = port
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+
+    def _seeded(self) -> CrmData:
+        data = CrmData(clock=self._clock)
+        data.seed(*self._population)
+        return data
+
+    def _budget(self) -> RequestBudget | None:
+        return RequestBudget(*self._rate_limit) if self._rate_limit is not None else None
+
+    @property
+    def data(self) -> CrmData:
+        """The account's records, lists and write log."""
+        return self._state.data
+
+    @property
+    def faults(self) -> FaultInjector:
+        """Switch faults on and off (see `FaultInjector`)."""
+        return self._state.faults
+
+    @property
+    def budget(self) -> RequestBudget | None:
+        """The burst budget, or None when switched off."""
+        return self._state.budget
+
+    def reset(self) -> None:
+        """Back to the seeded state: faults off, logs and budget empty (the server keeps running).
+
+        Waits for requests still being answered (a slow fault) so they cannot write into the
+        fresh state.
+        """
+        deadline = time.monotonic() + 10
+        while self._state.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._state.data = self._seeded()
+        self._state.faults = FaultInjector(self._fault_seed)
+        self._state.budget = self._budget()
+        self._state.requests.clear()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -73,7 +112,8 @@ class HubSpotEmulator:
         return f"http://{host}:{port}"
 
     def _make_server(self) -> tuple[uvicorn.Server, socket.socket]:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted sockets (no 40 ms stalls).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         config = uvicorn.Config(

@@ -65,6 +65,7 @@ class EmulatorState:
     budget: RequestBudget | None
     tokens: set[str] = field(default_factory=set)
     requests: list[tuple[str, int]] = field(default_factory=list)
+    in_flight: int = 0
 
 
 Handler = Callable[[Request, Any], Awaitable[Response]]
@@ -75,7 +76,11 @@ def build_app(state: EmulatorState) -> ASGIApp:
 
     def guarded(endpoint: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
-            response = await _guard(state, endpoint, handler, request)
+            state.in_flight += 1
+            try:
+                response = await _guard(state, endpoint, handler, request)
+            finally:
+                state.in_flight -= 1
             state.requests.append((endpoint, response.status_code))
             if endpoint in WRITE_ENDPOINTS:
                 state.data.write_log.append(
@@ -85,7 +90,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
 
         return run
 
-    crm = CrmHandlers(state.data, state.faults.rng)
+    crm = CrmHandlers(state)
     objects = "/crm/v3/objects/{object_type}"
     lists = "/crm/v3/lists/{list_id}/memberships"
     table: list[tuple[str, str, str, Handler]] = [
@@ -327,9 +332,17 @@ def _partial_error(fault: Fault, key: str) -> dict[str, Any]:
 class CrmHandlers:
     """The endpoint bodies; each runs with the data lock held."""
 
-    def __init__(self, data: CrmData, rng: random.Random) -> None:
-        self.data = data
-        self.rng = rng
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    @property
+    def data(self) -> CrmData:
+        # Looked up per request: `HubSpotEmulator.reset()` swaps in fresh data.
+        return self.state.data
+
+    @property
+    def rng(self) -> random.Random:
+        return self.state.faults.rng
 
     def _failing(self, fault: Fault | None, count: int) -> set[int]:
         """Which input positions an injected partial failure hits (at least one)."""

@@ -13,11 +13,17 @@ from syncd.retry import RetryPolicy
 from tests.connectors.hubspot.hubspot_support import ClientFactory, ManualClock, RawApi, Waits
 
 
-@pytest.fixture
-def emulator() -> Iterator[HubSpotEmulator]:
-    """60 contacts (everyone of 60 sample people), no request budget."""
+@pytest.fixture(scope="session")
+def _running_emulator() -> Iterator[HubSpotEmulator]:
     with HubSpotEmulator(people=60, seed=3, share=1.0, rate_limit=None) as running:
         yield running
+
+
+@pytest.fixture
+def emulator(_running_emulator: HubSpotEmulator) -> HubSpotEmulator:
+    """60 contacts (everyone of 60 sample people), no request budget, fresh for each test."""
+    _running_emulator.reset()
+    return _running_emulator
 
 
 @pytest.fixture
