@@ -24,7 +24,8 @@ from typing import Any
 
 import uvicorn
 
-from connectors.salesforce.emulator_http import Credentials, EmulatorApp
+from connectors.salesforce.emulator_http import EmulatorApp
+from connectors.salesforce.emulator_state import Credentials, EmulatorState
 from connectors.salesforce.faults import Endpoint, FaultKind, FaultPlan, RequestBudget
 from connectors.salesforce.org import Org, WriteRequest
 
@@ -56,12 +57,8 @@ class SalesforceEmulator:
         self.org = Org()
         self.org.seed(people, seed)
         self.faults = FaultPlan(slow_seconds=slow_seconds)
-        self.app = EmulatorApp(
-            self.org,
-            self.faults,
-            credentials,
-            RequestBudget(*budget) if budget else None,
-        )
+        self.state = EmulatorState(self.org, self.faults, credentials)
+        self.app = EmulatorApp(self.state, RequestBudget(*budget) if budget else None)
         self._port = port
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
@@ -80,7 +77,7 @@ class SalesforceEmulator:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", self._port))
-        self.app.base_url = self.url
+        self.state.base_url = self.url
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -151,7 +148,7 @@ class SalesforceEmulator:
         """(kind, operation, object) of every Bulk 2.0 job created so far, in order."""
         return [
             (job.kind, str(job.body.get("operation")), str(job.body.get("object")))
-            for job in self.app.jobs.values()
+            for job in self.app.bulk.jobs.values()
         ]
 
     # -- changing the data ----------------------------------------------------------------
@@ -174,11 +171,11 @@ class SalesforceEmulator:
 
     def expire_sessions(self) -> None:
         """Invalidate every session: the next API call answers 401 INVALID_SESSION_ID."""
-        self.app.sessions.clear()
+        self.state.sessions.clear()
 
     def refuse_logins(self, times: int) -> None:
         """Refuse the next `times` logins, as after a password change."""
-        self.app.refused_logins = times
+        self.state.refused_logins = times
 
 
 def serve_forever(port: int, people: int, seed: int) -> None:

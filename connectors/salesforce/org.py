@@ -8,6 +8,7 @@ transaction updates them; tests rely on that to build page boundaries inside one
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import threading
@@ -130,6 +131,13 @@ class RecordError:
             "message": self.message,
             "fields": list(self.fields),
         }
+
+
+_ROLLED_BACK = RecordError(
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "Record rolled back because not all records were valid and the request was using "
+    "AllOrNone header",
+)
 
 
 @dataclass(frozen=True)
@@ -273,14 +281,38 @@ class Org:
         return None
 
     def upsert(
-        self, sobject: str, external_field: str, records: Sequence[Mapping[str, Any]], api: str
+        self,
+        sobject: str,
+        external_field: str,
+        records: Sequence[Mapping[str, Any]],
+        api: str,
+        *,
+        all_or_none: bool = False,
+        refused: Mapping[int, RecordError] | None = None,
     ) -> list[UpsertOutcome]:
-        """Upsert by `external_field`; one outcome per record, in order. Logs the request."""
+        """Upsert by `external_field`; one outcome per record, in order. Logs the request.
+
+        `refused` forces an error on records by position (a validation rule firing). With
+        `all_or_none`, any error rolls the whole request back, as Salesforce does.
+        """
         spec = OBJECTS[sobject]
+        forced = refused or {}
         with self.lock:
             self.writes.append(WriteRequest(api, sobject, len(records)))
+            before = copy.deepcopy(self.records[sobject]) if all_or_none else None
             at = self.tick()
-            return [self._upsert_one(spec, external_field, record, at) for record in records]
+            outcomes = [
+                UpsertOutcome(None, error=forced[i])
+                if i in forced
+                else self._upsert_one(spec, external_field, record, at)
+                for i, record in enumerate(records)
+            ]
+            if before is not None and any(o.error for o in outcomes):
+                self.records[sobject] = before
+                outcomes = [
+                    o if o.error else UpsertOutcome(None, error=_ROLLED_BACK) for o in outcomes
+                ]
+            return outcomes
 
     def _upsert_one(
         self, spec: ObjectSpec, external_field: str, record: Mapping[str, Any], at: datetime

@@ -80,8 +80,8 @@ def test_every_request_spends_the_budget(emulator: SalesforceEmulator) -> None:
     list(client.bulk_query("SELECT Id FROM Lead", include_deleted=False))
     client.close()
     # The login, then every API call the emulator counted.
-    assert budget.spent == 1 + emulator.app.calls
-    assert emulator.app.calls >= 5
+    assert budget.spent == 1 + emulator.state.calls
+    assert emulator.state.calls >= 5
 
 
 def test_a_full_budget_waits_instead_of_calling(emulator: SalesforceEmulator) -> None:
@@ -105,7 +105,7 @@ def test_an_expired_bulk_session_is_renewed_once(emulator: SalesforceEmulator) -
     client.query("SELECT COUNT() FROM Lead", False)
     emulator.expire_sessions()
     assert list(client.bulk_query("SELECT Id FROM Lead", include_deleted=False))
-    assert len(emulator.app.sessions) == 1
+    assert len(emulator.state.sessions) == 1
     client.close()
 
 

@@ -67,7 +67,7 @@ def test_password_login_gives_a_session_on_the_emulator(
     sf: Salesforce, emulator: SalesforceEmulator
 ) -> None:
     assert sf.sf_instance == emulator.url.removeprefix("http://")
-    assert sf.session_id in emulator.app.sessions
+    assert sf.session_id in emulator.state.sessions
 
 
 def test_a_wrong_password_is_invalid_login(emulator: SalesforceEmulator) -> None:
