@@ -8,6 +8,7 @@ retried or repeated push converge on the same records.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,13 @@ from syncd.errors import RetryableError
 COLLECTION_LIMIT = 200
 """The most records Salesforce accepts in one sObject Collections request."""
 _TRANSIENT_RECORD_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"}
+_EMAIL = re.compile(r"[^\s@:]+@[^\s@]+")
+_REJECTED_VALUE = re.compile(r"(invalid (?:email address|phone number)):\s*\S.*$", re.IGNORECASE)
+
+
+def redact(message: str) -> str:
+    """Salesforce's message without the personal data it quotes (reasons end up in logs)."""
+    return _EMAIL.sub("<email>", _REJECTED_VALUE.sub(r"\1: <value>", message))
 
 
 def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
@@ -25,7 +33,7 @@ def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
         return PushResult(item.key, Outcome.OK, external_id=str(result["id"]))
     errors = result.get("errors") or [{}]
     code = str(errors[0].get("statusCode", "UNKNOWN"))
-    reason = "; ".join(f"{e.get('statusCode')}: {e.get('message')}" for e in errors)
+    reason = "; ".join(f"{e.get('statusCode')}: {redact(str(e.get('message')))}" for e in errors)
     outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
     return PushResult(item.key, outcome, reason=reason)
 
@@ -43,7 +51,7 @@ def _bulk_error(error: str) -> tuple[Outcome, str]:
     """sf__Error is "CODE:message:fields"; the outcome that code calls for."""
     code = error.split(":", 1)[0]
     outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
-    return outcome, error.rstrip(":-")
+    return outcome, redact(error.rstrip(":-"))
 
 
 class SalesforceDestination:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from connectors.salesforce.destination import SalesforceDestination
+from connectors.salesforce.destination import SalesforceDestination, redact
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.faults import Endpoint, FaultKind
 from syncd.connector import Outcome, PushItem, PushResult
@@ -59,7 +59,7 @@ def test_none_clears_a_field(emulator: SalesforceEmulator) -> None:
 def test_rejections_carry_the_salesforce_code(emulator: SalesforceEmulator) -> None:
     results = push(emulator, [item(1, Email="nope"), PushItem("k2", "ext-2", {"Email": "a@b.co"})])
     assert [r.outcome for r in results] == [Outcome.REJECTED, Outcome.REJECTED]
-    assert results[0].reason == "INVALID_EMAIL_ADDRESS: Email: invalid email address: nope"
+    assert results[0].reason == "INVALID_EMAIL_ADDRESS: Email: invalid email address: <value>"
     assert results[1].reason is not None
     assert results[1].reason.startswith("REQUIRED_FIELD_MISSING")
 
@@ -96,7 +96,7 @@ def test_a_large_push_runs_as_a_bulk_ingest_job(emulator: SalesforceEmulator) ->
     assert {r.outcome for r in results[:30]} == {Outcome.OK}
     assert results[5].external_id == stored(emulator, "ext-5")["Id"]
     assert results[30].outcome is Outcome.REJECTED
-    assert results[30].reason == "INVALID_EMAIL_ADDRESS:Email: invalid email address: broken"
+    assert results[30].reason == "INVALID_EMAIL_ADDRESS:Email: invalid email address: <value>"
 
 
 def test_a_bulk_push_is_retried_as_a_whole(emulator: SalesforceEmulator) -> None:
@@ -110,3 +110,19 @@ def test_leads_too(emulator: SalesforceEmulator) -> None:
     (result,) = push(emulator, [item(1, Company="Initech")], target="Lead")
     assert result.outcome is Outcome.OK
     assert stored(emulator, "ext-1", "Lead")["Company"] == "Initech"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Email: invalid email address: jane@@example", "Email: invalid email address: <value>"),
+        (
+            "duplicate value found: Email duplicates jane@example.com",
+            "duplicate value found: Email duplicates <email>",
+        ),
+        ("Phone: invalid phone number: +1 415 555 0100", "Phone: invalid phone number: <value>"),
+        ("Required fields are missing: [LastName]", "Required fields are missing: [LastName]"),
+    ],
+)
+def test_reasons_do_not_quote_personal_data(message: str, expected: str) -> None:
+    assert redact(message) == expected
