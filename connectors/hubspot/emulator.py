@@ -217,6 +217,9 @@ class HubSpotEmulator:
         log.info("hubspot emulator listening", url=self.url, people=len(self.records()))
         try:
             server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            # uvicorn shuts down gracefully, then re-raises the Ctrl-C: that is a clean exit.
+            log.info("hubspot emulator stopped")
         finally:
             sock.close()
             self._socket = None

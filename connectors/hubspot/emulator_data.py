@@ -11,7 +11,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -193,7 +193,7 @@ class UpsertOutcome:
 class CrmData:
     """Contacts, companies and lists of one emulated HubSpot account."""
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.lock = threading.RLock()
         self._clock = clock
         self._last_ms = 0

@@ -76,17 +76,18 @@ def build_app(state: EmulatorState) -> ASGIApp:
 
     def guarded(endpoint: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            # Counted until logged, so that a reset never sees half a request.
             state.in_flight += 1
             try:
                 response = await _guard(state, endpoint, handler, request)
+                state.requests.append((endpoint, response.status_code))
+                if endpoint in WRITE_ENDPOINTS:
+                    state.data.write_log.append(
+                        _log_entry(request, await request.body(), response.status_code)
+                    )
+                return response
             finally:
                 state.in_flight -= 1
-            state.requests.append((endpoint, response.status_code))
-            if endpoint in WRITE_ENDPOINTS:
-                state.data.write_log.append(
-                    _log_entry(request, await request.body(), response.status_code)
-                )
-            return response
 
         return run
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +18,7 @@ import urllib3
 from hubspot.crm.lists.exceptions import ApiException as ListApiException
 from hubspot.crm.objects.exceptions import ApiException, UnauthorizedException
 
-from connectors.hubspot.emulator import Fault, FaultKind, HubSpotEmulator
+from connectors.hubspot.emulator import DEFAULT_TOKEN, Fault, FaultKind, HubSpotEmulator
 from connectors.sample_people import in_system, person
 from tests.connectors.hubspot.hubspot_support import RawApi
 
@@ -509,3 +515,32 @@ def test_partial_failure_answers_207_with_per_input_errors(
     assert {r["properties"]["email"] for r in body["results"]} | failed == {i["id"] for i in inputs}
     stored = {c.values["email"] for c in emulator.records("contacts")}
     assert not failed & stored
+
+
+def test_serve_forever_serves_until_interrupted(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = f"from connectors.hubspot.emulator import serve_forever; serve_forever({port}, 20, 1)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[3],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    api = RawApi(f"http://127.0.0.1:{port}", DEFAULT_TOKEN)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = data(api.basic.get_page("contacts", limit=100))
+                break
+            except urllib3.exceptions.HTTPError:
+                assert time.monotonic() < deadline, "the emulator did not come up"
+                time.sleep(0.05)
+        assert len(page["results"]) == sum(in_system(1, i, "hubspot", 0.8) for i in range(20))
+    finally:
+        api.close()
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=20)
+    assert process.returncode == 0, errors.decode()
