@@ -48,6 +48,7 @@ CLIENT_FAILURES: tuple[type[BaseException], ...] = (
 )
 RETRYABLE_STATUSES = frozenset({408, 423, 425, 429})
 EMAIL_PATTERN = re.compile(r"[^\s\"'@]+@[^\s\"'@]+\.[A-Za-z]{2,}")
+PHONE_PATTERN = re.compile(r"\+\d[\d\s().-]{6,}\d|\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b")
 
 
 class HubSpotRejected(FatalConnectorError):
@@ -69,8 +70,8 @@ class Answer:
 
 
 def redact(text: str) -> str:
-    """Error messages quote the values they refuse; keep email addresses out of logs."""
-    return EMAIL_PATTERN.sub("<email>", text)
+    """Error messages quote the values they refuse; keep emails and phones out of logs."""
+    return PHONE_PATTERN.sub("<phone>", EMAIL_PATTERN.sub("<email>", text))
 
 
 def _error_body(raw: Any) -> dict[str, Any]:

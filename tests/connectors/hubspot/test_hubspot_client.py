@@ -48,7 +48,10 @@ class FakeAnswer:
         (ApiException(status=404, reason="missing"), HubSpotRejected),
         (ApiException(status=400, reason="bad"), HubSpotRejected),
         (ApiException(status=0, reason="SSLError"), FatalConnectorError),
-        (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), RetryableError),
+        (
+            urllib3.exceptions.ReadTimeoutError(urllib3.HTTPConnectionPool("h"), "/", "timed out"),
+            RetryableError,
+        ),
         (urllib3.exceptions.ProtocolError("Connection aborted."), RetryableError),
         (ConnectionResetError(104, "reset"), RetryableError),
     ],
@@ -83,6 +86,10 @@ def test_emails_in_error_messages_are_redacted() -> None:
     )
     assert "a.b@x.io" not in str(refused)
     assert redact("write to Ada@Example.com now") == "write to <email> now"
+    assert redact("bad phone +1 415 555 0134 or (415) 555-0134") == ("bad phone <phone> or <phone>")
+    assert redact("Contact already exists. Existing ID: 51234567") == (
+        "Contact already exists. Existing ID: 51234567"
+    )
 
 
 def _page(client: HubSpotClient) -> Any:

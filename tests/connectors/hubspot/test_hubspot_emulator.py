@@ -141,7 +141,7 @@ def test_search_filters_and_sorts_on_last_modified(api: RawApi, emulator: HubSpo
     ids = [c.id for c in emulator.records("contacts")]
     emulator.modify("contacts", ids[:3], at_ms=2_000_000_000_000)
     emulator.modify("contacts", ids[3:5], at_ms=2_000_000_000_500)
-    body = {
+    body: dict[str, Any] = {
         "filterGroups": [
             {
                 "filters": [

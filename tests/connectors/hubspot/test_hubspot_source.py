@@ -92,6 +92,17 @@ def test_incremental_read_brings_changes_and_deletions_since_the_cursor(
     assert [d for page in again for d in page.deleted_ids] == []
 
 
+def test_companies_read_incrementally_on_hs_lastmodifieddate(
+    emulator: HubSpotEmulator, make_source: SourceFactory
+) -> None:
+    full = list(make_source(clock_ms=LATER).read("companies", None))
+    company = emulator.records("companies")[1].id
+    emulator.modify("companies", [company], {"industry": "Retail"}, at_ms=LATER + 5)
+    later = list(make_source(clock_ms=LATER + 10 * MINUTE).read("companies", full[-1].cursor))
+    assert ids(later) == [company]
+    assert later[0].records[0].payload["properties"]["industry"] == "Retail"
+
+
 def _read_all(source: HubSpotSource, cursor: Any) -> list[Page]:
     return list(source.read("contacts", roundtrip(cursor)))
 
