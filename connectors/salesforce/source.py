@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,6 +81,34 @@ def _from_csv(value: str, field_type: str) -> Any:
     return value
 
 
+def page_after(
+    cursor: Cursor, rows: list[dict[str, Any]], location: Callable[[str], str]
+) -> Page | None:
+    """The page of `rows` the cursor does not cover yet (None if none); moves the cursor.
+
+    `rows` come ordered by (SystemModstamp, Id), starting at or after the cursor's time.
+    `location` gives a record's URL when the row has no `attributes` (Bulk 2.0 rows).
+    """
+    records: list[RawRecord] = []
+    deleted: list[str] = []
+    for row in rows:
+        attributes = row.pop("attributes", None) or {}
+        record_id = str(row["Id"])
+        modstamp = parse_datetime(str(row[CURSOR_FIELD]))
+        if cursor.seen(record_id, modstamp):
+            continue
+        cursor.advance(record_id, modstamp)
+        if row["IsDeleted"]:
+            deleted.append(record_id)
+        else:
+            records.append(
+                RawRecord(payload=row, location=attributes.get("url") or location(record_id))
+            )
+    if not records and not deleted:
+        return None
+    return Page(records=records, cursor=cursor.to_json(), deleted_ids=deleted)
+
+
 class SalesforceSource:
     """Reads each configured object as a stream of the same name."""
 
@@ -114,7 +142,7 @@ class SalesforceSource:
         else:
             pages = self._rest_pages(soql)
         for rows in pages:
-            page = self._page(stream, rows, state)
+            page = page_after(state, rows, self._location(stream))
             if page is not None:
                 yield page
 
@@ -136,27 +164,9 @@ class SalesforceSource:
                 for row in csv.DictReader(io.StringIO(text))
             ]
 
-    def _page(self, sobject: str, rows: list[dict[str, Any]], state: Cursor) -> Page | None:
-        """The page of `rows` not already read (None if none); moves `state` past them."""
-        records: list[RawRecord] = []
-        deleted: list[str] = []
-        for row in rows:
-            attributes = row.pop("attributes", None) or {}
-            record_id = str(row["Id"])
-            modstamp = parse_datetime(str(row[CURSOR_FIELD]))
-            if state.seen(record_id, modstamp):
-                continue
-            state.advance(record_id, modstamp)
-            if row["IsDeleted"]:
-                deleted.append(record_id)
-                continue
-            location = attributes.get("url") or (
-                f"/services/data/v{self.options.api_version}/sobjects/{sobject}/{record_id}"
-            )
-            records.append(RawRecord(payload=row, location=location))
-        if not records and not deleted:
-            return None
-        return Page(records=records, cursor=state.to_json(), deleted_ids=deleted)
+    def _location(self, sobject: str) -> Callable[[str], str]:
+        prefix = f"/services/data/v{self.options.api_version}/sobjects/{sobject}/"
+        return lambda record_id: prefix + record_id
 
     def close(self) -> None:
         self.client.close()

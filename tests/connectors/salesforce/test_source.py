@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.faults import Endpoint, FaultKind
-from connectors.salesforce.source import SalesforceSource
+from connectors.salesforce.source import Cursor, SalesforceSource, page_after, soql_datetime
 from syncd.connector import EnvRef, JsonValue, Page
 from syncd.errors import FatalConnectorError
 from tests.connectors.salesforce.sf_fixtures import client_for
@@ -163,3 +166,49 @@ def test_oauth_client_credentials_work_too(emulator: SalesforceEmulator) -> None
         client_secret=EnvRef(env="SF_TEST_CLIENT_SECRET"),
     )
     assert len(ids(pages)) == 12
+
+
+def _server(rows: list[dict[str, Any]], cursor: Cursor, size: int) -> list[list[dict[str, Any]]]:
+    """What Salesforce answers to `SystemModstamp >= cursor ORDER BY SystemModstamp, Id`."""
+    since = cursor.modstamp
+    chosen = sorted(
+        (r for r in rows if since is None or r["SystemModstamp"] >= since),
+        key=lambda r: (r["SystemModstamp"], r["Id"]),
+    )
+    wire = [{**r, "SystemModstamp": soql_datetime(r["SystemModstamp"])} for r in chosen]
+    return [wire[i : i + size] for i in range(0, len(wire), size)]
+
+
+def _pages(rows: list[dict[str, Any]], cursor: JsonValue | None, size: int) -> list[Page]:
+    state = Cursor.from_json(json.loads(json.dumps(cursor)))
+    pages = (page_after(state, chunk, lambda i: i) for chunk in _server(rows, state, size))
+    return [page for page in pages if page is not None]
+
+
+@given(
+    stamps=st.lists(st.integers(0, 4), min_size=1, max_size=40),
+    size=st.integers(1, 7),
+    kill_after=st.integers(0, 40),
+    changed=st.sets(st.integers(0, 39), max_size=6),
+)
+def test_any_kill_point_resumes_exactly(
+    stamps: list[int], size: int, kill_after: int, changed: set[int]
+) -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [
+        {"Id": f"003{i:05d}", "IsDeleted": False, "SystemModstamp": start + timedelta(seconds=s)}
+        for i, s in enumerate(stamps)
+    ]
+    everything = [r["Id"] for r in rows]
+    pages = _pages(rows, None, size)
+    assert sorted(ids(pages)) == sorted(everything)
+    killed = min(kill_after, len(pages) - 1)
+    resumed = _pages(rows, pages[killed].cursor, size)
+    assert sorted(ids(pages[: killed + 1]) + ids(resumed)) == sorted(everything)
+    # Records changed together later (one new shared timestamp) arrive once, and only they.
+    later = start + timedelta(seconds=10)
+    touched = {f"003{i:05d}" for i in changed if i < len(rows)}
+    for row in rows:
+        if row["Id"] in touched:
+            row["SystemModstamp"] = later
+    assert sorted(ids(_pages(rows, pages[-1].cursor, size))) == sorted(touched)
