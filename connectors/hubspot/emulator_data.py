@@ -201,6 +201,8 @@ class CrmData:
         self.objects: dict[str, dict[str, CrmObject]] = {name: {} for name in SCHEMAS}
         self.lists: dict[str, CrmList] = {}
         self.write_log: list[WriteLogEntry] = []
+        # (object type, unique property) -> value -> id of the record last written with it.
+        self._unique: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- time and ids -------------------------------------------------------------------
 
@@ -265,7 +267,14 @@ class CrmData:
     ) -> CrmObject:
         obj = CrmObject(self._new_id(), values, created, updated)
         self.objects[schema.name][obj.id] = obj
+        self._index(schema, obj)
         return obj
+
+    def _index(self, schema: ObjectSchema, obj: CrmObject) -> None:
+        for name in schema.unique:
+            value = obj.values.get(name)
+            if value:
+                self._unique.setdefault((schema.name, name), {})[value] = obj.id
 
     def create_list(self, name: str, processing_type: str, object_type: str = "0-1") -> CrmList:
         """Add a list; `processing_type` is MANUAL, SNAPSHOT or DYNAMIC."""
@@ -288,6 +297,7 @@ class CrmData:
                 obj = self.objects[object_type][record_id]
                 obj.values.update(properties or {})
                 obj.updated_ms = stamp
+                self._index(SCHEMAS[object_type], obj)
             return stamp
 
     def archive(self, object_type: str, ids: Iterable[str], at_ms: int | None = None) -> None:
@@ -315,10 +325,12 @@ class CrmData:
             obj = self.objects[schema.name].get(value)
             return obj if obj is not None and obj.archived_ms is None else None
         wanted = normalize(id_property, value)
-        for obj in self.objects[schema.name].values():
-            if obj.archived_ms is None and obj.values.get(id_property) == wanted:
-                return obj
-        return None
+        record_id = self._unique.get((schema.name, id_property), {}).get(wanted)
+        obj = self.objects[schema.name].get(record_id or "")
+        # The index keeps values a record has since changed: check the record still has it.
+        if obj is None or obj.archived_ms is not None or obj.values.get(id_property) != wanted:
+            return None
+        return obj
 
     # -- writes --------------------------------------------------------------------------
 
@@ -346,6 +358,7 @@ class CrmData:
             return UpsertOutcome(created, True, tuple(values))
         existing.values.update(values)
         existing.updated_ms = stamp
+        self._index(schema, existing)
         return UpsertOutcome(existing, False, tuple(values))
 
     def create(self, schema: ObjectSchema, properties: Mapping[str, Any]) -> UpsertOutcome:
@@ -362,11 +375,14 @@ class CrmData:
         stamp = self.now_ms()
         return UpsertOutcome(self._store(schema, values, stamp, stamp), True, tuple(values))
 
-    def update(self, obj: CrmObject, properties: Mapping[str, Any]) -> UpsertOutcome:
+    def update(
+        self, schema: ObjectSchema, obj: CrmObject, properties: Mapping[str, Any]
+    ) -> UpsertOutcome:
         """Change properties of an existing record."""
         values = {name: as_text(name, value) for name, value in properties.items()}
         obj.values.update(values)
         obj.updated_ms = self.now_ms()
+        self._index(schema, obj)
         return UpsertOutcome(obj, False, tuple(values))
 
 

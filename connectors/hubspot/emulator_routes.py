@@ -502,7 +502,9 @@ class CrmHandlers:
             if obj is None:
                 missing.append(key)
                 continue
-            results.append(self._result(schema, self.data.update(obj, _properties(item)), False))
+            results.append(
+                self._result(schema, self.data.update(schema, obj, _properties(item)), False)
+            )
         if missing:
             errors.append(
                 _record_error("OBJECT_NOT_FOUND", "Could not find some objects to update", missing)
