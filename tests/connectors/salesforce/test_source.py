@@ -199,7 +199,7 @@ def test_any_kill_point_resumes_exactly(
         {"Id": f"003{i:05d}", "IsDeleted": False, "SystemModstamp": start + timedelta(seconds=s)}
         for i, s in enumerate(stamps)
     ]
-    everything = [r["Id"] for r in rows]
+    everything = [str(r["Id"]) for r in rows]
     pages = _pages(rows, None, size)
     assert sorted(ids(pages)) == sorted(everything)
     killed = min(kill_after, len(pages) - 1)
