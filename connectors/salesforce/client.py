@@ -155,22 +155,29 @@ class SalesforceClient:
             **common,
         )
 
+    def _attempt(self, fn: Callable[[Salesforce], T]) -> T:
+        """Log in if needed and run `fn`; failures classified, except an expired session."""
+        try:
+            if self._sf is None:
+                self._sf = self._login()
+            return fn(self._sf)
+        except (SalesforceError, SalesforceOperationError, requests.RequestException) as error:
+            if isinstance(error, SalesforceExpiredSession):
+                raise
+            raise classify(error) from error
+
     def _once(self, fn: Callable[[Salesforce], T]) -> T:
         """One attempt; a session expired since the last call is renewed once, here."""
-        for fresh_login in (False, True):
-            try:
-                if self._sf is None:
-                    self._sf = self._login()
-                return fn(self._sf)
-            except SalesforceExpiredSession as error:
-                # simple-salesforce renews REST sessions itself, but not for Bulk 2.0.
-                if fresh_login:
-                    raise classify(error) from error
-                log.info("salesforce.session_expired", action="login again")
-                self._sf = None
-            except (SalesforceError, SalesforceOperationError, requests.RequestException) as error:
-                raise classify(error) from error
-        raise AssertionError("unreachable: the second attempt returns or raises")
+        try:
+            return self._attempt(fn)
+        except SalesforceExpiredSession:
+            # simple-salesforce renews REST sessions itself, but not for Bulk 2.0.
+            log.info("salesforce.session_expired", action="login again")
+            self._sf = None
+        try:
+            return self._attempt(fn)
+        except SalesforceExpiredSession as error:
+            raise classify(error) from error
 
     def call(self, fn: Callable[[Salesforce], T]) -> T:
         """Run `fn` on the org: classified errors, transient ones retried with backoff."""
