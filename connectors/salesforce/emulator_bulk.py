@@ -65,13 +65,12 @@ class BulkJob:
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
-    # csv quotes empty strings too; Salesforce leaves nulls bare.
-    return out.getvalue().replace(',""', ",").replace('\n"",', "\n,")
+    """CSV as Salesforce writes it: every value quoted, nulls left bare, LF line ends."""
+
+    def line(values: Sequence[str | None]) -> str:
+        return ",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in values)
+
+    return "".join(line(row) + "\n" for row in [header, *rows])
 
 
 def _bulk_value(value: Any) -> str | None:

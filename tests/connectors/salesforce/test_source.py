@@ -116,6 +116,7 @@ def test_streams_are_the_configured_objects(emulator: SalesforceEmulator) -> Non
 
 
 def test_a_large_full_read_runs_as_a_bulk_query(emulator: SalesforceEmulator) -> None:
+    emulator.modify("Contact", emulator.ids("Contact")[:1], LastName='O"Brien, Jr\nIII')
     rest = read(emulator, "Contact", None)
     bulk = read(emulator, "Contact", None, bulk_query_threshold=100, bulk_page_size=150)
     assert emulator.bulk_jobs == [("query", "queryAll", "Contact")]
