@@ -128,6 +128,7 @@ class RawConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     mappings_dir: str = "mappings"
+    workers: int = Field(default=2, ge=1, le=64, description="processes mapping large pulls")
     sources: dict[str, ConnectorConfig] = Field(default_factory=dict)
     destinations: dict[str, ConnectorConfig] = Field(default_factory=dict)
 
@@ -153,6 +154,7 @@ class Config:
     logging: LoggingConfig
     identity: IdentityConfig
     mappings_dir: Path
+    workers: int
     sources: Mapping[str, ConnectorEntry]
     destinations: Mapping[str, ConnectorEntry]
 
@@ -267,6 +269,7 @@ def load_config(path: Path) -> Config:
         logging=raw.logging,
         identity=raw.identity,
         mappings_dir=(path.parent / raw.mappings_dir),
+        workers=raw.workers,
         sources=sources,
         destinations=destinations,
     )

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -20,11 +20,12 @@ from syncd.connector import ConnectorContext, Page, Source
 from syncd.errors import ConnectorError, RecordError
 from syncd.identity.unify import unify
 from syncd.log import bind_run, get_logger
-from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
+from syncd.mapping.compiler import Mappings
 from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import clear_pending_events, pending_events, refresh_profiles
+from syncd.staging import PageMapper, StagedPage
 from syncd.store.db import Bulk, transaction
-from syncd.store.writer import PageWriter, StagedRecord, WriteCounts, content_hash, load_cursor
+from syncd.store.writer import PageWriter, WriteCounts, load_cursor, stage_record
 from syncd.timeutil import utcnow
 
 
@@ -67,34 +68,6 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-@dataclass
-class StagedPage:
-    """A page after mapping: what to store, and what to quarantine."""
-
-    records: list[StagedRecord] = field(default_factory=list)
-    events: list[MappedEvent] = field(default_factory=list)
-    quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
-
-
-def stage_page(compiled: CompiledStream, page: Page) -> StagedPage:
-    """Map every record of a page; a bad one is set aside with its reason, the rest go on."""
-    staged = StagedPage()
-    for raw in page.records:
-        if raw.error is not None:
-            staged.quarantined.append((raw.location, raw.error, raw.payload))
-            continue
-        try:
-            if compiled.is_events:
-                staged.events.append(compiled.map_event(raw.payload))
-            else:
-                mapped = compiled.map_record(raw.payload)
-                digest = content_hash(raw.payload, compiled.fingerprint)
-                staged.records.append(StagedRecord(mapped, raw.payload, digest))
-        except RecordError as error:
-            staged.quarantined.append((raw.location, str(error), raw.payload))
-    return staged
-
-
 class Pipeline:
     """Runs passes of the pipeline against one store."""
 
@@ -111,6 +84,7 @@ class Pipeline:
         self.engine = engine
         self.progress = progress or SilentProgress()
         self.make_source = make_source or _make_source
+        self.mapper = PageMapper(config.path, config.workers)
         self.log = get_logger()
 
     def _start(self, kind: str) -> RunSummary:
@@ -168,6 +142,7 @@ class Pipeline:
                 self._fail(summary, name, error)
             finally:
                 source.close()
+        self.mapper.close()
         if not dry_run:
             self._resolve(summary)
         return self._finish(summary)
@@ -192,8 +167,7 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             cursor = None if full else load_cursor(bulk, source_name, stream)
         self.progress.stream_started(source_name, stream)
-        for page in source.read(stream, cursor):
-            staged = stage_page(compiled, page)
+        for page, staged in self.mapper.stage(compiled, source.read(stream, cursor)):
             counts = self._store(summary, source_name, stream, page, staged, dry_run)
             summary.bump("records_read", len(page.records))
             summary.bump("quarantined", len(staged.quarantined))
@@ -297,7 +271,7 @@ class Pipeline:
                     )
                     continue
                 staged.records.append(
-                    StagedRecord(mapped, loaded, content_hash(loaded, compiled.fingerprint))
+                    stage_record(source, stream, mapped, loaded, compiled.fingerprint)
                 )
             counts = writer.write_records(source, stream, staged.records)
             writer.quarantine(source, stream, staged.quarantined)

@@ -42,38 +42,38 @@ class KindOrder:
         ranked = sorted(identity.kinds.items(), key=lambda item: (item[1].priority, item[0]))
         self.names = [name for name, _ in ranked]
         self.limits = [spec.limit for _, spec in ranked]
-
-    def rank_sql(self, bulk: Bulk) -> tuple[str, list[str]]:
-        """A CASE expression ranking identifier.kind, and its parameters."""
-        cases = " ".join("WHEN ? THEN ?" for _ in self.names)
-        params: list[str] = []
-        for rank, name in enumerate(self.names):
-            params += [name, str(rank)]
-        return bulk.sql(f"CAST(CASE i.kind {cases} END AS INTEGER)"), params
-
-
-def _edge_sql(bulk: Bulk, order: KindOrder, where: str) -> tuple[str, list[str]]:
-    rank, params = order.rank_sql(bulk)
-    kinds = ", ".join(bulk.sql("?") for _ in order.names)
-    sql = (
-        f"SELECT {rank} AS rank, ri.identifier_id, ri.record_id FROM record_identifier ri "
-        f"JOIN identifier i ON i.id = ri.identifier_id WHERE i.kind IN ({kinds}) {where}"
-    )
-    return sql, params + order.names
+        self.rank = {name: index for index, name in enumerate(self.names)}
 
 
 def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
-    sql, params = _edge_sql(bulk, order, "ORDER BY 1, 2, 3")
-    result = bulk.connection.exec_driver_sql(sql, tuple(params))
-    while rows := result.fetchmany(20_000):
-        for rank, identifier, node in rows:
-            yield int(rank), int(identifier), int(node)
+    """Every edge in resolution order, one kind at a time, straight off the indexes: the
+    (kind, id) index of identifier and the (identifier_id, record_id) index of the edges
+    give the order, so the database never sorts and memory holds one fetch at a time."""
+    sql = bulk.sql(
+        "SELECT ri.identifier_id, ri.record_id FROM identifier i "
+        "JOIN record_identifier ri ON ri.identifier_id = i.id "
+        "WHERE i.kind = ? ORDER BY i.id, ri.record_id"
+    )
+    for rank, kind in enumerate(order.names):
+        result = bulk.connection.exec_driver_sql(sql, (kind,))
+        while rows := result.fetchmany(20_000):
+            for identifier, node in rows:
+                yield rank, int(identifier), int(node)
 
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
-    sql, params = _edge_sql(bulk, order, "AND ri.record_id IN ({in})")
-    rows = bulk.select_in(sql, sorted(nodes), before=params)
-    return sorted((int(r), int(i), int(n)) for r, i, n in rows)
+    """The edges of some nodes, in resolution order; kinds no longer configured are ignored."""
+    rows = bulk.select_in(
+        "SELECT ri.record_id, ri.identifier_id, i.kind FROM record_identifier ri "
+        "JOIN identifier i ON i.id = ri.identifier_id WHERE ri.record_id IN ({in})",
+        sorted(nodes),
+    )
+    edges = []
+    for node, identifier, kind in rows:
+        rank = order.rank.get(kind)
+        if rank is not None:
+            edges.append((rank, int(identifier), int(node)))
+    return sorted(edges)
 
 
 def _closure(bulk: Bulk, seeds: set[int]) -> set[int]:

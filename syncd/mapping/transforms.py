@@ -93,9 +93,23 @@ def normalize_email(value: Any) -> str | None:
 transform("email")(_plain(normalize_email))
 
 
-@lru_cache(maxsize=262_144)
+PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+PLAIN_PHONE = re.compile(r"^\+?\d+$")
+
+
 def normalize_phone(raw: str, region: str) -> str:
-    """E.164 via phonenumbers, cached by raw value: parsing is the costliest step of mapping."""
+    """E.164 via phonenumbers; raises TransformError for what is not a valid number.
+
+    Parsing is the costliest step of mapping, so results are cached, keyed by the number
+    without its punctuation when that is all it has (`(415) 555-0134` and `415.555.0134`
+    share one parse); anything else (extensions, letters) is keyed by the raw text.
+    """
+    compact = PHONE_PUNCTUATION.sub("", raw)
+    return _parse_phone(compact if PLAIN_PHONE.match(compact) else raw, region)
+
+
+@lru_cache(maxsize=262_144)
+def _parse_phone(raw: str, region: str) -> str:
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:

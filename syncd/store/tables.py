@@ -63,7 +63,11 @@ class Identifier(SQLModel, table=True):
     """A normalized identifier value of one kind."""
 
     __tablename__ = "identifier"
-    __table_args__ = (Index("ix_identifier_value", "kind", "value"),)
+    __table_args__ = (
+        Index("ix_identifier_value", "kind", "value"),
+        # Resolution streams the edges of one kind in identifier order through this index.
+        Index("ix_identifier_kind_id", "kind", "id"),
+    )
 
     id: int = _bigint_pk()
     kind: str

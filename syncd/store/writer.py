@@ -21,10 +21,9 @@ from syncd.timeutil import utcnow
 DELETED_HASH = "deleted"
 
 
-def content_hash(payload: Mapping[str, Any], fingerprint: str) -> str:
-    """The hash that decides whether a record changed: its raw payload and its mapping's version."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(f"{fingerprint}\x1f{text}".encode(), usedforsecurity=False).hexdigest()
+def to_json(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, so equal values hash alike."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def identifier_id(kind: str, value: str) -> int:
@@ -53,11 +52,46 @@ class WriteCounts:
 
 @dataclass(frozen=True, slots=True)
 class StagedRecord:
-    """A mapped record ready to store, with its raw payload and content hash."""
+    """A mapped record ready to store: ids, hash and JSON already computed.
 
-    mapped: MappedRecord
-    payload: Mapping[str, Any]
+    Staging runs in the mapping workers, so the process that writes does only database work.
+    `hash` decides whether the record changed: its raw payload and its mapping's version.
+    """
+
+    id: int
+    external_id: str
+    updated_at: str | None
+    deleted: bool
     hash: str
+    payload_json: str
+    traits_json: str
+    notes_json: str | None
+    identifiers: tuple[tuple[int, str, str], ...]
+
+
+def stage_record(
+    source: str, stream: str, mapped: MappedRecord, payload: Mapping[str, Any], fingerprint: str
+) -> StagedRecord:
+    payload_json = to_json(payload)
+    digest = hashlib.sha1(
+        f"{fingerprint}\x1f{payload_json}".encode(), usedforsecurity=False
+    ).hexdigest()
+    identifiers = (
+        ()
+        if mapped.deleted
+        else tuple((identifier_id(kind, value), kind, value) for kind, value in mapped.identifiers)
+    )
+    return StagedRecord(
+        record_id(source, stream, mapped.external_id),
+        mapped.external_id,
+        mapped.updated_at,
+        mapped.deleted,
+        digest,
+        payload_json,
+        to_json(mapped.traits),
+        to_json(mapped.notes) if mapped.notes else None,
+        identifiers,
+    )
 
 
 class PageWriter:
@@ -76,9 +110,10 @@ class PageWriter:
         }
 
     def _write_identifiers(
-        self, edges: Sequence[tuple[int, str, str]], table: str, column: str
+        self, edges: Sequence[tuple[int, int, str, str]], table: str, column: str
     ) -> None:
-        identifiers = {identifier_id(kind, value): (kind, value) for _, kind, value in edges}
+        """Edges are (owner id, identifier id, kind, value)."""
+        identifiers = {key: (kind, value) for _, key, kind, value in edges}
         self.bulk.insert_ignore(
             "identifier",
             ("id", "kind", "value"),
@@ -88,7 +123,7 @@ class PageWriter:
         self.bulk.insert_ignore(
             table,
             (column, "identifier_id"),
-            [(owner, identifier_id(kind, value)) for owner, kind, value in edges],
+            [(owner, key) for owner, key, _, _ in edges],
             (column, "identifier_id"),
         )
 
@@ -96,13 +131,11 @@ class PageWriter:
         self, source: str, stream: str, staged: Sequence[StagedRecord]
     ) -> WriteCounts:
         """Upsert records whose content changed; unchanged ones cost no write."""
-        latest: dict[int, StagedRecord] = {}
-        for item in staged:
-            latest[record_id(source, stream, item.mapped.external_id)] = item
+        latest = {item.id: item for item in staged}
         existing = self._existing_hashes(latest)
         counts = WriteCounts()
         rows = []
-        edges: list[tuple[int, str, str]] = []
+        edges: list[tuple[int, int, str, str]] = []
         for key, item in latest.items():
             previous = existing.get(key)
             if previous == item.hash:
@@ -112,26 +145,24 @@ class PageWriter:
                 counts.new += 1
             else:
                 counts.changed += 1
-            mapped = item.mapped
             rows.append(
                 (
                     key,
                     source,
                     stream,
-                    mapped.external_id,
+                    item.external_id,
                     "record",
-                    mapped.updated_at,
-                    mapped.deleted,
+                    item.updated_at,
+                    item.deleted,
                     item.hash,
-                    Bulk.encode(dict(item.payload)),
-                    Bulk.encode(mapped.traits),
-                    Bulk.encode(mapped.notes) if mapped.notes else None,
+                    item.payload_json,
+                    item.traits_json,
+                    item.notes_json,
                     True,
                     self.run_id,
                 )
             )
-            if not mapped.deleted:
-                edges.extend((key, kind, value) for kind, value in mapped.identifiers)
+            edges.extend((key, *identifier) for identifier in item.identifiers)
         changed_existing = [row[0] for row in rows if row[0] in existing]
         self.bulk.execute_in(
             "DELETE FROM record_identifier WHERE record_id IN ({in})", changed_existing
@@ -217,7 +248,11 @@ class PageWriter:
             ("id",),
         )
         self._write_identifiers(
-            [(key, kind, value) for key, e in fresh.items() for kind, value in e.identifiers],
+            [
+                (key, identifier_id(kind, value), kind, value)
+                for key, e in fresh.items()
+                for kind, value in e.identifiers
+            ],
             "event_identifier",
             "event_id",
         )
@@ -272,7 +307,11 @@ class PageWriter:
             ("id",),
         )
         self._write_identifiers(
-            [(key, kind, value) for key, pairs in new_links.items() for kind, value in pairs],
+            [
+                (key, identifier_id(kind, value), kind, value)
+                for key, pairs in new_links.items()
+                for kind, value in pairs
+            ],
             "record_identifier",
             "record_id",
         )

@@ -90,6 +90,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("identifier", schema=None) as batch_op:
         batch_op.create_index("ix_identifier_value", ["kind", "value"], unique=False)
+        batch_op.create_index("ix_identifier_kind_id", ["kind", "id"], unique=False)
 
     op.create_table(
         "merge_log",
@@ -246,6 +247,7 @@ def downgrade() -> None:
 
     op.drop_table("merge_log")
     with op.batch_alter_table("identifier", schema=None) as batch_op:
+        batch_op.drop_index("ix_identifier_kind_id")
         batch_op.drop_index("ix_identifier_value")
 
     op.drop_table("identifier")

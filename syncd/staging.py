@@ -1,0 +1,138 @@
+"""Mapping pages of raw records into what the store writes, in worker processes when large.
+
+Mapping is pure CPU (phone parsing dominates it), so a large pull maps the next pages in
+worker processes while the main process writes the current one. Pages are still committed
+strictly in order, so each cursor is stored after everything before it. Workers compile the
+mappings themselves from the config file: compiled mappings are closures and do not pickle.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd.errors import RecordError
+from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
+from syncd.store.writer import StagedRecord, stage_record
+
+
+@dataclass
+class StagedPage:
+    """A page after mapping: what to store, and what to quarantine."""
+
+    records: list[StagedRecord] = field(default_factory=list)
+    events: list[MappedEvent] = field(default_factory=list)
+    quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
+
+
+def stage_page(compiled: CompiledStream, page: Any) -> StagedPage:
+    """Map every record of a page; a bad one is set aside with its reason, the rest go on."""
+    staged = StagedPage()
+    for raw in page.records:
+        if raw.error is not None:
+            staged.quarantined.append((raw.location, raw.error, raw.payload))
+            continue
+        try:
+            if compiled.is_events:
+                staged.events.append(compiled.map_event(raw.payload))
+            else:
+                mapped = compiled.map_record(raw.payload)
+                staged.records.append(
+                    stage_record(
+                        compiled.source, compiled.stream, mapped, raw.payload, compiled.fingerprint
+                    )
+                )
+        except RecordError as error:
+            staged.quarantined.append((raw.location, str(error), raw.payload))
+    return staged
+
+
+_worker_mappings: Mappings | None = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    # A worker whose run was killed (kill -9 leaves no chance to shut the pool down) must
+    # not linger: once re-parented, it exits.
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _start_worker(config_path: str) -> None:
+    global _worker_mappings  # one compiled set per worker process
+    from syncd.config import load_config
+    from syncd.mapping.compiler import compile_mappings
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _worker_mappings = compile_mappings(load_config(Path(config_path)))
+
+
+def _stage_in_worker(source: str, stream: str, page: Any) -> StagedPage:
+    assert _worker_mappings is not None
+    return stage_page(_worker_mappings.for_stream(source, stream), page)
+
+
+class PageMapper:
+    """Stages pages in order; from a stream's second page on, in `workers` processes."""
+
+    def __init__(self, config_path: Path, workers: int) -> None:
+        self._config_path = config_path
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(str(self._config_path),),
+            )
+        return self._pool
+
+    def stage(
+        self, compiled: CompiledStream, pages: Iterable[Any]
+    ) -> Iterator[tuple[Any, StagedPage]]:
+        """Yield (page, staged page) in the order the source gave them."""
+        iterator = iter(pages)
+        first = next(iterator, None)
+        if first is None:
+            return
+        second = next(iterator, None)
+        if second is None or self._workers < 2:
+            yield first, stage_page(compiled, first)
+            if second is not None:
+                yield second, stage_page(compiled, second)
+                for page in iterator:
+                    yield page, stage_page(compiled, page)
+            return
+        pool = self._ensure_pool()
+        pending: deque[tuple[Any, Future[StagedPage]]] = deque()
+        for page in (first, second):
+            pending.append(
+                (page, pool.submit(_stage_in_worker, compiled.source, compiled.stream, page))
+            )
+        for page in iterator:
+            pending.append(
+                (page, pool.submit(_stage_in_worker, compiled.source, compiled.stream, page))
+            )
+            if len(pending) > self._workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
