@@ -64,7 +64,9 @@ def blocks(doc: Path) -> list[Block]:
 
 
 def examples(doc: Path, kind: str = "example") -> list[tuple[str, Block]]:
-    return [(b.mark[1], b) for b in blocks(doc) if b.language == "toml" and b.mark and b.mark[0] == kind]
+    return [
+        (b.mark[1], b) for b in blocks(doc) if b.language == "toml" and b.mark and b.mark[0] == kind
+    ]
 
 
 def write(folder: Path, files: Sequence[tuple[str, Block]]) -> Path:
@@ -106,7 +108,7 @@ def test_the_mapping_examples_form_one_valid_project(tmp_path: Path) -> None:
     assert set(config.sources) == {source for source, _ in mappings.streams}
 
 
-def test_every_toml_block_of_the_mapping_doc_is_valid_toml() -> None:
+def test_every_toml_block_of_the_docs_is_valid_toml() -> None:
     for block in blocks(MAPPINGS_DOC) + blocks(CONFIG_DOC):
         if block.language == "toml":
             try:
@@ -184,9 +186,7 @@ def test_the_documented_profile_comes_out_of_one_run(
                 exported = list(export_profiles(bulk))
             wanted = {(i["kind"], i["value"]) for i in expected["identifiers"]}
             found = [
-                p
-                for p in exported
-                if wanted & {(i["kind"], i["value"]) for i in p["identifiers"]}
+                p for p in exported if wanted & {(i["kind"], i["value"]) for i in p["identifiers"]}
             ]
             assert len(found) == 1, found
             profile = found[0]
@@ -228,29 +228,33 @@ def test_every_config_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         folder = tmp_path / str(index)
         folder.mkdir()
         config = load_config(write(folder, [("syncd.toml", block)]))
-        assert config.mappings_dir.parent.resolve() == folder.resolve() or config.mappings_dir.is_absolute()
+        assert (
+            config.mappings_dir.parent.resolve() == folder.resolve()
+            or config.mappings_dir.is_absolute()
+        )
         for entry in [*config.sources.values(), *config.destinations.values()]:
             assert entry.spec.kind == "files", "CONFIG.md examples use the files connector only"
 
 
-def test_every_config_example_with_the_mapping_examples_compiles(tmp_path: Path) -> None:
+def test_config_examples_with_the_same_sources_compile_with_the_mapping_examples(
+    tmp_path: Path,
+) -> None:
     mapping_files = [(n, b) for n, b in examples(MAPPINGS_DOC) if n.startswith("mappings/")]
-    for index, block in enumerate(b for n, b in examples(CONFIG_DOC) if n == "syncd.toml"):
-        if env_names(block.text):
+    mapped_sources = {
+        tomllib.loads(b.text)["source"] for n, b in mapping_files if n != "mappings/profile.toml"
+    }
+    compiled = 0
+    for index, (name, block) in enumerate(examples(CONFIG_DOC)):
+        if name != "syncd.toml" or env_names(block.text):
+            continue
+        if set(tomllib.loads(block.text).get("sources", {})) != mapped_sources:
             continue
         folder = tmp_path / str(index)
         folder.mkdir()
-        config = load_config(write(folder, [("syncd.toml", block)]))
-        wanted = set(config.sources)
-        usable = [
-            (n, b)
-            for n, b in mapping_files
-            if n == "mappings/profile.toml" or tomllib.loads(b.text)["source"] in wanted
-        ]
-        if {tomllib.loads(b.text).get("source") for n, b in usable} - {None} != wanted:
-            continue
-        write(folder, usable)
-        compile_mappings(load_config(folder / "syncd.toml"))
+        mappings = compile_mappings(load_config(write(folder, [(name, block), *mapping_files])))
+        assert {source for source, _ in mappings.streams} == mapped_sources
+        compiled += 1
+    assert compiled >= 1
 
 
 def test_the_documented_config_problems_are_the_ones_reported(tmp_path: Path) -> None:
