@@ -25,7 +25,8 @@ import uvicorn
 
 from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteLogEntry
 from connectors.hubspot.emulator_faults import Fault, FaultInjector, FaultKind, RequestBudget
-from connectors.hubspot.emulator_routes import EmulatorState, build_app
+from connectors.hubspot.emulator_routes import build_app
+from connectors.hubspot.emulator_state import EmulatorState
 
 __all__ = ["DEFAULT_TOKEN", "Fault", "FaultKind", "HubSpotEmulator", "serve_forever"]
 
