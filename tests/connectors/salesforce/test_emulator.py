@@ -95,6 +95,38 @@ def test_oauth_client_credentials(emulator: SalesforceEmulator) -> None:
     assert caught.value.code == "invalid_grant"
 
 
+def test_oauth_password_grant(emulator: SalesforceEmulator) -> None:
+    creds = DEFAULT_CREDENTIALS
+    session = raw_session(emulator)
+    sf = Salesforce(
+        username=creds.username,
+        password=creds.password,
+        consumer_key=creds.client_id,
+        consumer_secret=creds.client_secret,
+        session=session,
+    )
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == 12
+    with pytest.raises(SalesforceAuthenticationFailed):
+        Salesforce(
+            username=creds.username,
+            password=creds.password,
+            consumer_key=creds.client_id,
+            consumer_secret="wrong",
+            session=session,
+        )
+    session.close()
+
+
+def test_login_protocol_errors(emulator: SalesforceEmulator) -> None:
+    grant = requests.post(
+        f"{emulator.url}/services/oauth2/token", data={"grant_type": "magic"}, timeout=5
+    )
+    assert (grant.status_code, grant.json()["error"]) == (400, "unsupported_grant_type")
+    soap = requests.post(f"{emulator.url}/services/Soap/u/59.0", data="<x/>", timeout=5)
+    assert soap.status_code == 500
+    assert "<sf:exceptionCode>INVALID_OPERATION</sf:exceptionCode>" in soap.text
+
+
 @pytest.mark.parametrize("token", ["", "bogus"])
 def test_missing_or_bad_auth_is_invalid_session(emulator: SalesforceEmulator, token: str) -> None:
     session = raw_session(emulator)
@@ -478,3 +510,89 @@ def test_runs_standalone_for_the_command_line(tmp_path: Path) -> None:
         process.wait(timeout=10)
         assert process.stdout is not None
         process.stdout.close()
+
+
+def _call(sf: Salesforce, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """A raw call with the session's auth, for answers the client hides."""
+    headers = {**sf.headers, **kwargs.pop("headers", {})}
+    return sf.session.request(method, sf.base_url + path, headers=headers, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("GET", "query/", {}, 400, "MALFORMED_QUERY"),
+        ("GET", "query/01gNOPE-200", {}, 400, "INVALID_QUERY_LOCATOR"),
+        ("GET", "sobjects/Nothing/describe/", {}, 404, "NOT_FOUND"),
+        ("GET", "sobjects/Contact/deleted/?start=yesterday&end=today", {}, 400, "MALFORMED_QUERY"),
+        (
+            "GET",
+            "sobjects/Contact/updated/?start=2025-02-03T00:00:00Z&end=2025-02-01T00:00:00Z",
+            {},
+            400,
+            "INVALID_REPLICATION_DATE",
+        ),
+        ("PATCH", "composite/sobjects/Nothing/Syncd_Id__c", {"json": {}}, 404, "NOT_FOUND"),
+        ("PATCH", COLLECTION, {"json": [1, 2]}, 400, "JSON_PARSER_ERROR"),
+        ("PATCH", COLLECTION, {"json": {"records": ["x"]}}, 400, "JSON_PARSER_ERROR"),
+        ("POST", "jobs/query", {"json": {"operation": "delete"}}, 400, "INVALIDJOB"),
+        ("POST", "jobs/query", {"data": "{"}, 400, "JSON_PARSER_ERROR"),
+        ("GET", "jobs/query/750NOPE", {}, 404, "NOT_FOUND"),
+        (
+            "POST",
+            "jobs/ingest",
+            {"json": {"object": "Contact", "operation": "insert"}},
+            400,
+            "INVALIDJOB",
+        ),
+        (
+            "POST",
+            "jobs/ingest",
+            {
+                "json": {
+                    "object": "Contact",
+                    "operation": "upsert",
+                    "externalIdFieldName": "Syncd_Id__c",
+                    "contentType": "JSON",
+                }
+            },
+            400,
+            "INVALIDJOB",
+        ),
+    ],
+)
+def test_request_rules(
+    sf: Salesforce, method: str, path: str, kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    answer = _call(sf, method, path, **kwargs)
+    assert answer.status_code == status
+    assert answer.json()[0]["errorCode"] == code
+
+
+def test_bulk_job_lifecycle_rules(sf: Salesforce) -> None:
+    query = _call(
+        sf, "POST", "jobs/query", json={"operation": "query", "query": "SELECT Id FROM Lead"}
+    )
+    job = query.json()["id"]
+    early = _call(sf, "GET", f"jobs/query/{job}/results")
+    assert (early.status_code, early.json()[0]["errorCode"]) == (400, "INVALIDJOBSTATE")
+    states = [_call(sf, "GET", f"jobs/query/{job}").json()["state"] for _ in range(2)]
+    assert states == ["InProgress", "JobComplete"]
+    bad_locator = _call(sf, "GET", f"jobs/query/{job}/results", params={"locator": "!!"})
+    assert bad_locator.status_code == 400
+
+    ingest = _call(
+        sf,
+        "POST",
+        "jobs/ingest",
+        json={"object": "Contact", "operation": "upsert", "externalIdFieldName": "syncd_id__c"},
+    )
+    assert ingest.json()["externalIdFieldName"] == "Syncd_Id__c"
+    job = ingest.json()["id"]
+    as_json = _call(sf, "PUT", f"jobs/ingest/{job}/batches", data="a,b\n")
+    assert as_json.json()[0]["errorCode"] == "INVALIDCONTENTTYPE"
+    aborted = _call(sf, "PATCH", f"jobs/ingest/{job}", json={"state": "Aborted"})
+    assert aborted.json()["state"] == "Aborted"
+    again = _call(sf, "PATCH", f"jobs/ingest/{job}", json={"state": "UploadComplete"})
+    assert (again.status_code, again.json()[0]["errorCode"]) == (409, "INVALIDJOBSTATE")
+    assert _call(sf, "GET", f"jobs/ingest/{job}/weirdResults").status_code == 404
