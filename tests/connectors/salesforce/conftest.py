@@ -10,6 +10,8 @@ from connectors.salesforce.emulator import DEFAULT_CREDENTIALS, SalesforceEmulat
 
 PEOPLE = 600
 """Enough people for more than two 200-record pages of Contacts."""
+SLOW = 1.6
+"""Seconds a SLOW fault holds an answer: past the clients' 1 s timeout, with room for a busy CI."""
 
 
 @pytest.fixture
@@ -18,5 +20,5 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[SalesforceEmulator]:
     monkeypatch.setenv("SF_TEST_TOKEN", DEFAULT_CREDENTIALS.security_token)
     monkeypatch.setenv("SF_TEST_CLIENT_ID", DEFAULT_CREDENTIALS.client_id)
     monkeypatch.setenv("SF_TEST_CLIENT_SECRET", DEFAULT_CREDENTIALS.client_secret)
-    with SalesforceEmulator(people=PEOPLE, seed=7, slow_seconds=1.0) as running:
+    with SalesforceEmulator(people=PEOPLE, seed=7, slow_seconds=SLOW) as running:
         yield running

@@ -23,7 +23,7 @@ def options_for(emulator: SalesforceEmulator, **overrides: Any) -> SalesforceOpt
         "password": EnvRef(env="SF_TEST_PASSWORD"),
         "security_token": EnvRef(env="SF_TEST_TOKEN"),
         "page_size": 200,
-        "timeout_seconds": 0.5,
+        "timeout_seconds": 1.0,
         "bulk_poll_seconds": 0.01,
     }
     return SalesforceOptions(**(values | overrides))
@@ -35,14 +35,14 @@ def client_for(
     return SalesforceClient(options_for(emulator, **overrides), sleep=sleep or FakeSleep())
 
 
-def raw_session(emulator: SalesforceEmulator, timeout: float = 0.5) -> requests.Session:
+def raw_session(emulator: SalesforceEmulator, timeout: float = 1.0) -> requests.Session:
     """A requests session routing simple-salesforce's https URLs to the emulator."""
     session = requests.Session()
     session.mount("https://", OrgAdapter(RequestBudget(10_000, 1.0), timeout, emulator.url))
     return session
 
 
-def raw_salesforce(emulator: SalesforceEmulator, timeout: float = 0.5) -> Salesforce:
+def raw_salesforce(emulator: SalesforceEmulator, timeout: float = 1.0) -> Salesforce:
     """The unmodified simple-salesforce client, logged in to the emulator by password."""
     creds = emulator.credentials
     return Salesforce(
