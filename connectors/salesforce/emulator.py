@@ -15,6 +15,7 @@ and refuses, and faults for what can be made to go wrong.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import threading
 from collections.abc import Sequence
@@ -76,6 +77,9 @@ class SalesforceEmulator:
         """Bind the port and serve in a background thread; returns once it accepts calls."""
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit it. Without it uvicorn's separate header and body writes
+        # wait on the client's delayed ACK: 40 ms per answer instead of about one.
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind(("127.0.0.1", self._port))
         self.state.base_url = self.url
         config = uvicorn.Config(
@@ -189,8 +193,10 @@ def serve_forever(port: int, people: int, seed: int) -> None:
         f"  client_id={creds.client_id} client_secret={creds.client_secret}",
         flush=True,
     )
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        threading.Event().wait()
+        stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -507,7 +507,7 @@ def test_runs_standalone_for_the_command_line(tmp_path: Path) -> None:
         assert token.json()["instance_url"] == url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        assert process.wait(timeout=10) == 0, "SIGTERM stops it cleanly"
         assert process.stdout is not None
         process.stdout.close()
 
