@@ -68,8 +68,13 @@ class IdentityConfig(_Strict):
     @field_validator("kinds")
     @classmethod
     def _keep_builtin_kinds(cls, kinds: dict[str, IdentifierKind]) -> dict[str, IdentifierKind]:
-        # Declaring one kind must not silently drop the built-in ones.
-        return {**_default_kinds(), **kinds}
+        # Declaring one kind must not drop the built-in ones, and changing one key of a
+        # built-in kind (say its limit) keeps the rest of its settings.
+        merged = _default_kinds()
+        for name, kind in kinds.items():
+            given = kind.model_dump(exclude_unset=True)
+            merged[name] = merged[name].model_copy(update=given) if name in merged else kind
+        return merged
 
     @field_validator("default_region")
     @classmethod
@@ -85,7 +90,6 @@ class StoreConfig(_Strict):
     """Where profiles live: a SQLAlchemy URL, literally (no password) or from the environment."""
 
     url: str | EnvRef = "sqlite:///var/syncd.db"
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
 
     @field_validator("url")
     @classmethod
@@ -150,7 +154,6 @@ class Config:
 
     path: Path
     store_url: str
-    store_batch_size: int
     logging: LoggingConfig
     identity: IdentityConfig
     mappings_dir: Path
@@ -170,11 +173,42 @@ def _dotted(loc: Location) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
+UNION_BRANCHES = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "list[str]",
+    "FieldSpec",
+    "IdentifierSpec",
+    "EnvRef",
+}
+
+
+def _user_key(part: int | str) -> bool:
+    """Whether a location part is the user's key, not pydantic naming a branch of a union."""
+    return not (isinstance(part, str) and (part in UNION_BRANCHES or part.startswith("function-")))
+
+
 def problems_from_validation(file: str, error: ValidationError, prefix: str = "") -> list[Problem]:
-    """Turn pydantic's errors into file:key problems with a fix each."""
+    """Turn pydantic's errors into file:key problems with a fix each.
+
+    A value that may be written two ways (`"path"` or `{ from = ... }`) fails once per way;
+    only the failure of the way the user chose is kept.
+    """
+    items = error.errors()
+    chose_table = {
+        _dotted(tuple(p for p in item["loc"] if _user_key(p)))
+        for item in items
+        if item["type"] != "string_type"
+    }
     problems = []
-    for item in error.errors():
-        key = _dotted(tuple(part for part in item["loc"] if part != "str"))
+    for item in items:
+        key = _dotted(tuple(part for part in item["loc"] if _user_key(part)))
+        if item["type"] == "string_type" and any(
+            other != key and other.startswith(key + ".") for other in chose_table
+        ):
+            continue
         key = f"{prefix}.{key}" if prefix else key
         kind = item["type"]
         if kind == "extra_forbidden":
@@ -265,7 +299,6 @@ def load_config(path: Path) -> Config:
     return Config(
         path=path,
         store_url=_anchor_sqlite_path(store_url, path.parent),
-        store_batch_size=raw.store.batch_size,
         logging=raw.logging,
         identity=raw.identity,
         mappings_dir=(path.parent / raw.mappings_dir),

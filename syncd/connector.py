@@ -153,3 +153,5 @@ class ConnectorSpec:
     options_model: type[ConnectorOptions]
     make_source: Callable[[ConnectorContext], Source] | None = None
     make_destination: Callable[[ConnectorContext], Destination] | None = None
+    declared_streams: Callable[[Any], Sequence[str]] | None = None
+    """For sources whose streams are named in their options: lets validation check mappings."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syncd.errors import RecordError
+from syncd.errors import ConfigError, Problem, RecordError
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.store.writer import StagedRecord, stage_record
 
@@ -75,9 +75,22 @@ def _start_worker(config_path: str) -> None:
     _worker_mappings = compile_mappings(load_config(Path(config_path)))
 
 
-def _stage_in_worker(source: str, stream: str, page: Any) -> StagedPage:
+def _stage_in_worker(source: str, stream: str, fingerprint: str, page: Any) -> StagedPage:
     assert _worker_mappings is not None
-    return stage_page(_worker_mappings.for_stream(source, stream), page)
+    compiled = _worker_mappings.for_stream(source, stream)
+    if compiled.fingerprint != fingerprint:
+        # The file changed on disk after the run started: never map one run two ways.
+        raise ConfigError(
+            [
+                Problem(
+                    f"{source}/{stream}",
+                    "(mapping)",
+                    "the mapping file changed during the run",
+                    "run again",
+                )
+            ]
+        )
+    return stage_page(compiled, page)
 
 
 class PageMapper:
@@ -116,15 +129,12 @@ class PageMapper:
                     yield page, stage_page(compiled, page)
             return
         pool = self._ensure_pool()
+        key = (compiled.source, compiled.stream, compiled.fingerprint)
         pending: deque[tuple[Any, Future[StagedPage]]] = deque()
         for page in (first, second):
-            pending.append(
-                (page, pool.submit(_stage_in_worker, compiled.source, compiled.stream, page))
-            )
+            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
         for page in iterator:
-            pending.append(
-                (page, pool.submit(_stage_in_worker, compiled.source, compiled.stream, page))
-            )
+            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
             if len(pending) > self._workers:
                 done, future = pending.popleft()
                 yield done, future.result()

@@ -26,13 +26,21 @@ def test_the_shipped_config_is_valid() -> None:
 def test_unknown_keys_and_bad_values_are_all_listed(tmp_path: Path) -> None:
     path = tmp_path / "syncd.toml"
     path.write_text(
-        'colour = "blue"\n[identity]\ndefault_region = "ZZ"\n[store]\nurl = "sqlite:///x.db"\n'
-        "batch_size = 0\n"
+        'colour = "blue"\nworkers = 0\n[identity]\ndefault_region = "ZZ"\n[store]\n'
+        'url = "sqlite:///x.db"\n'
     )
     found = problems_of(path)
     assert f"{path}:colour: unknown key — remove it or check its spelling" in found
     assert any(":identity.default_region: unknown region 'ZZ'" in p for p in found)
-    assert any(":store.batch_size: Input should be greater than or equal to 1" in p for p in found)
+    assert any(":workers: Input should be greater than or equal to 1" in p for p in found)
+
+
+def test_changing_one_key_of_a_built_in_kind_keeps_the_others(tmp_path: Path) -> None:
+    path = write_project(
+        tmp_path, "sqlite:///x.db", extra_config="[identity.kinds.email]\nlimit = 2\n"
+    )
+    email = load_config(path).identity.kinds["email"]
+    assert (email.normalize, email.priority, email.limit) == ("email", 10, 2)
 
 
 def test_connector_options_are_validated_by_the_connector(tmp_path: Path) -> None:

@@ -15,6 +15,15 @@ def make_source(context: ConnectorContext) -> Source:
     return FilesSource(folder, options)
 
 
-CONNECTOR = ConnectorSpec(kind="files", options_model=FilesOptions, make_source=make_source)
+def declared_streams(options: FilesOptions) -> list[str]:
+    return sorted(options.streams)
+
+
+CONNECTOR = ConnectorSpec(
+    kind="files",
+    options_model=FilesOptions,
+    make_source=make_source,
+    declared_streams=declared_streams,
+)
 
 __all__ = ["CONNECTOR", "FilesOptions", "FilesSource"]

@@ -91,8 +91,18 @@ def split_pipeline(expression: str) -> list[str]:
     return parts
 
 
+def _blank_is_absent(value: Any) -> Any:
+    # An empty CSV cell or a JSON "" means "no value" to every transform, rule and trait.
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
 def compile_getter(path: str) -> Getter:
-    """A function reading `path` from a payload; a quoted path is a constant."""
+    """A function reading `path` from a payload; a quoted path is a constant.
+
+    A blank string reads as None, so a blank cell never overwrites a real value.
+    """
     if path[:1] in "'\"":
         constant = ast.literal_eval(path)
         return lambda _payload: constant
@@ -101,7 +111,7 @@ def compile_getter(path: str) -> Getter:
     segments = path.split(".")
     if len(segments) == 1:
         key = segments[0]
-        return lambda payload: payload.get(key)
+        return lambda payload: _blank_is_absent(payload.get(key))
 
     def walk(payload: Mapping[str, Any]) -> Any:
         value: Any = payload
@@ -112,7 +122,7 @@ def compile_getter(path: str) -> Getter:
                 value = value[int(segment)]
             else:
                 return None
-        return value
+        return _blank_is_absent(value)
 
     return walk
 
@@ -379,6 +389,9 @@ def compile_mappings(config: Config) -> Mappings:
     streams: dict[tuple[str, str], CompiledStream] = {}
     origin: dict[tuple[str, str], Path] = {}
     profile = ProfileMapping()
+    # (source, stream) of every stream file, compiled or not: a file that failed is reported
+    # once, not again as a source or stream without a mapping.
+    attempted: set[tuple[str, str]] = set()
     for path in sorted(folder.glob("*.toml")):
         data = _read_toml(path, problems)
         if data is None:
@@ -389,6 +402,7 @@ def compile_mappings(config: Config) -> Mappings:
             except ValidationError as error:
                 problems.extend(problems_from_validation(str(path), error))
             continue
+        attempted.add((str(data.get("source")), str(data.get("stream"))))
         compiled = _compile_stream(path, data, config.identity, problems)
         if compiled is None:
             continue
@@ -414,8 +428,32 @@ def compile_mappings(config: Config) -> Mappings:
         else:
             streams[key] = compiled
             origin[key] = path
-    for name in config.sources:
-        if not any(source == name for source, _ in streams):
+    for name, entry in config.sources.items():
+        declared = entry.spec.declared_streams
+        if declared is not None and any(source == name for source, _ in streams):
+            known = set(declared(entry.options))
+            for (source, stream), path in origin.items():
+                if source == name and stream not in known:
+                    problems.append(
+                        Problem(
+                            str(path),
+                            "stream",
+                            f"source {name!r} has no stream {stream!r}",
+                            f"use one of {', '.join(sorted(known))}, or declare it in "
+                            f"[sources.{name}.options]",
+                        )
+                    )
+            for stream in sorted(known - {s for src, s in attempted if src == name}):
+                problems.append(
+                    Problem(
+                        str(config.path),
+                        f"sources.{name}.options.streams.{stream}",
+                        "no mapping file maps this stream",
+                        f'add a mapping with source = "{name}" and stream = "{stream}", '
+                        "or remove the stream",
+                    )
+                )
+        if not any(source == name for source, _ in attempted):
             problems.append(
                 Problem(
                     str(config.path),

@@ -73,9 +73,7 @@ class StreamMapping(_Strict):
         return self
 
 
-SurvivorshipRule = Literal[
-    "latest", "earliest", "source_priority", "first_non_null", "max", "min", "union"
-]
+SurvivorshipRule = Literal["latest", "source_priority", "first_non_null", "max", "min", "union"]
 
 
 class TraitRule(_Strict):

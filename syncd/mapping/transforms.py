@@ -143,7 +143,9 @@ def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> date
     """A datetime from ISO-8601 text, epoch seconds or milliseconds, or a strptime format."""
     if isinstance(value, datetime):
         moment = value
-    elif isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+    elif fmt is None and (
+        isinstance(value, int | float) or (isinstance(value, str) and value.isdigit())
+    ):
         number = float(value)
         moment = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
     else:
@@ -191,6 +193,15 @@ def _date(args: list[Any]) -> Transform:
     return _none_safe(to_date)
 
 
+THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
+
+
+def _number_text(value: Any) -> str:
+    """`1,234.5` → `1234.5`; a comma anywhere else (a decimal comma) is not guessed at."""
+    text = _text(value).strip()
+    return text.replace(",", "") if THOUSANDS.match(text) else text
+
+
 def to_int(value: Any) -> int:
     """Whole numbers, also from text such as ' 42 ' or '42.0'."""
     if isinstance(value, bool):
@@ -198,7 +209,7 @@ def to_int(value: Any) -> int:
     if isinstance(value, int):
         return value
     try:
-        number = float(_text(value).strip().replace(",", ""))
+        number = float(_number_text(value))
     except ValueError:
         raise TransformError("not a whole number") from None
     if not number.is_integer():
@@ -210,7 +221,7 @@ def to_float(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     try:
-        return float(_text(value).strip().replace(",", ""))
+        return float(_number_text(value))
     except ValueError:
         raise TransformError("not a number") from None
 

@@ -155,3 +155,26 @@ def test_events_stream_requires_its_keys(tmp_path: Path) -> None:
     )
     found = problems(tmp_path, {"a.toml": mapping})
     assert any("an events stream needs event_name, timestamp" in p for p in found)
+
+
+def test_a_mistake_in_the_table_form_is_reported_once_at_its_key(tmp_path: Path) -> None:
+    mapping = PEOPLE_MAPPING.replace(
+        'name = "name | trim | title"', 'name = { from = "name", tpye = "string" }'
+    )
+    found = problems(tmp_path, {"people.toml": mapping})
+    assert [p.split(":", 1)[1] for p in found] == [
+        "fields.name.tpye: unknown key — remove it or check its spelling"
+    ]
+
+
+def test_mapped_streams_must_be_streams_the_source_declares(tmp_path: Path) -> None:
+    other = PEOPLE_MAPPING.replace('stream = "people"', 'stream = "orders"')
+    found = problems(tmp_path, {"orders.toml": other})
+    assert any(
+        "orders.toml:stream: source 'crm' has no stream 'orders' — use one of people" in p
+        for p in found
+    )
+    assert any(
+        "syncd.toml:sources.crm.options.streams.people: no mapping file maps this stream" in p
+        for p in found
+    )
