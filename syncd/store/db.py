@@ -73,7 +73,8 @@ def migrate(engine: Engine) -> None:
     try:
         with engine.begin() as connection:
             alembic.attributes["connection"] = connection
-            command.upgrade(alembic, "head")
+            # "heads": independent migrations (one per feature) may each branch off the base.
+            command.upgrade(alembic, "heads")
     except OperationalError as error:
         raise StoreError(
             f"cannot open the store: {error.orig} — check that the database is reachable"
