@@ -56,6 +56,7 @@ class OrgAdapter(HTTPAdapter):
     def send(  # type: ignore[override]
         self, request: requests.PreparedRequest, **kwargs: Any
     ) -> requests.Response:
+        """Spend the budget, default the timeout, route to the emulator if configured."""
         self.budget.acquire()
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout

@@ -111,4 +111,5 @@ class SalesforceDestination:
         return results
 
     def close(self) -> None:
+        """Release the HTTP connections."""
         self.client.close()

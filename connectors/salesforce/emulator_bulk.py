@@ -39,6 +39,7 @@ class BulkJob:
     error_message: str | None = None
 
     def info(self, version: str) -> dict[str, Any]:
+        """The job as GET /jobs/{query|ingest}/{id} describes it."""
         data = {
             "id": self.id,
             "operation": self.body.get("operation"),
@@ -112,6 +113,7 @@ class BulkApi:
         return body
 
     async def create_query_job(self, request: Request) -> Response:
+        """POST /jobs/query: check the SOQL and snapshot its rows."""
         body = await self._json_body(request)
         if isinstance(body, Response):
             return body
@@ -129,6 +131,7 @@ class BulkApi:
         return JSONResponse(job.info(request.path_params["version"]))
 
     async def get_job(self, request: Request) -> Response:
+        """GET /jobs/{query|ingest}/{id}: the job, a query job completing on the second look."""
         job = self._job(request)
         if isinstance(job, Response):
             return job
@@ -139,6 +142,7 @@ class BulkApi:
         return JSONResponse(job.info(request.path_params["version"]))
 
     async def query_results(self, request: Request) -> Response:
+        """GET /jobs/query/{id}/results: one CSV page, with the locator of the next."""
         job = self._job(request, "query")
         if isinstance(job, Response):
             return job
@@ -167,6 +171,7 @@ class BulkApi:
         )
 
     async def create_ingest_job(self, request: Request) -> Response:
+        """POST /jobs/ingest: an Open upsert job."""
         body = await self._json_body(request)
         if isinstance(body, Response):
             return body
@@ -191,6 +196,7 @@ class BulkApi:
         return JSONResponse(job.info(request.path_params["version"]))
 
     async def upload_batch(self, request: Request) -> Response:
+        """PUT /jobs/ingest/{id}/batches: CSV data for an Open job."""
         job = self._job(request, "ingest")
         if isinstance(job, Response):
             return job
@@ -202,6 +208,7 @@ class BulkApi:
         return Response(status_code=201)
 
     async def set_job_state(self, request: Request) -> Response:
+        """PATCH /jobs/ingest/{id}: UploadComplete runs the job, Aborted drops it."""
         job = self._job(request, "ingest")
         if isinstance(job, Response):
             return job
@@ -248,6 +255,7 @@ class BulkApi:
         job.state = "JobComplete"
 
     async def ingest_results(self, request: Request) -> Response:
+        """GET /jobs/ingest/{id}/successfulResults | failedResults | unprocessedrecords."""
         job = self._job(request, "ingest")
         if isinstance(job, Response):
             return job

@@ -45,6 +45,7 @@ class LoginApi:
         self.state = state
 
     def new_session(self) -> str:
+        """A fresh session id, valid until sessions are expired."""
         token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(24)}"
         self.state.sessions.add(token)
         return token
@@ -56,6 +57,7 @@ class LoginApi:
         return False
 
     async def soap_login(self, request: Request) -> Response:
+        """POST /services/Soap/u/{version}: the partner API login."""
         if request.headers.get("soapaction") != "login":
             return _soap_fault("INVALID_OPERATION", "SOAPAction header must be login")
         body = (await request.body()).decode()
@@ -87,6 +89,7 @@ class LoginApi:
         return Response(xml, media_type="text/xml")
 
     async def oauth_token(self, request: Request) -> Response:
+        """POST /services/oauth2/token: client-credentials and password grants."""
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         grant = form.get("grant_type")
         creds = self.state.credentials

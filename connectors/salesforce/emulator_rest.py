@@ -81,6 +81,7 @@ class RestApi:
         return body
 
     async def query(self, request: Request, include_deleted: bool = False) -> Response:
+        """GET /query?q=: the first page of a SOQL query."""
         text = request.query_params.get("q")
         if not text:
             return sf_error(400, "MALFORMED_QUERY", "A query string has to be specified")
@@ -103,9 +104,11 @@ class RestApi:
         return JSONResponse(self._page(version, locator, 0))
 
     async def query_all(self, request: Request) -> Response:
+        """GET /queryAll?q=: the same, deleted records included."""
         return await self.query(request, include_deleted=True)
 
     async def query_more(self, request: Request) -> Response:
+        """GET /query/{locator}-{offset}: a following page (a nextRecordsUrl)."""
         locator, _, offset = request.path_params["locator"].partition("-")
         if locator not in self._cursors or not offset.isdigit():
             return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
@@ -113,6 +116,7 @@ class RestApi:
 
     # -- sobjects -----------------------------------------------------------------------
     async def list_objects(self, request: Request) -> Response:
+        """GET /sobjects: the objects of the org."""
         version = request.path_params["version"]
         return JSONResponse(
             {
@@ -133,6 +137,7 @@ class RestApi:
         )
 
     async def describe(self, request: Request) -> Response:
+        """GET /sobjects/{object}/describe: its fields."""
         sobject = find_sobject(request.path_params["sobject"])
         if sobject is None:
             return sf_error(404, "NOT_FOUND", NOT_FOUND)
@@ -175,6 +180,7 @@ class RestApi:
         return start, end
 
     async def get_deleted(self, request: Request) -> Response:
+        """GET /sobjects/{object}/deleted?start=&end=: records deleted in the window."""
         sobject = find_sobject(request.path_params["sobject"])
         window = self._window(request)
         if sobject is None:
@@ -199,6 +205,7 @@ class RestApi:
         )
 
     async def get_updated(self, request: Request) -> Response:
+        """GET /sobjects/{object}/updated?start=&end=: ids of records changed in the window."""
         sobject = find_sobject(request.path_params["sobject"])
         window = self._window(request)
         if sobject is None:
@@ -217,6 +224,7 @@ class RestApi:
 
     # -- sObject Collections ------------------------------------------------------------
     async def collection_upsert(self, request: Request) -> Response:
+        """PATCH /composite/sobjects/{object}/{external id field}: up to 200 upserts."""
         sobject = find_sobject(request.path_params["sobject"])
         if sobject is None:
             return sf_error(404, "NOT_FOUND", NOT_FOUND)

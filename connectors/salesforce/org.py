@@ -50,6 +50,7 @@ class ObjectSpec:
     fields: tuple[FieldSpec, ...]
 
     def field_types(self) -> dict[str, str]:
+        """Field name -> type, as the SOQL planner wants them."""
         return {spec.name: spec.type for spec in self.fields}
 
     def field(self, name: str) -> FieldSpec | None:
@@ -126,6 +127,7 @@ class RecordError:
     fields: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
+        """The error as an entry of a result's `errors` array."""
         return {
             "statusCode": self.status_code,
             "message": self.message,
@@ -172,6 +174,7 @@ class Org:
 
     # -- ids and time ------------------------------------------------------------------
     def new_id(self, sobject: str) -> str:
+        """The next record id of `sobject`, in creation (and string) order."""
         self._counter += 1
         # 15 characters as Salesforce shows them, then the case-safe 3-character suffix
         # (all AAA here because the counter has no upper-case letters).

@@ -54,6 +54,8 @@ class SoqlError(Exception):
 
 @dataclass(frozen=True)
 class Token:
+    """One lexical token and the column it starts at (for error messages)."""
+
     kind: str
     text: str
     column: int
@@ -69,6 +71,8 @@ class Literal:
 
 @dataclass(frozen=True)
 class Condition:
+    """One `field op literal` of the WHERE clause."""
+
     field: str
     op: str
     literal: Literal
@@ -87,6 +91,7 @@ class Query:
 
     @property
     def is_count(self) -> bool:
+        """Whether this is SELECT COUNT()."""
         return not self.fields
 
 
@@ -178,6 +183,7 @@ class _Parser:
         raise self._error(token)
 
     def parse(self) -> Query:
+        """The whole query, or SoqlError at the first token outside the subset."""
         self._expect_keyword("select")
         fields: list[str] = []
         if self._keyword("count"):

@@ -40,6 +40,7 @@ class Cursor:
 
     @classmethod
     def from_json(cls, value: JsonValue | None) -> Cursor:
+        """The cursor the engine stored (None: the beginning)."""
         if value is None:
             return cls()
         try:
@@ -48,6 +49,7 @@ class Cursor:
             raise FatalConnectorError(f"not a Salesforce cursor: {value!r}") from error
 
     def to_json(self) -> JsonValue:
+        """The cursor as the engine stores it; None before anything was read."""
         if self.modstamp is None:
             return None
         return {"modstamp": soql_datetime(self.modstamp), "ids": sorted(self.ids)}
@@ -57,6 +59,7 @@ class Cursor:
         return modstamp == self.modstamp and record_id in self.ids
 
     def advance(self, record_id: str, modstamp: datetime) -> None:
+        """Move past this record (read in SystemModstamp, Id order)."""
         if modstamp != self.modstamp:
             self.modstamp, self.ids = modstamp, set()
         self.ids.add(record_id)
@@ -117,6 +120,7 @@ class SalesforceSource:
         self.options = client.options
 
     def streams(self) -> list[str]:
+        """The configured objects."""
         return list(self.options.objects)
 
     def _fields(self, sobject: str) -> tuple[list[str], dict[str, str]]:
@@ -169,4 +173,5 @@ class SalesforceSource:
         return lambda record_id: prefix + record_id
 
     def close(self) -> None:
+        """Release the HTTP connections."""
         self.client.close()
