@@ -26,6 +26,8 @@ from syncd.store.writer import WriteCounts
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 profiles_app = typer.Typer(no_args_is_help=True, help="Profiles in the store.")
 app.add_typer(profiles_app, name="profiles")
+quarantine_app = typer.Typer(no_args_is_help=True, help="Records that could not be mapped.")
+app.add_typer(quarantine_app, name="quarantine")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="path to syncd.toml", envvar="SYNCD_CONFIG")
@@ -275,6 +277,36 @@ def profiles_export(
     finally:
         if output:
             handle.close()
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    everything: Annotated[bool, typer.Option("--all", help="also the replayed ones")] = False,
+) -> None:
+    """Quarantined records: where they came from and why."""
+    _, _, engine = _setup(config)
+    with transaction(engine) as bulk:
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT id, created_at, source, stream, location, reason, replayed_at FROM quarantine "
+            + ("" if everything else "WHERE replayed_at IS NULL ")
+            + "ORDER BY id"
+        ).all()
+    table = Table(
+        "id", "when", "source/stream", "location", "reason", "replayed", title="quarantine"
+    )
+    for key, at, source, stream, location, reason, replayed in rows:
+        table.add_row(str(key), at, f"{source}/{stream}", location, reason, replayed or "")
+    out.print(table)
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Map quarantined records again (after fixing a mapping); those that pass are stored."""
+    loaded, mappings, engine = _setup(config)
+    summary = Pipeline(loaded, mappings, engine).replay_quarantine()
+    _print_summary(summary)
+    raise typer.Exit(0 if summary.status == "ok" else 1)
 
 
 @app.command("logs")

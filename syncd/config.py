@@ -54,7 +54,7 @@ def _default_kinds() -> dict[str, IdentifierKind]:
         "user_id": IdentifierKind(normalize="id", priority=0, limit=1),
         "email": IdentifierKind(normalize="email", priority=10, limit=5),
         "phone": IdentifierKind(normalize="phone", priority=20, limit=5),
-        "anonymous_id": IdentifierKind(normalize="id", priority=90, limit=50),
+        "anonymous_id": IdentifierKind(normalize="id", priority=90, limit=5),
     }
 
 

@@ -16,14 +16,14 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from syncd.config import Config, ConnectorEntry
-from syncd.connector import ConnectorContext, Page, Source
+from syncd.connector import ConnectorContext, Page, RawRecord, Source
 from syncd.errors import ConnectorError, RecordError
 from syncd.identity.unify import unify
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import Mappings
 from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import clear_pending_events, pending_events, refresh_profiles
-from syncd.staging import PageMapper, StagedPage
+from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, transaction
 from syncd.store.writer import PageWriter, WriteCounts, load_cursor, stage_record
 from syncd.timeutil import utcnow
@@ -239,6 +239,43 @@ class Pipeline:
             profiles_written=written,
             profiles_removed=removed,
         )
+
+    def replay_quarantine(self) -> RunSummary:
+        """Map quarantined records again with today's mappings; the ones that pass are stored.
+
+        Fix the mapping (or the config) that rejected them first; a record that fails again
+        stays in quarantine with its original reason.
+        """
+        summary = self._start("replay")
+        with transaction(self.engine) as bulk:
+            rows = bulk.connection.exec_driver_sql(
+                "SELECT id, source, stream, location, payload FROM quarantine "
+                "WHERE replayed_at IS NULL ORDER BY id"
+            ).all()
+            writer = PageWriter(bulk, summary.run_id)
+            replayed = []
+            for key, source, stream, location, payload in rows:
+                if (source, stream) not in self.mappings.streams:
+                    continue
+                compiled = self.mappings.for_stream(source, stream)
+                raw = RawRecord(
+                    json.loads(payload) if isinstance(payload, str) else payload, location
+                )
+                staged = stage_page(compiled, Page([raw], None))
+                if staged.quarantined:
+                    continue
+                writer.write_records(source, stream, staged.records)
+                writer.write_events(source, stream, staged.events)
+                replayed.append(key)
+            bulk.execute_in(
+                "UPDATE quarantine SET replayed_at = ? WHERE id IN ({in})",
+                replayed,
+                before=(format_timestamp(utcnow()),),
+            )
+        summary.bump("replayed", len(replayed))
+        summary.bump("still_quarantined", len(rows) - len(replayed))
+        self._resolve(summary)
+        return self._finish(summary)
 
     def rebuild(self) -> RunSummary:
         """Map every stored raw record again with today's mappings, then resolve everything."""

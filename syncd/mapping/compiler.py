@@ -157,15 +157,54 @@ def chain(functions: list[Transform]) -> Transform:
     return chained
 
 
+def _coalesce_step(step: str) -> list[Getter] | None:
+    """The getters of `coalesce('path', ...)`, or None when the step is another transform."""
+    name, _, rest = step.partition("(")
+    if name.strip() != "coalesce":
+        return None
+    try:
+        paths = ast.literal_eval(f"[{rest.removesuffix(')')}]") if rest.endswith(")") else []
+    except (ValueError, SyntaxError):
+        paths = []
+    if not paths or not all(isinstance(path, str) for path in paths):
+        raise ValueError("coalesce takes one or more paths, e.g. coalesce('work_email')")
+    return [compile_getter(path) for path in paths]
+
+
 def compile_expression(expression: str, extra: Iterable[Transform] = ()) -> Getter:
-    """`path | t1 | t2(x)` (plus trailing `extra` steps) into one payload → value function."""
+    """`path | t1 | t2(x)` (plus trailing `extra` steps) into one payload → value function.
+
+    `coalesce('other.path', ...)` is the one step that reads the payload: where the value so
+    far is missing, it takes the first of those paths that has one.
+    """
     path, *steps = split_pipeline(expression)
     getter = compile_getter(path)
-    functions = [compile_transform(step) for step in steps if step] + list(extra)
-    if not functions:
-        return getter
-    transformed = chain(functions)
-    return lambda payload: transformed(getter(payload))
+    for step in [s for s in steps if s]:
+        fallbacks = _coalesce_step(step)
+        if fallbacks is not None:
+            getter = _with_fallbacks(getter, fallbacks)
+            continue
+        transform = compile_transform(step)
+        getter = _then(getter, transform)
+    for transform in extra:
+        getter = _then(getter, transform)
+    return getter
+
+
+def _then(getter: Getter, transform: Transform) -> Getter:
+    return lambda payload: transform(getter(payload))
+
+
+def _with_fallbacks(getter: Getter, fallbacks: list[Getter]) -> Getter:
+    def coalesced(payload: Mapping[str, Any]) -> Any:
+        value = getter(payload)
+        for fallback in fallbacks:
+            if value is not None:
+                break
+            value = fallback(payload)
+        return value
+
+    return coalesced
 
 
 def compile_field(spec: str | FieldSpec) -> tuple[Getter, bool]:

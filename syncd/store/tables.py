@@ -192,3 +192,23 @@ class SyncRun(SQLModel, table=True):
     status: str
     counts: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
     error: str | None = None
+
+
+class IngestSpool(SQLModel, table=True):
+    """Messages the ingest endpoint acknowledged, in commit order, for the ingest source.
+
+    `id` only grows and rows are written by one writer at a time, so a reader that has seen
+    every id up to N has seen every message committed before it; `message_id` is unique, so
+    a message an SDK sends again is stored once.
+    """
+
+    __tablename__ = "ingest_spool"
+    __table_args__ = (Index("ix_ingest_spool_type", "type", "id"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True)
+    )
+    message_id: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    type: str
+    received_at: str
+    message: str = Field(sa_column=Column(Text, nullable=False))

@@ -112,3 +112,12 @@ def test_bad_steps_fail_at_compile_time(step: str, message: str) -> None:
 
 def test_email_normalization_is_trim_and_lowercase() -> None:
     assert normalize_email(" A.B@X.Org ") == "a.b@x.org"
+
+
+def test_coalesce_reads_other_paths_where_the_value_is_missing() -> None:
+    payload = {"work": " ", "home": "Home@X.com", "other": "o@x.com"}
+    assert run("email | coalesce('work', 'home') | email", payload) == "home@x.com"
+    assert run("work | coalesce('other')", payload) == "o@x.com"
+    assert run("home | coalesce('other') | lower", payload) == "home@x.com"
+    with pytest.raises(ValueError, match="coalesce takes one or more paths"):
+        compile_expression("a | coalesce()")

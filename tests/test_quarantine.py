@@ -1,0 +1,57 @@
+"""A bad record is quarantined with its reason, the rest goes on, and it can be replayed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from syncd.inspect import export_profiles
+from syncd.mapping.compiler import compile_mappings
+from syncd.store.db import transaction
+from tests.support.project import Project, records_page
+
+
+def test_quarantine_then_fix_the_mapping_and_replay(store_url: str, tmp_path: Path) -> None:
+    project = Project(tmp_path, store_url)
+    try:
+        summary = project.run(
+            {
+                "people": [
+                    records_page(
+                        [
+                            {"id": "good", "email": "a@x.com", "score": "3"},
+                            {"id": "bad", "email": "b@x.com", "score": "lots"},
+                        ]
+                    )
+                ]
+            }
+        )
+        assert summary.counts["quarantined"] == 1
+        assert summary.counts["new"] == 1
+        with transaction(project.engine) as bulk:
+            reasons = bulk.connection.exec_driver_sql(
+                "SELECT location, reason FROM quarantine"
+            ).all()
+        assert [tuple(r) for r in reasons] == [("test:bad", "field score: not a whole number")]
+
+        # Replaying with the same mapping keeps it in quarantine.
+        assert project.pipeline().replay_quarantine().counts["still_quarantined"] == 1
+
+        mapping = tmp_path / "mappings" / "people.toml"
+        mapping.write_text(
+            mapping.read_text().replace(
+                'score = { from = "score", type = "int" }',
+                'score = { from = "score", type = "int", on_error = "null" }',
+            )
+        )
+        project.mappings = compile_mappings(project.config)
+        replay = project.pipeline().replay_quarantine()
+        assert replay.counts["replayed"] == 1
+        with transaction(project.engine) as bulk:
+            ids = sorted(r["id"] for p in export_profiles(bulk) for r in p["records"])
+            still = bulk.connection.exec_driver_sql(
+                "SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL"
+            ).scalar_one()
+        assert ids == ["bad", "good"]
+        assert still == 0
+    finally:
+        project.close()
