@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import connectors
 from syncd import log
 from syncd.config import Config, load_config
 from syncd.demo.sample_files import write_sample_files
@@ -356,6 +358,26 @@ def logs_command(
                 markup=False,
                 highlight=False,
             )
+
+
+@app.command()
+def emulate(
+    system: Annotated[str, typer.Argument(help="a connector with an emulator, e.g. salesforce")],
+    port: Annotated[int, typer.Option(help="loopback port to serve on")] = 8900,
+    people: Annotated[int, typer.Option(help="sample people to seed")] = 500,
+    seed: Annotated[int, typer.Option(help="seed of the sample population")] = 7,
+) -> None:
+    """Serve a connector's loopback emulator in the foreground, to try mappings safely."""
+    try:
+        module = importlib.import_module(f"connectors.{system}.emulator")
+    except ModuleNotFoundError:
+        known = sorted(
+            p.parent.name for p in Path(connectors.__file__).parent.glob("*/emulator.py")
+        )
+        err.print(f"no emulator for {system!r}; known: {', '.join(known)}")
+        raise typer.Exit(2) from None
+    out.print(f"{system} emulator on http://127.0.0.1:{port} with {people} people (Ctrl-C stops)")
+    module.serve_forever(port=port, people=people, seed=seed)
 
 
 @app.command()

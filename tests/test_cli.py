@@ -121,3 +121,9 @@ def test_dry_run_writes_nothing(project: Path) -> None:
 def test_unknown_source_is_a_usage_error(project: Path) -> None:
     code, output = invoke("run-once", "--config", str(project), "--source", "nope")
     assert code == 2 and "unknown source(s): nope" in output
+
+
+def test_emulate_names_the_known_emulators_for_an_unknown_one() -> None:
+    code, output = invoke("emulate", "nosuch")
+    assert code == 2
+    assert "known: hubspot, matomo, salesforce" in output
