@@ -1,0 +1,88 @@
+"""Web and app events: the source that reads what the ingest endpoint acknowledged.
+
+The endpoint (`syncd/ingest/`, started by the daemon) appends every acknowledged message to
+the store's `ingest_spool`; this source reads that spool incrementally, one stream per message
+type, so events map, store and unify like any other source's records.
+
+The source needs the store's URL: `options.store_url`, or else the URL the engine hands over
+with `set_store_url(config.store_url)` before it builds sources.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connectors.ingest.options import MESSAGE_TYPES, IngestOptions
+from connectors.ingest.source import IngestSource
+from syncd.connector import ConnectorContext, ConnectorSpec, Source
+from syncd.errors import ConfigError, Problem
+from syncd.store.db import open_engine
+
+_store_url: str | None = None
+
+
+def set_store_url(url: str | None) -> None:
+    """The store URL of the running config, used by ingest sources that name none."""
+    # Module state on purpose: one process runs one config, and the engine stays vendor-blind.
+    global _store_url
+    _store_url = url
+
+
+def store_url(context: ConnectorContext) -> str:
+    """The store URL an ingest source reads its spool from; ConfigError when there is none."""
+    options = context.options
+    if not isinstance(options, IngestOptions):
+        raise TypeError(f"{context.name}: expected IngestOptions, got {type(options).__name__}")
+    given = options.store_url
+    if given is None:
+        if _store_url is None:
+            raise ConfigError(
+                [
+                    Problem(
+                        f"sources.{context.name}",
+                        "options.store_url",
+                        "the ingest source does not know the store holding its spool",
+                        "set options.store_url, or call connectors.ingest.set_store_url",
+                    )
+                ]
+            )
+        return _store_url
+    url = given if isinstance(given, str) else given.resolve(f"sources.{context.name}.store_url")
+    return _anchored(url, context.config_dir)
+
+
+def _anchored(url: str, base: Path) -> str:
+    # A relative SQLite path is relative to the config file, as the store URL's is.
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix) :]).resolve())
+    return url
+
+
+def _make_source(context: ConnectorContext) -> Source:
+    options = context.options
+    if not isinstance(options, IngestOptions):
+        raise TypeError(f"{context.name}: expected IngestOptions, got {type(options).__name__}")
+    engine = open_engine(store_url(context))
+    return IngestSource(engine, options.streams, options.page_size, owns_engine=True)
+
+
+def _declared_streams(options: IngestOptions) -> list[str]:
+    return list(options.streams)
+
+
+CONNECTOR = ConnectorSpec(
+    kind="ingest",
+    options_model=IngestOptions,
+    make_source=_make_source,
+    declared_streams=_declared_streams,
+)
+
+__all__ = [
+    "CONNECTOR",
+    "MESSAGE_TYPES",
+    "IngestOptions",
+    "IngestSource",
+    "set_store_url",
+    "store_url",
+]

@@ -1,0 +1,40 @@
+"""The typed options of the ingest source (and of the endpoint that fills its spool)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from syncd.connector import ConnectorOptions, EnvRef
+
+MessageType = Literal["identify", "track", "page", "screen", "group", "alias"]
+MESSAGE_TYPES: tuple[MessageType, ...] = ("identify", "track", "page", "screen", "group", "alias")
+
+
+class IngestOptions(ConnectorOptions):
+    """Where the endpoint listens, which write keys it accepts, and how the spool is read.
+
+    `write_keys` are environment-variable references (`[{ env = "WEB_WRITE_KEY" }]`); a key
+    can be rotated by listing the old and the new one. `streams` are the message types read,
+    one stream each. `store_url` is the store holding the spool; left out, it is the store of
+    the config, which the engine hands over through `connectors.ingest.set_store_url`.
+    `max_commit_messages` and `max_pending_requests` bound one group commit and the queue of
+    requests waiting for one (beyond it, the endpoint answers 503 with Retry-After).
+    """
+
+    write_keys: list[EnvRef] = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    streams: list[MessageType] = Field(default_factory=lambda: list(MESSAGE_TYPES), min_length=1)
+    store_url: str | EnvRef | None = None
+    page_size: int = Field(default=1000, ge=1, le=50_000)
+    max_commit_messages: int = Field(default=5000, ge=1)
+    max_pending_requests: int = Field(default=10_000, ge=1)
+
+    @field_validator("streams")
+    @classmethod
+    def _distinct(cls, streams: list[MessageType]) -> list[MessageType]:
+        if len(set(streams)) != len(streams):
+            raise ValueError("a message type is listed twice")
+        return streams

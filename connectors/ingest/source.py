@@ -1,0 +1,125 @@
+"""The ingest source: messages from the store's ingest spool, one stream per message type.
+
+Streams: identify, track, page, screen, group, alias. Each record is the message as the SDK
+sent it (with `messageId`, `timestamp` and `receivedAt` filled in by the endpoint), so each
+type maps through its own mapping file like any source's stream.
+
+The spool is append-only and its ids grow in commit order, so the cursor is simply
+`{"after_id": N}`: every message of the stream with an id up to N has been read. Messages
+are never changed or deleted, so no record ever comes back and no deletion is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from syncd.connector import JsonValue, Page, RawRecord
+from syncd.errors import FatalConnectorError, RetryableError
+from syncd.retry import RetryPolicy, call_with_retry
+from syncd.store.db import Bulk
+
+Row = Sequence[Any]
+
+
+def cursor_after_id(cursor: JsonValue | None) -> int:
+    """The last spool id a stored cursor covers (0: nothing read yet)."""
+    if cursor is None:
+        return 0
+    after = cursor.get("after_id") if isinstance(cursor, dict) else None
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise FatalConnectorError(f"not an ingest spool cursor: {cursor!r}")
+    return after
+
+
+def _record(row: Row) -> RawRecord:
+    spool_id, message = int(row[0]), row[1]
+    location = f"ingest_spool/{spool_id}"
+    try:
+        payload = json.loads(message)
+    except json.JSONDecodeError as error:
+        return RawRecord({}, location, f"message is not JSON: {error.msg}")
+    if not isinstance(payload, dict):
+        return RawRecord({}, location, "message is not a JSON object")
+    return RawRecord(payload, location)
+
+
+class IngestSource:
+    """Reads the spool of the store behind `engine`, `page_size` messages per page.
+
+    The engine is disposed on `close` only when `owns_engine` is true.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        streams: Sequence[str],
+        page_size: int,
+        *,
+        owns_engine: bool = False,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._engine = engine
+        self._streams = list(streams)
+        self._page_size = page_size
+        self._owns_engine = owns_engine
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+
+    def streams(self) -> Sequence[str]:
+        """The message types this source reads."""
+        return list(self._streams)
+
+    def read(self, stream: str, cursor: JsonValue | None) -> Iterator[Page]:
+        """Pages of messages of type `stream` with a spool id after the cursor's."""
+        if stream not in self._streams:
+            raise FatalConnectorError(f"the ingest source has no stream {stream!r}")
+        after = cursor_after_id(cursor)
+        while True:
+            rows = self._fetch(stream, after)
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            yield Page([_record(row) for row in rows], {"after_id": after})
+            if len(rows) < self._page_size:
+                return
+
+    def _fetch(self, stream: str, after: int) -> list[Row]:
+        def query() -> list[Row]:
+            try:
+                with self._engine.connect() as connection:
+                    bulk = Bulk(connection)
+                    return list(
+                        connection.exec_driver_sql(
+                            bulk.sql(
+                                "SELECT id, message FROM ingest_spool "
+                                "WHERE type = ? AND id > ? ORDER BY id LIMIT ?"
+                            ),
+                            (stream, after, self._page_size),
+                        ).all()
+                    )
+            except (OperationalError, PoolTimeout) as error:
+                # A locked SQLite file, a dropped or timed-out PostgreSQL connection.
+                raise RetryableError(f"spool read failed: {_reason(error)}") from error
+            except DBAPIError as error:
+                raise FatalConnectorError(f"spool read refused: {_reason(error)}") from error
+
+        return call_with_retry(query, self._policy, self._sleep)
+
+    def close(self) -> None:
+        """Release the store connections when this source opened them."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, DBAPIError):
+        return str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+    return str(error).splitlines()[0]
