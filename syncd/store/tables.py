@@ -212,3 +212,26 @@ class IngestSpool(SQLModel, table=True):
     type: str
     received_at: str
     message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class PushLedger(SQLModel, table=True):
+    """Per destination, target and profile: the last state the destination acknowledged.
+
+    `state_hash` moves only on OK, so a state that failed is planned again; `rejected_hash`
+    remembers a state the destination refused, so that exact state is not sent again until
+    the profile changes. `attempts` counts failures since the last OK.
+    """
+
+    __tablename__ = "push_ledger"
+
+    destination: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    profile_id: str = Field(primary_key=True)
+    state_hash: str | None = None
+    rejected_hash: str | None = None
+    external_id: str | None = None
+    attempts: int = 0
+    last_outcome: str
+    last_error: str | None = None
+    updated_at: str
+    run_id: str

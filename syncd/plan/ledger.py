@@ -1,0 +1,109 @@
+"""The push ledger: per (destination, target, profile) what the destination acknowledged.
+
+OK stores the state's hash and the destination's id and clears the failure count. RETRY
+keeps the acknowledged hash (so the state is planned again next run) and counts the attempt.
+REJECTED also remembers the refused state's hash, so that same state is not sent again until
+the profile changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from syncd.connector import Outcome
+from syncd.store.db import Bulk
+
+COLUMNS = (
+    "destination",
+    "target",
+    "profile_id",
+    "state_hash",
+    "rejected_hash",
+    "external_id",
+    "attempts",
+    "last_outcome",
+    "last_error",
+    "updated_at",
+    "run_id",
+)
+_ON_CONFLICT = {
+    Outcome.OK: (
+        "state_hash = excluded.state_hash, rejected_hash = NULL, "
+        "external_id = excluded.external_id, attempts = 0, last_error = NULL"
+    ),
+    Outcome.RETRY: "attempts = push_ledger.attempts + 1, last_error = excluded.last_error",
+    Outcome.REJECTED: (
+        "rejected_hash = excluded.rejected_hash, attempts = push_ledger.attempts + 1, "
+        "last_error = excluded.last_error"
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger knows of one profile at one target."""
+
+    state_hash: str | None
+    rejected_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One outcome to write: the pushed state's hash, and the destination's answer."""
+
+    profile_id: str
+    state_hash: str
+    outcome: Outcome
+    external_id: str | None = None
+    error: str | None = None
+
+
+def load_entries(
+    bulk: Bulk, destination: str, target: str, profiles: Sequence[str]
+) -> dict[str, LedgerEntry]:
+    """The ledger entries of `profiles` at one target."""
+    rows = bulk.select_in(
+        "SELECT profile_id, state_hash, rejected_hash FROM push_ledger "
+        "WHERE destination = ? AND target = ? AND profile_id IN ({in})",
+        profiles,
+        before=(destination, target),
+    )
+    return {row[0]: LedgerEntry(row[1], row[2]) for row in rows}
+
+
+def record_outcomes(
+    bulk: Bulk,
+    destination: str,
+    target: str,
+    outcomes: Sequence[Recorded],
+    run_id: str,
+    now: str,
+) -> None:
+    """Write each outcome into the ledger, in one statement per kind of outcome."""
+    marks = ", ".join("?" * len(COLUMNS))
+    for outcome, assignments in _ON_CONFLICT.items():
+        rows = [
+            (
+                destination,
+                target,
+                r.profile_id,
+                r.state_hash if outcome is Outcome.OK else None,
+                r.state_hash if outcome is Outcome.REJECTED else None,
+                r.external_id,
+                0 if outcome is Outcome.OK else 1,
+                outcome.value,
+                r.error,
+                now,
+                run_id,
+            )
+            for r in outcomes
+            if r.outcome is outcome
+        ]
+        sql = (
+            f"INSERT INTO push_ledger ({', '.join(COLUMNS)}) VALUES ({marks}) "
+            "ON CONFLICT (destination, target, profile_id) DO UPDATE SET "
+            f"{assignments}, last_outcome = excluded.last_outcome, "
+            "updated_at = excluded.updated_at, run_id = excluded.run_id"
+        )
+        bulk.executemany(bulk.sql(sql), rows)

@@ -1,0 +1,128 @@
+"""Walk the profiles in bounded chunks and keep the desired states the ledger lacks.
+
+A state is planned when its hash differs from the last acknowledged one, unless it is the
+very state the destination last rejected. Each chunk is read in its own short transaction,
+so pushes and ledger writes can run between chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+
+from syncd.log import get_logger
+from syncd.mapping.destinations import CompiledDestination, FieldError
+from syncd.plan.desired import DesiredState, desired_state
+from syncd.plan.ledger import LedgerEntry, load_entries
+from syncd.store.db import Bulk, transaction
+
+CHUNK = 500
+Change = Literal["new", "changed", "failed before"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedPush:
+    """A desired state to send, and why: new to the target, changed, or failed before."""
+
+    destination: str
+    target: str
+    state: DesiredState
+    change: Change
+
+
+@dataclass
+class PlanChunk:
+    """The planned pushes of one chunk of profiles, and what happened to the others."""
+
+    items: list[PlannedPush] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def _profiles_after(bulk: Bulk, after: str, limit: int) -> list[tuple[str, dict[str, Any]]]:
+    rows = bulk.connection.exec_driver_sql(
+        bulk.sql("SELECT id, traits FROM profile WHERE id > ? ORDER BY id LIMIT ?"),
+        (after, limit),
+    ).all()
+    return [(row[0], json.loads(row[1]) if isinstance(row[1], str) else row[1]) for row in rows]
+
+
+def identifier_values(bulk: Bulk, kind: str, profiles: Sequence[str]) -> dict[str, str]:
+    """Each profile's value of identifier `kind`; the smallest when it has several, so the
+    choice does not depend on record order."""
+    chosen: dict[str, str] = {}
+    rows = bulk.select_in(
+        "SELECT sr.profile_id, i.value FROM source_record sr "
+        "JOIN record_identifier ri ON ri.record_id = sr.id "
+        "JOIN identifier i ON i.id = ri.identifier_id "
+        f"WHERE sr.profile_id IN ({{in}}) AND sr.deleted = {bulk.false} AND i.kind = ?",
+        profiles,
+        after=(kind,),
+    )
+    for profile, value in rows:
+        if profile not in chosen or value < chosen[profile]:
+            chosen[profile] = value
+    return chosen
+
+
+def _change(state: DesiredState, entry: LedgerEntry | None) -> Change | None:
+    if entry is None:
+        return "new"
+    if state.hash in (entry.state_hash, entry.rejected_hash):
+        return None
+    return "changed" if entry.state_hash is not None else "failed before"
+
+
+def _plan(
+    bulk: Bulk, mapping: CompiledDestination, profiles: list[tuple[str, dict[str, Any]]]
+) -> PlanChunk:
+    chunk = PlanChunk()
+    ids = [profile_id for profile_id, _ in profiles]
+    kind = mapping.match_identifier
+    identifiers = identifier_values(bulk, kind, ids) if kind else {}
+    entries = load_entries(bulk, mapping.destination, mapping.target, ids)
+    for profile_id, traits in profiles:
+        if not mapping.selects(traits):
+            chunk.counts["not_selected"] += 1
+            continue
+        try:
+            state = desired_state(mapping, profile_id, traits, identifiers.get(profile_id))
+        except FieldError as error:
+            chunk.counts["skipped_invalid"] += 1
+            get_logger().warning(
+                "profile not planned",
+                destination=mapping.destination,
+                target=mapping.target,
+                profile_id=profile_id,
+                reason=str(error),
+            )
+            continue
+        if state is None:
+            chunk.counts["skipped_no_key"] += 1
+            continue
+        change = _change(state, entries.get(profile_id))
+        if change is None:
+            chunk.counts["unchanged"] += 1
+            continue
+        chunk.counts["planned"] += 1
+        chunk.items.append(PlannedPush(mapping.destination, mapping.target, state, change))
+    return chunk
+
+
+def plan_chunks(
+    engine: Engine, mapping: CompiledDestination, chunk_size: int = CHUNK
+) -> Iterator[PlanChunk]:
+    """The plan of one destination mapping, chunk by chunk of profiles (in id order)."""
+    after = ""
+    while True:
+        with transaction(engine) as bulk:
+            profiles = _profiles_after(bulk, after, chunk_size)
+            if not profiles:
+                return
+            planned = _plan(bulk, mapping, profiles)
+        after = profiles[-1][0]
+        yield planned
