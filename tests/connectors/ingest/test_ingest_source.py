@@ -1,0 +1,128 @@
+"""The ingest source beyond the standard suite: streams by type, new messages, options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import ProgrammingError
+
+import connectors.ingest
+from connectors.ingest import CONNECTOR, IngestOptions, IngestSource, set_store_url
+from syncd.connector import ConnectorContext, Page
+from syncd.errors import ConfigError, FatalConnectorError
+from syncd.testing import FakeSleep
+
+from .conftest import Append, SourceFactory, message
+
+
+def ids(pages: list[Page]) -> list[str]:
+    return [str(record.payload["messageId"]) for page in pages for record in page.records]
+
+
+def test_each_stream_reads_only_its_message_type(
+    append: Append, make_source: SourceFactory
+) -> None:
+    append([message(kind, n) for n in range(3) for kind in ("track", "page", "alias")])
+    source = make_source()
+    assert ids(list(source.read("page", None))) == ["page-0", "page-1", "page-2"]
+    assert ids(list(source.read("alias", None))) == ["alias-0", "alias-1", "alias-2"]
+    assert list(source.read("screen", None)) == []
+
+
+def test_messages_after_the_cursor_arrive_on_the_next_read_once(
+    append: Append, make_source: SourceFactory
+) -> None:
+    append([message("track", n) for n in range(12)])
+    source = make_source(page_size=5)
+    first = list(source.read("track", None))
+    assert [len(page.records) for page in first] == [5, 5, 2]
+    # An SDK retrying an old request, plus new messages, interleaved with another type.
+    append([message("track", 3), message("page", 1), message("track", 12), message("track", 13)])
+    later = list(source.read("track", first[-1].cursor))
+    assert ids(later) == ["track-12", "track-13"]
+    assert list(source.read("track", later[-1].cursor)) == []
+
+
+def test_records_are_the_messages_as_committed(append: Append, make_source: SourceFactory) -> None:
+    append([message("identify", 1, userId="u-1", traits={"email": "Ann@Example.com"})])
+    (page,) = list(make_source().read("identify", None))
+    (record,) = page.records
+    assert record.error is None
+    assert record.location.startswith("ingest_spool/")
+    assert record.payload["traits"] == {"email": "Ann@Example.com"}
+    assert record.payload["userId"] == "u-1"
+    assert record.payload["receivedAt"].endswith("Z")
+    assert page.cursor == {"after_id": int(record.location.split("/")[1])}
+
+
+@pytest.mark.parametrize("cursor", [{"after_id": "7"}, {"after": 3}, [1], {"after_id": -1}])
+def test_a_foreign_cursor_is_fatal(make_source: SourceFactory, cursor: object) -> None:
+    with pytest.raises(FatalConnectorError, match="cursor"):
+        list(make_source().read("track", cursor))
+
+
+def test_an_unread_stream_is_fatal(make_source: SourceFactory) -> None:
+    with pytest.raises(FatalConnectorError, match="no stream 'track'"):
+        list(make_source(streams=["page"]).read("track", None))
+
+
+def test_a_refused_statement_is_not_retried(spool_engine: Engine, append: Append) -> None:
+    def refuse(*_: object) -> None:
+        raise ProgrammingError("SELECT", None, Exception("permission denied for ingest_spool"))
+
+    sleep = FakeSleep()
+    source = IngestSource(spool_engine, ["track"], 10, sleep=sleep)
+    event.listen(spool_engine, "before_cursor_execute", refuse)
+    try:
+        with pytest.raises(FatalConnectorError, match="permission denied"):
+            list(source.read("track", None))
+    finally:
+        event.remove(spool_engine, "before_cursor_execute", refuse)
+    assert sleep.waits == []
+
+
+@pytest.fixture
+def no_store_url() -> Iterator[None]:
+    set_store_url(None)
+    yield
+    set_store_url(None)
+
+
+def context(tmp_path: Path, **options: object) -> ConnectorContext:
+    settings = {"write_keys": [{"env": "WEB_WRITE_KEY"}], **options}
+    return ConnectorContext("web", IngestOptions.model_validate(settings), tmp_path)
+
+
+def test_the_source_reads_the_store_the_engine_hands_over(
+    tmp_path: Path, no_store_url: None
+) -> None:
+    assert CONNECTOR.make_source is not None
+    with pytest.raises(ConfigError, match="store_url"):
+        CONNECTOR.make_source(context(tmp_path))
+    set_store_url(f"sqlite:///{tmp_path / 'store.db'}")
+    assert connectors.ingest.store_url(context(tmp_path)) == f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def test_a_relative_store_url_is_relative_to_the_config(tmp_path: Path, no_store_url: None) -> None:
+    given = context(tmp_path, store_url="sqlite:///var/web.db")
+    assert connectors.ingest.store_url(given) == f"sqlite:///{tmp_path / 'var' / 'web.db'}"
+
+
+def test_the_options_declare_the_streams_and_refuse_literal_keys() -> None:
+    assert CONNECTOR.declared_streams is not None
+    options = IngestOptions.model_validate(
+        {"write_keys": [{"env": "K"}], "streams": ["identify", "page"]}
+    )
+    assert CONNECTOR.declared_streams(options) == ["identify", "page"]
+    with pytest.raises(ValidationError, match="literal secret"):
+        IngestOptions.model_validate({"write_keys": ["wk_live_123"]})
+    with pytest.raises(ValidationError, match="listed twice"):
+        IngestOptions.model_validate({"write_keys": [{"env": "K"}], "streams": ["page", "page"]})
+    with pytest.raises(ValidationError, match="at least 1"):
+        IngestOptions.model_validate({"write_keys": []})
+    with pytest.raises(ValidationError, match="streams"):
+        IngestOptions.model_validate({"write_keys": [{"env": "K"}], "streams": ["pageview"]})

@@ -1,0 +1,235 @@
+"""Anonymous visitors become known people, whatever order their events arrive in.
+
+Messages go through the store-backed sink into the spool, the web source reads them with the
+shipped example mappings (examples/web/mappings), and a pass unifies them. Events hang off
+identifiers, so page views sent before a login belong to the person afterwards without being
+rewritten; an anonymous id shared by two users (a family computer) never merges them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from connectors.ingest import set_store_url
+from syncd.config import Config, load_config
+from syncd.identity.resolve import profile_id_for
+from syncd.ingest.spec import IngestMessage, parse_message
+from syncd.ingest.store_sink import StoreEventSink
+from syncd.inspect import explain
+from syncd.mapping.compiler import Mappings, compile_mappings
+from syncd.runner import Pipeline
+from syncd.store.db import open_store, transaction
+from syncd.store.tables import stable_id
+
+EXAMPLE_MAPPINGS = Path(__file__).parent.parent / "examples" / "web" / "mappings"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def at(hours_ago: float) -> str:
+    return (NOW - timedelta(hours=hours_ago)).isoformat()
+
+
+def msg(kind: str, message_id: str, hours_ago: float, **fields: Any) -> IngestMessage:
+    raw = {"messageId": message_id, "timestamp": at(hours_ago), **fields}
+    return parse_message(raw, kind=kind, received_at=NOW)
+
+
+# One person: two page views on the laptop before logging in, the login (identify), a product
+# viewed while logged in, a product added to the cart on the phone before logging in there,
+# the phone's alias call at its login, and a page view with the user id only.
+VISIT = {
+    "laptop_views": [
+        msg("page", "pv-1", 50, anonymousId="anon-laptop", properties={"path": "/"}),
+        msg("page", "pv-2", 49, anonymousId="anon-laptop", properties={"path": "/shoes"}),
+    ],
+    "login": [
+        msg(
+            "identify",
+            "id-1",
+            48,
+            userId="u-ann",
+            anonymousId="anon-laptop",
+            traits={"email": "Ann@Example.com", "firstName": "Ann"},
+        )
+    ],
+    "viewed": [
+        msg(
+            "track",
+            "tr-1",
+            47,
+            userId="u-ann",
+            anonymousId="anon-laptop",
+            event="Product Viewed",
+            properties={"product_id": "shoe-9"},
+        )
+    ],
+    "phone_cart": [
+        msg(
+            "track",
+            "tr-2",
+            30,
+            anonymousId="anon-phone",
+            event="Product Added",
+            properties={"product_id": "sock-2", "price": "12.50"},
+        )
+    ],
+    "phone_alias": [msg("alias", "al-1", 29, userId="u-ann", previousId="anon-phone")],
+    "known_view": [msg("page", "pv-3", 2, userId="u-ann", properties={"path": "/cart"})],
+}
+
+ORDERS = [
+    ("as it happened", list(VISIT)),
+    ("alias first", ["phone_alias", "phone_cart", "known_view", "login", "laptop_views", "viewed"]),
+    ("login last", ["known_view", "viewed", "phone_cart", "laptop_views", "phone_alias", "login"]),
+    ("reversed", list(reversed(VISIT))),
+    ("all in one pass", None),
+]
+
+
+def write_config(folder: Path) -> Path:
+    path = folder / "syncd.toml"
+    path.write_text(
+        f"""
+mappings_dir = "{EXAMPLE_MAPPINGS.as_posix()}"
+
+[store]
+url = {{ env = "SYNCD_STORE_URL" }}
+
+[logging]
+file = "var/syncd.log"
+
+[identity.kinds.matomo_visitor_id]
+limit = 50
+
+[sources.web]
+type = "ingest"
+
+[sources.web.options]
+write_keys = [{{ env = "SYNCD_WEB_WRITE_KEY" }}]
+
+[sources.matomo]
+type = "matomo"
+enabled = false
+
+[sources.matomo.options]
+url = "http://127.0.0.1:9"
+site_id = 1
+token_auth = {{ env = "MATOMO_TOKEN" }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class Web:
+    """A store, the sink the endpoint writes with, and passes of the pipeline over it."""
+
+    def __init__(self, config: Config, mappings: Mappings, engine: Engine) -> None:
+        self.config, self.mappings, self.engine = config, mappings, engine
+        self.sink = StoreEventSink(engine)
+
+    def deliver(self, messages: Sequence[IngestMessage]) -> None:
+        self.sink.write(messages)
+        summary = Pipeline(self.config, self.mappings, self.engine).run_once()
+        assert summary.status == "ok", summary.errors
+
+    def profile_of(self, user_id: str) -> str:
+        with transaction(self.engine) as bulk:
+            return explain(bulk, self.config.identity, self.mappings.profile, user_id).profile_id
+
+    def merge_log(self) -> list[tuple[str, str]]:
+        with transaction(self.engine) as bulk:
+            return [
+                (str(action), str(reason))
+                for action, reason in bulk.connection.exec_driver_sql(
+                    "SELECT action, reason FROM merge_log ORDER BY id"
+                )
+            ]
+
+
+@pytest.fixture
+def web(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
+    monkeypatch.setenv("SYNCD_STORE_URL", store_url)
+    config = load_config(write_config(tmp_path))
+    set_store_url(config.store_url)
+    engine = open_store(config.store_url)
+    try:
+        yield Web(config, compile_mappings(config), engine)
+    finally:
+        set_store_url(None)
+        engine.dispose()
+
+
+@pytest.mark.parametrize(("order", "groups"), ORDERS, ids=[name for name, _ in ORDERS])
+def test_every_arrival_order_ends_with_the_same_profile(
+    web: Web, order: str, groups: list[str] | None
+) -> None:
+    if groups is None:
+        web.deliver([m for group in VISIT.values() for m in group])
+    else:
+        for group in groups:
+            web.deliver(VISIT[group])
+
+    with transaction(web.engine) as bulk:
+        story = explain(bulk, web.config.identity, web.mappings.profile, "ann@example.com")
+        profiles = bulk.connection.exec_driver_sql("SELECT count(*) FROM profile").scalar()
+    # The profile id derives from the identify record, whichever message came first.
+    assert story.profile_id == profile_id_for(stable_id("web", "identify", "id-1"))
+    assert profiles == 1
+    assert set(story.identifiers) == {
+        ("anonymous_id", "anon-laptop"),
+        ("anonymous_id", "anon-phone"),
+        ("email", "ann@example.com"),
+        ("user_id", "u-ann"),
+    }
+    traits = story.traits
+    assert traits["email"] == "ann@example.com"
+    assert traits["first_name"] == "Ann"
+    assert traits["page_views_7d"] == 3
+    assert traits["products_viewed"] == ["shoe-9"]
+    assert traits["cart_value"] == 12.5
+    assert traits["last_seen"].startswith(at(2)[:16])
+    # The laptop's views from before the login are on the known profile, unrewritten.
+    views = [e for e in story.events if e["name"] == "Page Viewed"]
+    assert [e["properties"]["path"] for e in views] == ["/", "/shoes", "/cart"]
+    assert story.event_count == 6
+
+
+def test_a_shared_device_does_not_merge_two_users(web: Web) -> None:
+    web.deliver(
+        [
+            msg("identify", "id-a", 10, userId="u-ann", anonymousId="anon-family"),
+            msg("identify", "id-b", 5, userId="u-bob", anonymousId="anon-family"),
+            msg("page", "pv-a", 9, userId="u-ann", properties={"path": "/ann"}),
+            msg("page", "pv-b", 4, userId="u-bob", properties={"path": "/bob"}),
+        ]
+    )
+    ann, bob = web.profile_of("u-ann"), web.profile_of("u-bob")
+    assert ann != bob
+    refused = [reason for action, reason in web.merge_log() if action == "refused"]
+    assert refused, "the conflict was not logged"
+    assert any("user_id" in reason for reason in refused)
+    with transaction(web.engine) as bulk:
+        bob_story = explain(bulk, web.config.identity, web.mappings.profile, "u-bob")
+    assert ("user_id", "u-ann") not in bob_story.identifiers
+    assert "/ann" not in json.dumps(bob_story.events)
+
+
+def test_a_replayed_message_changes_nothing(web: Web) -> None:
+    web.deliver(VISIT["laptop_views"] + VISIT["login"])
+    with transaction(web.engine) as bulk:
+        before = explain(bulk, web.config.identity, web.mappings.profile, "u-ann")
+    web.deliver(VISIT["laptop_views"])
+    with transaction(web.engine) as bulk:
+        after = explain(bulk, web.config.identity, web.mappings.profile, "u-ann")
+        spooled = bulk.connection.exec_driver_sql("SELECT count(*) FROM ingest_spool").scalar()
+    assert spooled == 3
+    assert after.event_count == before.event_count == 2
+    assert after.traits == before.traits
