@@ -77,12 +77,14 @@ class _Pusher:
         try:
             for mapping in mappings:
                 counts: Counter[str] = Counter()
-                for chunk in plan_chunks(self.engine, mapping):
-                    counts.update(chunk.counts)
-                    if not dry_run:
-                        self._drain(mapping.target, chunk.items, counts)
-                self.report.counts.update(counts)
-                self.log.info("target pushed", target=mapping.target, **counts)
+                try:
+                    for chunk in plan_chunks(self.engine, mapping):
+                        counts.update(chunk.counts)
+                        if not dry_run:
+                            self._drain(mapping.target, chunk.items, counts)
+                finally:
+                    self.report.counts.update(counts)
+                    self.log.info("target pushed", target=mapping.target, **counts)
         except _DestinationFailed:
             pass
         finally:
