@@ -17,6 +17,7 @@ from rich.table import Table
 import connectors
 from syncd import log
 from syncd.config import Config, load_config
+from syncd.demo.crm import pointed_at, running_emulators
 from syncd.demo.sample_files import write_sample_files
 from syncd.errors import ConfigError, StoreError, SyncdError
 from syncd.inspect import NotFoundError, explain, export_profiles, status
@@ -383,11 +384,12 @@ def emulate(
 @app.command()
 def demo(
     config: ConfigOption = DEFAULT_CONFIG,
-    people: Annotated[
-        int, typer.Option(help="sample people to generate into an empty inbox")
-    ] = 300,
+    people: Annotated[int, typer.Option(help="sample people in each emulated CRM")] = 300,
 ) -> None:
-    """Run the pipeline on the shipped sample data, run it again (nothing changes), explain one."""
+    """The pipeline end to end on the sample inbox and both emulated CRMs, twice.
+
+    The second pass shows that unchanged input changes nothing.
+    """
     loaded, mappings, engine = _setup(config)
     for entry in loaded.sources.values():
         folder_name = getattr(entry.options, "folder", None)
@@ -396,17 +398,23 @@ def demo(
             if not folder.is_dir() or not any(folder.iterdir()):
                 written = write_sample_files(folder, people)
                 out.print(f"wrote sample files into {folder}: {written}")
-    pipeline = Pipeline(loaded, mappings, engine, LineProgress())
-    first = pipeline.run_once()
-    _print_summary(first)
-    second = pipeline.run_once()
+    with running_emulators(people) as emulators:
+        aimed = pointed_at(loaded, emulators)
+        out.print(
+            f"Salesforce emulator at {emulators.salesforce.url}, "
+            f"HubSpot emulator at {emulators.hubspot.url}"
+        )
+        pipeline = Pipeline(aimed, mappings, engine, LineProgress())
+        first = pipeline.run_once()
+        _print_summary(first)
+        second = pipeline.run_once()
     rewritten = sum(second.counts.get(k, 0) for k in ("new", "changed", "profiles_written"))
     out.print(
-        f"second run: {rewritten} records or profiles rewritten (unchanged input changes nothing)"
+        f"second pass: {rewritten} records or profiles rewritten (unchanged input changes nothing)"
     )
     with transaction(engine) as bulk:
         row = bulk.connection.exec_driver_sql(
-            "SELECT id FROM profile WHERE record_count > 1 ORDER BY id LIMIT 1"
+            "SELECT p.id FROM profile p WHERE p.record_count > 2 ORDER BY p.id LIMIT 1"
         ).first()
     if row is not None:
         out.print(f"\nexplore: syncd explain {row[0]}    syncd profiles export    syncd status")

@@ -1,0 +1,76 @@
+"""The CRM part of `syncd demo`: the Salesforce and HubSpot emulators on loopback, seeded with
+overlapping people, and the configured CRM sources pointed at them.
+
+This is the one place of the engine package that names concrete connectors: it is a showcase
+of them, not part of the pipeline, which reaches connectors only through their specs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from connectors.hubspot.emulator import DEFAULT_TOKEN, HubSpotEmulator
+from connectors.salesforce.emulator import DEFAULT_CREDENTIALS, SalesforceEmulator
+from syncd.config import Config, ConnectorEntry
+
+
+@dataclasses.dataclass(frozen=True)
+class Emulators:
+    """Where the running emulators listen, and the settings that point a connector at each."""
+
+    salesforce: SalesforceEmulator
+    hubspot: HubSpotEmulator
+
+    def overrides(self) -> Mapping[str, dict[str, Any]]:
+        return {
+            "salesforce": {
+                "instance_url": self.salesforce.url,
+                "username": DEFAULT_CREDENTIALS.username,
+            },
+            "hubspot": {"host": self.hubspot.url},
+        }
+
+
+@contextmanager
+def running_emulators(people: int, seed: int = 7) -> Iterator[Emulators]:
+    """Both CRM emulators, with the environment holding their (public, fake) credentials."""
+    secrets = {
+        "SF_PASSWORD": DEFAULT_CREDENTIALS.password,
+        "SF_TOKEN": DEFAULT_CREDENTIALS.security_token,
+        "HUBSPOT_TOKEN": DEFAULT_TOKEN,
+    }
+    saved = {name: os.environ.get(name) for name in secrets}
+    os.environ.update(secrets)
+    try:
+        with ExitStack() as stack:
+            salesforce = stack.enter_context(SalesforceEmulator(people=people, seed=seed))
+            hubspot = stack.enter_context(HubSpotEmulator(people=people, seed=seed))
+            yield Emulators(salesforce, hubspot)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def pointed_at(config: Config, emulators: Emulators) -> Config:
+    """The config with its CRM sources and destinations enabled and aimed at the emulators."""
+
+    def aim(entries: Mapping[str, ConnectorEntry]) -> dict[str, ConnectorEntry]:
+        aimed = {}
+        for name, entry in entries.items():
+            update = emulators.overrides().get(entry.spec.kind)
+            if update is not None:
+                options = entry.options.model_copy(update=update)
+                entry = dataclasses.replace(entry, enabled=True, options=options)
+            aimed[name] = entry
+        return aimed
+
+    return dataclasses.replace(
+        config, sources=aim(config.sources), destinations=aim(config.destinations)
+    )
