@@ -38,7 +38,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_validate_ok_and_exit_2_listing_every_problem(project: Path) -> None:
     assert invoke("validate", "--config", str(project)) == (
         0,
-        "ok: 1 source(s), 0 destination(s), 3 mapped stream(s)\n",
+        "ok: 3 source(s), 0 destination(s), 7 mapped stream(s)\n",
     )
     mapping = project.parent / "mappings" / "inbox_customers.toml"
     mapping.write_text(
