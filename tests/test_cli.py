@@ -127,3 +127,14 @@ def test_emulate_names_the_known_emulators_for_an_unknown_one() -> None:
     code, output = invoke("emulate", "nosuch")
     assert code == 2
     assert "known: hubspot, matomo, salesforce" in output
+
+
+def test_demo_runs_both_crms_end_to_end_and_a_second_pass_changes_nothing(project: Path) -> None:
+    code, output = invoke("demo", "--config", str(project), "--people", "60")
+    assert code == 0, output
+    assert "salesforce/Contact:" in output
+    assert "hubspot/contacts:" in output
+    assert "second pass: 0 records or profiles rewritten" in output
+    code, output = invoke("status", "--config", str(project), "--json")
+    sources = {cursor["source"] for cursor in json.loads(output)["cursors"]}
+    assert sources == {"inbox", "salesforce", "hubspot"}
