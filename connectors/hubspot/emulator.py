@@ -13,20 +13,18 @@ fail (see `emulator_faults`).
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
 import structlog
-import uvicorn
 
 from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteLogEntry
 from connectors.hubspot.emulator_faults import Fault, FaultInjector, FaultKind, RequestBudget
 from connectors.hubspot.emulator_routes import build_app
 from connectors.hubspot.emulator_state import EmulatorState
+from syncd.httpserver import BackgroundServer
 
 __all__ = ["DEFAULT_TOKEN", "Fault", "FaultKind", "HubSpotEmulator", "serve_forever"]
 
@@ -60,10 +58,14 @@ class HubSpotEmulator:
         self._state = EmulatorState(
             self._seeded(), FaultInjector(fault_seed), self._budget(), {access_token}
         )
-        self._port = port
-        self._socket: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundServer(
+            build_app(self._state),
+            "127.0.0.1",
+            port,
+            name="HubSpot emulator",
+            configure_logging=False,
+            timeout_graceful_shutdown=1,
+        )
 
     def _seeded(self) -> CrmData:
         data = CrmData(clock=self._clock)
@@ -107,55 +109,18 @@ class HubSpotEmulator:
     @property
     def url(self) -> str:
         """The base URL to give the client as `host` (no trailing slash)."""
-        if self._socket is None:
+        if not self._http.bound:
             raise RuntimeError("the emulator is not running; call start() first")
-        host, port = self._socket.getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def _make_server(self) -> tuple[uvicorn.Server, socket.socket]:
-        # proto=IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted sockets (no 40 ms stalls).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
-        config = uvicorn.Config(
-            build_app(self._state),
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        return uvicorn.Server(config), sock
+        return self._http.url
 
     def start(self) -> Self:
         """Serve in a background thread on an ephemeral port; returns once it accepts."""
-        if self._server is not None:
-            return self
-        self._server, self._socket = self._make_server()
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            name="hubspot-emulator",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the HubSpot emulator did not start")
-            time.sleep(0.005)
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+        self._http.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -213,17 +178,13 @@ class HubSpotEmulator:
 
     def serve_blocking(self) -> None:
         """Serve in the calling thread until interrupted (SIGINT/SIGTERM)."""
-        server, sock = self._make_server()
-        self._socket = sock
-        log.info("hubspot emulator listening", url=self.url, people=len(self.records()))
+        url = self._http.bind()
+        log.info("hubspot emulator listening", url=url, people=len(self.records()))
         try:
-            server.run(sockets=[sock])
+            self._http.run()
         except KeyboardInterrupt:
             # uvicorn shuts down gracefully, then re-raises the Ctrl-C: that is a clean exit.
             log.info("hubspot emulator stopped")
-        finally:
-            sock.close()
-            self._socket = None
 
 
 def serve_forever(port: int = 8900, people: int = 500, seed: int = 0) -> None:

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import signal
-import socket
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-import uvicorn
-
 from connectors.salesforce.emulator_http import EmulatorApp
 from connectors.salesforce.emulator_state import Credentials, EmulatorState
 from connectors.salesforce.faults import Endpoint, FaultKind, FaultPlan, RequestBudget
 from connectors.salesforce.org import Org, WriteRequest
+from syncd.httpserver import BackgroundServer
 
 # Published on purpose: they open nothing but a loopback emulator.
 DEFAULT_CREDENTIALS = Credentials(
@@ -60,55 +58,35 @@ class SalesforceEmulator:
         self.faults = FaultPlan(slow_seconds=slow_seconds)
         self.state = EmulatorState(self.org, self.faults, credentials)
         self.app = EmulatorApp(self.state, RequestBudget(*budget) if budget else None)
-        self._port = port
-        self._socket: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundServer(
+            self.app,
+            "127.0.0.1",
+            port,
+            name="Salesforce emulator",
+            http="h11",
+            timeout_graceful_shutdown=1,
+            start_timeout=None,
+            stop_timeout=None,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
     def url(self) -> str:
         """The base URL, http://127.0.0.1:<port>; the emulator must be started."""
-        if self._socket is None:
+        if not self._http.bound:
             raise RuntimeError("the emulator is not started")
-        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        return self._http.url
 
     def start(self) -> SalesforceEmulator:
         """Bind the port and serve in a background thread; returns once it accepts calls."""
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit it. Without it uvicorn's separate header and body writes
-        # wait on the client's delayed ACK: 40 ms per answer instead of about one.
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._socket.bind(("127.0.0.1", self._port))
-        self.state.base_url = self.url
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            http="h11",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
-        )
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("the emulator failed to start")
-            self._thread.join(0.01)
+        # The login answers carry the base URL, so it must be known before the first call.
+        self.state.base_url = self._http.bind()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join()
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+        self._http.stop()
 
     def __enter__(self) -> SalesforceEmulator:
         return self.start()
