@@ -5,24 +5,30 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
 import connectors
 from syncd import log
 from syncd.config import Config, load_config
 from syncd.demo.crm import pointed_at, running_emulators
 from syncd.demo.sample_files import write_sample_files
-from syncd.errors import ConfigError, StoreError, SyncdError
+from syncd.errors import ConfigError, Problem, StoreError, SyncdError
 from syncd.inspect import NotFoundError, explain, export_profiles, status
 from syncd.mapping.compiler import Mappings, compile_mappings
-from syncd.runner import Pipeline, RunSummary
+from syncd.mapping.destinations import DestinationMappings, compile_destinations
+from syncd.pii import mask
+from syncd.push import preview
+from syncd.runner import Pipeline, Progress, RunSummary
 from syncd.store.db import open_store, transaction
 from syncd.store.writer import WriteCounts
 
@@ -40,22 +46,47 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _load(config_path: Path) -> tuple[Config, Mappings]:
-    """Config and mappings, or exit 2 listing every problem."""
+@dataclass(frozen=True)
+class Project:
+    """A validated config with every compiled mapping: streams and destinations."""
+
+    config: Config
+    mappings: Mappings
+    destinations: DestinationMappings
+
+
+def _load(config_path: Path) -> Project:
+    """Config and every mapping, or exit 2 listing every problem."""
     try:
         config = load_config(config_path)
+    except ConfigError as error:
+        _exit_with_problems(error.problems)
+    problems = []
+    mappings = destinations = None
+    try:
         mappings = compile_mappings(config)
     except ConfigError as error:
-        for problem in error.problems:
-            # Plain print: one problem per line however narrow the terminal, for grep and CI.
-            print(problem, file=sys.stderr)
-        err.print(f"{len(error.problems)} problem(s); nothing was run.", style="bold red")
-        raise typer.Exit(2) from None
-    return config, mappings
+        problems.extend(error.problems)
+    try:
+        destinations = compile_destinations(config)
+    except ConfigError as error:
+        problems.extend(error.problems)
+    if problems or mappings is None or destinations is None:
+        _exit_with_problems(problems)
+    return Project(config, mappings, destinations)
 
 
-def _setup(config_path: Path) -> tuple[Config, Mappings, Any]:
-    config, mappings = _load(config_path)
+def _exit_with_problems(problems: list[Problem]) -> NoReturn:
+    for problem in problems:
+        # Plain print: one problem per line however narrow the terminal, for grep and CI.
+        print(problem, file=sys.stderr)
+    err.print(f"{len(problems)} problem(s); nothing was run.", style="bold red")
+    raise typer.Exit(2)
+
+
+def _setup(config_path: Path) -> tuple[Project, Engine]:
+    project = _load(config_path)
+    config = project.config
     log_file = Path(config.logging.file) if config.logging.file else None
     if log_file is not None and not log_file.is_absolute():
         log_file = config.base_dir / log_file
@@ -65,7 +96,13 @@ def _setup(config_path: Path) -> tuple[Config, Mappings, Any]:
     except StoreError as error:
         err.print(str(error), markup=False)
         raise typer.Exit(1) from None
-    return config, mappings, engine
+    return project, engine
+
+
+def _pipeline(project: Project, engine: Engine, progress: Progress | None = None) -> Pipeline:
+    return Pipeline(
+        project.config, project.mappings, engine, progress, destinations=project.destinations
+    )
 
 
 class TerminalProgress:
@@ -114,10 +151,12 @@ def _print_summary(summary: RunSummary) -> None:
 @app.command()
 def validate(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Check the config and every mapping; exit 2 listing every problem."""
-    loaded, mappings = _load(config)
+    project = _load(config)
     out.print(
-        f"ok: {len(loaded.sources)} source(s), {len(loaded.destinations)} destination(s), "
-        f"{len(mappings.streams)} mapped stream(s)"
+        f"ok: {len(project.config.sources)} source(s), "
+        f"{len(project.config.destinations)} destination(s), "
+        f"{len(project.mappings.streams)} mapped stream(s), "
+        f"{len(project.destinations.mappings)} destination mapping(s)"
     )
 
 
@@ -127,15 +166,21 @@ def run_once(
     source: Annotated[list[str] | None, typer.Option("--source", help="only this source")] = None,
     full: Annotated[bool, typer.Option("--full", help="ignore cursors: pull everything")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="pull and map, write nothing")] = False,
+    destination: Annotated[
+        list[str] | None, typer.Option("--destination", help="only push to this destination")
+    ] = None,
 ) -> None:
-    """Pull, map, store, unify and refresh profiles once (a backfill with --full)."""
-    loaded, mappings, engine = _setup(config)
-    unknown = [name for name in source or [] if name not in loaded.sources]
-    if unknown:
-        err.print(
-            f"unknown source(s): {', '.join(unknown)}; configured: {', '.join(loaded.sources)}"
-        )
-        raise typer.Exit(2)
+    """Pull, map, store, unify, refresh profiles and push once (a backfill with --full)."""
+    project, engine = _setup(config)
+    loaded = project.config
+    for kind, asked, known in (
+        ("source", source, loaded.sources),
+        ("destination", destination, loaded.destinations),
+    ):
+        unknown = [name for name in asked or [] if name not in known]
+        if unknown:
+            err.print(f"unknown {kind}(s): {', '.join(unknown)}; configured: {', '.join(known)}")
+            raise typer.Exit(2)
     if sys.stdout.isatty():
         columns = (
             SpinnerColumn(),
@@ -144,11 +189,13 @@ def run_once(
             TimeElapsedColumn(),
         )
         with RichProgress(*columns, console=out, transient=True) as bar:
-            summary = Pipeline(loaded, mappings, engine, TerminalProgress(bar)).run_once(
-                source, full, dry_run
+            summary = _pipeline(project, engine, TerminalProgress(bar)).run_once(
+                source, full, dry_run, destination
             )
     else:
-        summary = Pipeline(loaded, mappings, engine, LineProgress()).run_once(source, full, dry_run)
+        summary = _pipeline(project, engine, LineProgress()).run_once(
+            source, full, dry_run, destination
+        )
     _print_summary(summary)
     raise typer.Exit(0 if summary.status == "ok" else 1)
 
@@ -161,8 +208,8 @@ def rebuild(
     ] = False,
 ) -> None:
     """Map the stored raw records again and resolve identity from scratch."""
-    loaded, mappings, engine = _setup(config)
-    pipeline = Pipeline(loaded, mappings, engine)
+    project, engine = _setup(config)
+    pipeline = _pipeline(project, engine)
     if verify:
         differences = pipeline.verify()
         for line in differences:
@@ -172,13 +219,37 @@ def rebuild(
     _print_summary(pipeline.rebuild())
 
 
+@app.command("plan")
+def plan_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    show: Annotated[int, typer.Option(help="planned pushes to list")] = 20,
+) -> None:
+    """What the next push would send to each destination, and why; sends nothing."""
+    project, engine = _setup(config)
+    planned = preview(project.config, engine, project.destinations)
+    counts = Counter((p.destination, p.target, str(p.change)) for p in planned)
+    table = Table("destination", "target", "change", "profiles", title="next push")
+    for (destination, target, change), count in sorted(counts.items()):
+        table.add_row(destination, target, change, str(count))
+    out.print(table)
+    listed = Table("destination/target", "profile", "match", "fields", title=f"first {show}")
+    for item in planned[:show]:
+        listed.add_row(
+            f"{item.destination}/{item.target}",
+            item.state.profile_id,
+            mask("email" if "@" in item.state.match_value else "id", item.state.match_value),
+            ", ".join(sorted(item.state.fields)),
+        )
+    out.print(listed)
+
+
 @app.command("status")
 def status_command(
     config: ConfigOption = DEFAULT_CONFIG,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """What the store holds, where each stream's cursor is, and the latest runs."""
-    _, _, engine = _setup(config)
+    _, engine = _setup(config)
     with transaction(engine) as bulk:
         report = status(bulk)
     if as_json:
@@ -210,10 +281,10 @@ def explain_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """A profile: traits with the record each came from, identifiers, records and merges."""
-    loaded, mappings, engine = _setup(config)
+    project, engine = _setup(config)
     try:
         with transaction(engine) as bulk:
-            found = explain(bulk, loaded.identity, mappings.profile, query)
+            found = explain(bulk, project.config.identity, project.mappings.profile, query)
     except NotFoundError as error:
         err.print(str(error))
         raise typer.Exit(1) from None
@@ -271,7 +342,7 @@ def profiles_export(
     ] = None,
 ) -> None:
     """Every profile as one JSON line: profile_id, traits, identifiers, records."""
-    _, _, engine = _setup(config)
+    _, engine = _setup(config)
     handle = output.open("w", encoding="utf-8") if output else sys.stdout
     try:
         with transaction(engine) as bulk:
@@ -288,7 +359,7 @@ def quarantine_list(
     everything: Annotated[bool, typer.Option("--all", help="also the replayed ones")] = False,
 ) -> None:
     """Quarantined records: where they came from and why."""
-    _, _, engine = _setup(config)
+    _, engine = _setup(config)
     with transaction(engine) as bulk:
         rows = bulk.connection.exec_driver_sql(
             "SELECT id, created_at, source, stream, location, reason, replayed_at FROM quarantine "
@@ -306,8 +377,8 @@ def quarantine_list(
 @quarantine_app.command("replay")
 def quarantine_replay(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Map quarantined records again (after fixing a mapping); those that pass are stored."""
-    loaded, mappings, engine = _setup(config)
-    summary = Pipeline(loaded, mappings, engine).replay_quarantine()
+    project, engine = _setup(config)
+    summary = _pipeline(project, engine).replay_quarantine()
     _print_summary(summary)
     raise typer.Exit(0 if summary.status == "ok" else 1)
 
@@ -323,7 +394,7 @@ def logs_command(
     raw: Annotated[bool, typer.Option("--json", help="print the JSON lines as they are")] = False,
 ) -> None:
     """Filter and pretty-print the JSON sync log."""
-    loaded, _ = _load(config)
+    loaded = _load(config).config
     if not loaded.logging.file:
         err.print("logging.file is not set in the config; nothing to read")
         raise typer.Exit(2)
@@ -390,7 +461,8 @@ def demo(
 
     The second pass shows that unchanged input changes nothing.
     """
-    loaded, mappings, engine = _setup(config)
+    project, engine = _setup(config)
+    loaded = project.config
     for entry in loaded.sources.values():
         folder_name = getattr(entry.options, "folder", None)
         if entry.spec.kind == "files" and folder_name:
@@ -404,13 +476,19 @@ def demo(
             f"Salesforce emulator at {emulators.salesforce.url}, "
             f"HubSpot emulator at {emulators.hubspot.url}"
         )
-        pipeline = Pipeline(aimed, mappings, engine, LineProgress())
+        pipeline = Pipeline(
+            aimed, project.mappings, engine, LineProgress(), destinations=project.destinations
+        )
         first = pipeline.run_once()
         _print_summary(first)
         second = pipeline.run_once()
-    rewritten = sum(second.counts.get(k, 0) for k in ("new", "changed", "profiles_written"))
+        _print_summary(second)
     out.print(
-        f"second pass: {rewritten} records or profiles rewritten (unchanged input changes nothing)"
+        f"first pass: pushed {first.counts.get('push_pushed_ok', 0)} record(s) to the CRMs. "
+        f"second pass: pulled {second.counts.get('changed', 0)} of our own writes back, "
+        f"{second.counts.get('new', 0)} new record(s), "
+        f"{second.counts.get('profiles_written', 0)} profile(s) changed, "
+        f"{second.counts.get('push_planned', 0)} record(s) pushed"
     )
     with transaction(engine) as bulk:
         row = bulk.connection.exec_driver_sql(

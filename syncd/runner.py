@@ -21,8 +21,10 @@ from syncd.errors import ConnectorError, RecordError
 from syncd.identity.unify import unify
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import Mappings
+from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import clear_pending_events, pending_events, refresh_profiles
+from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, transaction
 from syncd.store.writer import PageWriter, WriteCounts, load_cursor, stage_record
@@ -78,6 +80,7 @@ class Pipeline:
         engine: Engine,
         progress: Progress | None = None,
         make_source: Callable[[ConnectorEntry, Config], Source] | None = None,
+        destinations: DestinationMappings | None = None,
     ) -> None:
         self.config = config
         self.mappings = mappings
@@ -85,6 +88,7 @@ class Pipeline:
         self.progress = progress or SilentProgress()
         self.make_source = make_source or _make_source
         self.mapper = PageMapper(config.path, config.workers)
+        self.destinations = destinations
         self.log = get_logger()
 
     def _start(self, kind: str) -> RunSummary:
@@ -123,9 +127,15 @@ class Pipeline:
         return summary
 
     def run_once(
-        self, only_sources: list[str] | None = None, full: bool = False, dry_run: bool = False
+        self,
+        only_sources: list[str] | None = None,
+        full: bool = False,
+        dry_run: bool = False,
+        only_destinations: list[str] | None = None,
+        push: bool = True,
     ) -> RunSummary:
-        """Pull every enabled source (or only the named ones), then unify and refresh profiles."""
+        """Pull every enabled source (or only the named ones), unify, refresh profiles, then
+        push to every enabled destination (or only the named ones)."""
         summary = self._start("dry-run" if dry_run else ("full" if full else "incremental"))
         for name, entry in self.config.sources.items():
             if (only_sources and name not in only_sources) or not entry.enabled:
@@ -145,7 +155,25 @@ class Pipeline:
         self.mapper.close()
         if not dry_run:
             self._resolve(summary)
+        if push:
+            self._push(summary, only_destinations, dry_run)
         return self._finish(summary)
+
+    def _push(self, summary: RunSummary, only: list[str] | None, dry_run: bool) -> None:
+        if not any(entry.enabled for entry in self.config.destinations.values()):
+            return
+        if self.destinations is None:
+            self.destinations = compile_destinations(self.config)
+        self.progress.stage("push")
+        report = run_push(
+            self.config, self.engine, summary.run_id, only, dry_run, mappings=self.destinations
+        )
+        for name, value in report.counts.items():
+            if value:
+                summary.bump(f"push_{name}", value)
+        if report.errors:
+            summary.status = "failed"
+            summary.errors.extend(report.errors)
 
     def _fail(self, summary: RunSummary, source: str, error: ConnectorError) -> None:
         summary.status = "failed"

@@ -174,7 +174,7 @@ def test_three_cycles_push_our_writes_once(
         cycles = []
         for _ in range(3):
             sf_writes, hs_writes = len(sf.writes), len(hs.write_log)
-            summary = Pipeline(config, mappings, engine).run_once()
+            summary = Pipeline(config, mappings, engine).run_once(push=False)
             report = run_push(config, engine, summary.run_id, mappings=destinations)
             assert summary.status == "ok", summary.errors
             assert report.errors == []

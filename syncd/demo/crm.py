@@ -16,6 +16,7 @@ from typing import Any
 from connectors.hubspot.emulator import DEFAULT_TOKEN, HubSpotEmulator
 from connectors.salesforce.emulator import DEFAULT_CREDENTIALS, SalesforceEmulator
 from syncd.config import Config, ConnectorEntry
+from syncd.mapping.transforms import normalize_email
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ def running_emulators(people: int, seed: int = 7) -> Iterator[Emulators]:
         with ExitStack() as stack:
             salesforce = stack.enter_context(SalesforceEmulator(people=people, seed=seed))
             hubspot = stack.enter_context(HubSpotEmulator(people=people, seed=seed))
+            _fill_external_ids(salesforce)
             yield Emulators(salesforce, hubspot)
     finally:
         for name, value in saved.items():
@@ -56,6 +58,15 @@ def running_emulators(people: int, seed: int = 7) -> Iterator[Emulators]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _fill_external_ids(salesforce: SalesforceEmulator) -> None:
+    """What an admin does before the first push: give each contact its external id (here its
+    email), so that upserts by Syncd_Id__c update contacts instead of creating new ones."""
+    for record_id in salesforce.ids("Contact"):
+        email = salesforce.record("Contact", record_id).get("Email")
+        if email:
+            salesforce.modify("Contact", [record_id], Syncd_Id__c=normalize_email(email))
 
 
 def pointed_at(config: Config, emulators: Emulators) -> Config:

@@ -111,7 +111,8 @@ class Project:
         self.engine: Engine = open_store(self.config.store_url)
 
     def run(self, pages: dict[str, list[Page]] | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
-        """One run-once; with `pages`, the source yields exactly those pages."""
+        """One run-once without the push stage; with `pages`, the source yields exactly those."""
+        kwargs.setdefault("push", False)
         make = None
         if pages is not None:
             script = ScriptedSource(pages)
