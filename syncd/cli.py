@@ -20,16 +20,19 @@ from sqlalchemy import Engine
 import connectors
 from syncd import log
 from syncd.config import Config, load_config
-from syncd.demo.crm import pointed_at, running_emulators
+from syncd.daemon import ingest_app, ingest_source, run_daemon, serve_ingest
+from syncd.demo.live import DEMO_WRITE_KEY, pointed_at, running_emulators
 from syncd.demo.sample_files import write_sample_files
 from syncd.errors import ConfigError, Problem, StoreError, SyncdError
+from syncd.ingest.server import running
+from syncd.ingest.simulator import simulate
 from syncd.inspect import NotFoundError, explain, export_profiles, status
 from syncd.mapping.compiler import Mappings, compile_mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.pii import mask
 from syncd.push import preview
 from syncd.runner import Pipeline, Progress, RunSummary
-from syncd.store.db import open_store, transaction
+from syncd.store.db import Bulk, open_store, transaction
 from syncd.store.writer import WriteCounts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -433,6 +436,36 @@ def logs_command(
 
 
 @app.command()
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port (0 picks a free one)")] = None,
+) -> None:
+    """Serve the event ingest endpoint alone (identify/track/page/... from analytics SDKs)."""
+    project, engine = _setup(config)
+    try:
+        serve_ingest(
+            project.config, engine, host, port, ready=lambda url: out.print(f"listening on {url}")
+        )
+    except ConfigError as error:
+        _exit_with_problems(error.problems)
+
+
+@app.command()
+def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """The daemon: every source on its schedule, pushes after each pass, and the ingest endpoint."""
+    project, engine = _setup(config)
+
+    def ready(url: str) -> None:
+        out.print(f"syncd running; ingest endpoint {url}" if url else "syncd running")
+
+    try:
+        run_daemon(project.config, project.mappings, engine, ready=ready)
+    except ConfigError as error:
+        _exit_with_problems(error.problems)
+
+
+@app.command()
 def emulate(
     system: Annotated[str, typer.Argument(help="a connector with an emulator, e.g. salesforce")],
     port: Annotated[int, typer.Option(help="loopback port to serve on")] = 8900,
@@ -476,6 +509,13 @@ def demo(
             f"Salesforce emulator at {emulators.salesforce.url}, "
             f"HubSpot emulator at {emulators.hubspot.url}"
         )
+        if ingest_source(aimed) is not None:
+            with running(ingest_app(aimed, engine)) as url:
+                sent = simulate(url, DEMO_WRITE_KEY, people=min(people, 120))
+            out.print(
+                f"simulated shop: {sent.messages} events from {sent.people} visitors "
+                f"({sent.identified} logged in) sent to the ingest endpoint at {url}"
+            )
         pipeline = Pipeline(
             aimed, project.mappings, engine, LineProgress(), destinations=project.destinations
         )
@@ -491,12 +531,26 @@ def demo(
         f"{second.counts.get('push_planned', 0)} record(s) pushed"
     )
     with transaction(engine) as bulk:
-        row = bulk.connection.exec_driver_sql(
-            "SELECT p.id FROM profile p WHERE p.record_count > 2 ORDER BY p.id LIMIT 1"
-        ).first()
-    if row is not None:
-        out.print(f"\nexplore: syncd explain {row[0]}    syncd profiles export    syncd status")
+        example = _demo_example(bulk)
+    if example:
+        out.print(
+            f"\nexplore: syncd explain {example}   (CRM records, web visits before and after "
+            "login, merges and their reasons)\n         syncd profiles export    syncd status"
+        )
     raise typer.Exit(0 if first.status == second.status == "ok" else 1)
+
+
+def _demo_example(bulk: Bulk) -> str | None:
+    """The email of a person found in the CRMs and on the website, for `syncd explain`."""
+    rows = bulk.connection.exec_driver_sql(
+        "SELECT p.traits FROM profile p WHERE p.record_count > 2 ORDER BY p.id"
+    )
+    for (traits,) in rows:
+        loaded = json.loads(traits) if isinstance(traits, str) else traits
+        sources = set(loaded.get("sources") or [])
+        if {"web", "salesforce"} <= sources and loaded.get("email"):
+            return str(loaded["email"])
+    return None
 
 
 def main() -> None:

@@ -143,6 +143,9 @@ class ConnectorContext:
     name: str
     options: ConnectorOptions
     config_dir: Path
+    store_url: str | None = None
+    """The profile store's URL, for a connector that reads what syncd itself stored (the
+    ingest spool); other connectors ignore it."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
-import connectors.ingest
 from connectors.ingest.options import IngestOptions
 from syncd.config import Config, ConnectorEntry, Schedule
 from syncd.errors import ConfigError, Problem, SyncdError
@@ -128,7 +127,6 @@ def run_daemon(
     Raises ConfigError for a crontab line APScheduler cannot read, before anything runs.
     """
     log = get_logger()
-    connectors.ingest.set_store_url(config.store_url)
     triggers = _triggers(config, mappings)
     scheduler = BackgroundScheduler(
         timezone=UTC,

@@ -397,4 +397,4 @@ def _differences(before: Snapshot, after: Snapshot, most: int = 20) -> list[str]
 def _make_source(entry: ConnectorEntry, config: Config) -> Source:
     factory = entry.spec.make_source
     assert factory is not None  # config validation refuses a connector without one
-    return factory(ConnectorContext(entry.name, entry.options, config.base_dir))
+    return factory(ConnectorContext(entry.name, entry.options, config.base_dir, config.store_url))

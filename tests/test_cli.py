@@ -38,7 +38,7 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_validate_ok_and_exit_2_listing_every_problem(project: Path) -> None:
     assert invoke("validate", "--config", str(project)) == (
         0,
-        "ok: 3 source(s), 2 destination(s), 7 mapped stream(s), 2 destination mapping(s)\n",
+        "ok: 5 source(s), 2 destination(s), 15 mapped stream(s), 2 destination mapping(s)\n",
     )
     mapping = project.parent / "mappings" / "inbox_customers.toml"
     mapping.write_text(
@@ -134,9 +134,11 @@ def test_demo_runs_both_crms_end_to_end_and_a_second_pass_changes_nothing(projec
     assert code == 0, output
     assert "salesforce/Contact:" in output
     assert "hubspot/contacts:" in output
+    assert "simulated shop:" in output
+    assert "explore: syncd explain " in output
     pushed = re.search(r"first pass: pushed (\d+) record", output)
     assert pushed is not None and int(pushed.group(1)) > 0
     assert "0 new record(s), 0 profile(s) changed, 0 record(s) pushed" in output
     code, output = invoke("status", "--config", str(project), "--json")
     sources = {cursor["source"] for cursor in json.loads(output)["cursors"]}
-    assert sources == {"inbox", "salesforce", "hubspot"}
+    assert sources == {"inbox", "salesforce", "hubspot", "web", "matomo"}

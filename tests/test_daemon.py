@@ -7,14 +7,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine
 
-from connectors.ingest import set_store_url
 from syncd.config import load_config
 from syncd.daemon import ingest_app, run_daemon, serve_ingest
 from syncd.errors import ConfigError
@@ -59,11 +57,10 @@ def write_config(folder: Path, schedule: str = "{ every_seconds = 1 }", port: in
 
 
 @pytest.fixture
-def env(store_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def env(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("SYNCD_STORE_URL", store_url)
     monkeypatch.setenv("SYNCD_WEB_WRITE_KEY", KEY)
-    yield store_url
-    set_store_url(None)
+    return store_url
 
 
 def stored_events(engine: Engine) -> list[str]:

@@ -1,7 +1,7 @@
 """Anonymous visitors become known people, whatever order their events arrive in.
 
 Messages go through the store-backed sink into the spool, the web source reads them with the
-shipped example mappings (examples/web/mappings), and a pass unifies them. Events hang off
+shipped mappings (mappings/web_*.toml), and a pass unifies them. Events hang off
 identifiers, so page views sent before a login belong to the person afterwards without being
 rewritten; an anonymous id shared by two users (a family computer) never merges them.
 """
@@ -9,6 +9,7 @@ rewritten; an anonymous id shared by two users (a family computer) never merges 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,6 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from connectors.ingest import set_store_url
 from syncd.config import Config, load_config
 from syncd.identity.resolve import profile_id_for
 from syncd.ingest.spec import IngestMessage, parse_message
@@ -28,7 +28,7 @@ from syncd.runner import Pipeline
 from syncd.store.db import open_store, transaction
 from syncd.store.tables import stable_id
 
-EXAMPLE_MAPPINGS = Path(__file__).parent.parent / "examples" / "web" / "mappings"
+SHIPPED_MAPPINGS = Path(__file__).parent.parent / "mappings"
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -94,13 +94,19 @@ ORDERS = [
 
 
 def write_config(folder: Path) -> Path:
+    """A project with the shipped web and Matomo mappings (and the shipped profile rules)."""
+    mappings = folder / "mappings"
+    mappings.mkdir()
+    for shipped in SHIPPED_MAPPINGS.glob("*.toml"):
+        if shipped.name.startswith(("web_", "matomo_")) or shipped.name == "profile.toml":
+            shutil.copy(shipped, mappings / shipped.name)
     path = folder / "syncd.toml"
     path.write_text(
-        f"""
-mappings_dir = "{EXAMPLE_MAPPINGS.as_posix()}"
+        """
+mappings_dir = "mappings"
 
 [store]
-url = {{ env = "SYNCD_STORE_URL" }}
+url = { env = "SYNCD_STORE_URL" }
 
 [logging]
 file = "var/syncd.log"
@@ -112,7 +118,7 @@ limit = 50
 type = "ingest"
 
 [sources.web.options]
-write_keys = [{{ env = "SYNCD_WEB_WRITE_KEY" }}]
+write_keys = [{ env = "SYNCD_WEB_WRITE_KEY" }]
 
 [sources.matomo]
 type = "matomo"
@@ -121,7 +127,7 @@ enabled = false
 [sources.matomo.options]
 url = "http://127.0.0.1:9"
 site_id = 1
-token_auth = {{ env = "MATOMO_TOKEN" }}
+token_auth = { env = "MATOMO_TOKEN" }
 """,
         encoding="utf-8",
     )
@@ -158,12 +164,10 @@ class Web:
 def web(store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Web]:
     monkeypatch.setenv("SYNCD_STORE_URL", store_url)
     config = load_config(write_config(tmp_path))
-    set_store_url(config.store_url)
     engine = open_store(config.store_url)
     try:
         yield Web(config, compile_mappings(config), engine)
     finally:
-        set_store_url(None)
         engine.dispose()
 
 

@@ -4,8 +4,8 @@ The endpoint (`syncd/ingest/`, started by the daemon) appends every acknowledged
 the store's `ingest_spool`; this source reads that spool incrementally, one stream per message
 type, so events map, store and unify like any other source's records.
 
-The source needs the store's URL: `options.store_url`, or else the URL the engine hands over
-with `set_store_url(config.store_url)` before it builds sources.
+The source needs the store's URL: `options.store_url`, or else the one the engine hands every
+connector in its `ConnectorContext`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ from syncd.connector import ConnectorContext, ConnectorSpec, Source
 from syncd.errors import ConfigError, Problem
 from syncd.store.db import open_engine
 
-_store_url: str | None = None
-
-
-def set_store_url(url: str | None) -> None:
-    """The store URL of the running config, used by ingest sources that name none."""
-    # Module state on purpose: one process runs one config, and the engine stays vendor-blind.
-    global _store_url
-    _store_url = url
-
 
 def store_url(context: ConnectorContext) -> str:
     """The store URL an ingest source reads its spool from; ConfigError when there is none."""
@@ -35,18 +26,18 @@ def store_url(context: ConnectorContext) -> str:
         raise TypeError(f"{context.name}: expected IngestOptions, got {type(options).__name__}")
     given = options.store_url
     if given is None:
-        if _store_url is None:
+        if context.store_url is None:
             raise ConfigError(
                 [
                     Problem(
                         f"sources.{context.name}",
                         "options.store_url",
                         "the ingest source does not know the store holding its spool",
-                        "set options.store_url, or call connectors.ingest.set_store_url",
+                        "set options.store_url",
                     )
                 ]
             )
-        return _store_url
+        return context.store_url
     url = given if isinstance(given, str) else given.resolve(f"sources.{context.name}.store_url")
     return _anchored(url, context.config_dir)
 
@@ -83,6 +74,5 @@ __all__ = [
     "MESSAGE_TYPES",
     "IngestOptions",
     "IngestSource",
-    "set_store_url",
     "store_url",
 ]

@@ -18,7 +18,7 @@ class IngestOptions(ConnectorOptions):
     `write_keys` are environment-variable references (`[{ env = "WEB_WRITE_KEY" }]`); a key
     can be rotated by listing the old and the new one. `streams` are the message types read,
     one stream each. `store_url` is the store holding the spool; left out, it is the store of
-    the config, which the engine hands over through `connectors.ingest.set_store_url`.
+    the config, which the engine hands over in the connector context.
     `max_commit_messages` and `max_pending_requests` bound one group commit and the queue of
     requests waiting for one (beyond it, the endpoint answers 503 with Retry-After).
     """

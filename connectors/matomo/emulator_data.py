@@ -3,7 +3,7 @@
 Each person is one visitor (a stable 16-hex-digit visitorId) with one to three visits of
 page views, events and sometimes an ecommerce order or an abandoned cart. About four in ten
 people never log in, so their visits carry no userId; the others are logged in on some visits,
-with their email or a customer id as userId, as sites commonly set it.
+with their customer id as userId, as the shop's login sets it.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def user_id_of(seed: int, who: Person) -> str | None:
     """The userId the site sets once `who` logs in; None for people who never log in."""
     if not in_system(seed, who.index, "matomo_login", 0.6):
         return None
-    if random.Random(f"{seed}:{who.index}:uid").random() < 0.5:
-        return who.email
+    # The same userId the shop's own tracking sets at login (see syncd.ingest.simulator), so
+    # both analytics sources name a logged-in person alike.
     return f"cust-{who.index:05d}"
 
 

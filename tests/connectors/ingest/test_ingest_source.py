@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.exc import ProgrammingError
 
 import connectors.ingest
-from connectors.ingest import CONNECTOR, IngestOptions, IngestSource, set_store_url
+from connectors.ingest import CONNECTOR, IngestOptions, IngestSource
 from syncd.connector import ConnectorContext, Page
 from syncd.errors import ConfigError, FatalConnectorError
 from syncd.testing import FakeSleep
@@ -85,30 +84,21 @@ def test_a_refused_statement_is_not_retried(spool_engine: Engine, append: Append
     assert sleep.waits == []
 
 
-@pytest.fixture
-def no_store_url() -> Iterator[None]:
-    set_store_url(None)
-    yield
-    set_store_url(None)
-
-
-def context(tmp_path: Path, **options: object) -> ConnectorContext:
+def context(tmp_path: Path, engine_url: str | None = None, **options: object) -> ConnectorContext:
     settings = {"write_keys": [{"env": "WEB_WRITE_KEY"}], **options}
-    return ConnectorContext("web", IngestOptions.model_validate(settings), tmp_path)
+    return ConnectorContext("web", IngestOptions.model_validate(settings), tmp_path, engine_url)
 
 
-def test_the_source_reads_the_store_the_engine_hands_over(
-    tmp_path: Path, no_store_url: None
-) -> None:
+def test_the_source_reads_the_store_the_engine_hands_over(tmp_path: Path) -> None:
     assert CONNECTOR.make_source is not None
     with pytest.raises(ConfigError, match="store_url"):
         CONNECTOR.make_source(context(tmp_path))
-    set_store_url(f"sqlite:///{tmp_path / 'store.db'}")
-    assert connectors.ingest.store_url(context(tmp_path)) == f"sqlite:///{tmp_path / 'store.db'}"
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert connectors.ingest.store_url(context(tmp_path, url)) == url
 
 
-def test_a_relative_store_url_is_relative_to_the_config(tmp_path: Path, no_store_url: None) -> None:
-    given = context(tmp_path, store_url="sqlite:///var/web.db")
+def test_a_relative_store_url_is_relative_to_the_config(tmp_path: Path) -> None:
+    given = context(tmp_path, None, store_url="sqlite:///var/web.db")
     assert connectors.ingest.store_url(given) == f"sqlite:///{tmp_path / 'var' / 'web.db'}"
 
 

@@ -1,5 +1,6 @@
-"""The CRM part of `syncd demo`: the Salesforce and HubSpot emulators on loopback, seeded with
-overlapping people, and the configured CRM sources pointed at them.
+"""The live part of `syncd demo`: the Salesforce, HubSpot and Matomo emulators on loopback,
+seeded with the same overlapping people, the configured sources and destinations pointed at
+them, and the shop's simulated web traffic sent through the real ingest endpoint.
 
 This is the one place of the engine package that names concrete connectors: it is a showcase
 of them, not part of the pipeline, which reaches connectors only through their specs.
@@ -14,9 +15,13 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from connectors.hubspot.emulator import DEFAULT_TOKEN, HubSpotEmulator
+from connectors.matomo.emulator import DEFAULT_TOKEN as MATOMO_TOKEN
+from connectors.matomo.emulator import MatomoEmulator
 from connectors.salesforce.emulator import DEFAULT_CREDENTIALS, SalesforceEmulator
 from syncd.config import Config, ConnectorEntry
 from syncd.mapping.transforms import normalize_email
+
+DEMO_WRITE_KEY = "demo-write-key"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +30,7 @@ class Emulators:
 
     salesforce: SalesforceEmulator
     hubspot: HubSpotEmulator
+    matomo: MatomoEmulator
 
     def overrides(self) -> Mapping[str, dict[str, Any]]:
         return {
@@ -33,16 +39,20 @@ class Emulators:
                 "username": DEFAULT_CREDENTIALS.username,
             },
             "hubspot": {"host": self.hubspot.url},
+            "matomo": {"url": self.matomo.url},
         }
 
 
 @contextmanager
 def running_emulators(people: int, seed: int = 7) -> Iterator[Emulators]:
-    """Both CRM emulators, with the environment holding their (public, fake) credentials."""
+    """The emulators, with the environment holding their (public, fake) credentials and the
+    demo's ingest write key."""
     secrets = {
         "SF_PASSWORD": DEFAULT_CREDENTIALS.password,
         "SF_TOKEN": DEFAULT_CREDENTIALS.security_token,
         "HUBSPOT_TOKEN": DEFAULT_TOKEN,
+        "MATOMO_TOKEN": MATOMO_TOKEN,
+        "SYNCD_WEB_WRITE_KEY": DEMO_WRITE_KEY,
     }
     saved = {name: os.environ.get(name) for name in secrets}
     os.environ.update(secrets)
@@ -50,8 +60,9 @@ def running_emulators(people: int, seed: int = 7) -> Iterator[Emulators]:
         with ExitStack() as stack:
             salesforce = stack.enter_context(SalesforceEmulator(people=people, seed=seed))
             hubspot = stack.enter_context(HubSpotEmulator(people=people, seed=seed))
+            matomo = stack.enter_context(MatomoEmulator(people=people, seed=seed))
             _fill_external_ids(salesforce)
-            yield Emulators(salesforce, hubspot)
+            yield Emulators(salesforce, hubspot, matomo)
     finally:
         for name, value in saved.items():
             if value is None:
