@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from syncd.store.db import open_store
 from tests.support import postgres
@@ -60,7 +60,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[object]:
+def engine(store_url: str) -> Iterator[Engine]:
+    """A migrated store on each backend."""
     engine = open_store(store_url)
     try:
         yield engine

@@ -25,7 +25,7 @@ from syncd.ingest.app import create_app
 from syncd.ingest.server import running
 from syncd.ingest.spec import parse_message
 from syncd.ingest.store_sink import StoreEventSink
-from syncd.store.db import open_store, transaction
+from syncd.store.db import transaction
 
 KEY = "wk_store_sink"
 SERVE = """
@@ -116,15 +116,6 @@ def spooled(engine: Engine) -> list[str]:
                 "SELECT message_id FROM ingest_spool ORDER BY id"
             )
         ]
-
-
-@pytest.fixture
-def engine(store_url: str) -> Iterator[Engine]:
-    engine = open_store(store_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def test_every_acknowledged_event_survives_kill_9(

@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 from connectors.ingest.source import IngestSource
 from syncd.ingest.spec import IngestMessage, parse_message
 from syncd.ingest.store_sink import StoreEventSink
-from syncd.store.db import open_store
 from syncd.testing import FakeSleep
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -32,29 +31,20 @@ def message(kind: str, n: int, **fields: Any) -> IngestMessage:
     return parse_message(raw, kind=kind, received_at=START + timedelta(seconds=n))
 
 
-@pytest.fixture
-def spool_engine(store_url: str) -> Iterator[Engine]:
-    engine = open_store(store_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 Append = Callable[[Sequence[IngestMessage]], None]
 
 
 @pytest.fixture
-def append(spool_engine: Engine) -> Append:
+def append(engine: Engine) -> Append:
     """Commit messages to the spool as the endpoint does."""
-    return StoreEventSink(spool_engine).write
+    return StoreEventSink(engine).write
 
 
 SourceFactory = Callable[..., IngestSource]
 
 
 @pytest.fixture
-def make_source(spool_engine: Engine) -> Iterator[SourceFactory]:
+def make_source(engine: Engine) -> Iterator[SourceFactory]:
     made: list[IngestSource] = []
 
     def make(
@@ -62,7 +52,7 @@ def make_source(spool_engine: Engine) -> Iterator[SourceFactory]:
         page_size: int = 10,
         streams: Sequence[str] = ("identify", "track", "page", "screen", "group", "alias"),
     ) -> IngestSource:
-        source = IngestSource(spool_engine, streams, page_size, sleep=sleep or FakeSleep())
+        source = IngestSource(engine, streams, page_size, sleep=sleep or FakeSleep())
         made.append(source)
         return source
 

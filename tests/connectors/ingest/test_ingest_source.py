@@ -69,18 +69,18 @@ def test_an_unread_stream_is_fatal(make_source: SourceFactory) -> None:
         list(make_source(streams=["page"]).read("track", None))
 
 
-def test_a_refused_statement_is_not_retried(spool_engine: Engine, append: Append) -> None:
+def test_a_refused_statement_is_not_retried(engine: Engine, append: Append) -> None:
     def refuse(*_: object) -> None:
         raise ProgrammingError("SELECT", None, Exception("permission denied for ingest_spool"))
 
     sleep = FakeSleep()
-    source = IngestSource(spool_engine, ["track"], 10, sleep=sleep)
-    event.listen(spool_engine, "before_cursor_execute", refuse)
+    source = IngestSource(engine, ["track"], 10, sleep=sleep)
+    event.listen(engine, "before_cursor_execute", refuse)
     try:
         with pytest.raises(FatalConnectorError, match="permission denied"):
             list(source.read("track", None))
     finally:
-        event.remove(spool_engine, "before_cursor_execute", refuse)
+        event.remove(engine, "before_cursor_execute", refuse)
     assert sleep.waits == []
 
 

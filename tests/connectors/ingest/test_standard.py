@@ -92,17 +92,15 @@ class TestIngestSource(StandardSourceTests):
     }
 
     @pytest.fixture
-    def source_harness(
-        self, spool_engine: Engine, append: Append, make_source: SourceFactory
-    ) -> Any:
-        harness = SpoolHarness(spool_engine, append, make_source)
+    def source_harness(self, engine: Engine, append: Append, make_source: SourceFactory) -> Any:
+        harness = SpoolHarness(engine, append, make_source)
         yield harness
         harness.close()
 
 
 def test_the_harness_is_a_source_harness(
-    spool_engine: Engine, append: Append, make_source: SourceFactory
+    engine: Engine, append: Append, make_source: SourceFactory
 ) -> None:
-    harness: SourceHarness = SpoolHarness(spool_engine, append, make_source)
+    harness: SourceHarness = SpoolHarness(engine, append, make_source)
     assert len(harness.live_ids()) == MESSAGES
     assert isinstance(harness.make_source(lambda _: None), IngestSource)
