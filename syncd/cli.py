@@ -427,11 +427,10 @@ def logs_command(
                 for k, v in sorted(entry.items())
                 if k not in {"timestamp", "level", "event", "run_id"}
             )
-            out.print(
+            # One line per entry, never wrapped: for grep and less as much as for eyes.
+            print(
                 f"{entry.get('timestamp', '')} {entry.get('level', ''):7} "
-                f"{entry.get('run_id', '')} {entry.get('event', '')} {extra}",
-                markup=False,
-                highlight=False,
+                f"{entry.get('run_id', '')} {entry.get('event', '')} {extra}"
             )
 
 

@@ -32,12 +32,12 @@ from starlette.applications import Starlette
 
 from connectors.ingest.options import IngestOptions
 from syncd.config import Config, ConnectorEntry, Schedule
-from syncd.errors import ConfigError, Problem, SyncdError
+from syncd.errors import ConfigError, Problem
 from syncd.ingest.app import create_app
 from syncd.ingest.server import running
 from syncd.ingest.store_sink import StoreEventSink
 from syncd.log import get_logger
-from syncd.mapping.compiler import Mappings
+from syncd.mapping.compiler import Mappings, compile_mappings
 from syncd.runner import Pipeline
 
 INGEST_KIND = "ingest"
@@ -138,7 +138,7 @@ def run_daemon(
         scheduler.add_job(
             _pass,
             trigger,
-            args=(config, mappings, engine, name),
+            args=(config, engine, name),
             id=name,
             name=f"pass of {name}",
             **({"next_run_time": first} if first else {}),
@@ -162,12 +162,18 @@ def run_daemon(
     log.info("daemon stopped")
 
 
-def _pass(config: Config, mappings: Mappings, engine: Engine, name: str) -> None:
+def _pass(config: Config, engine: Engine, name: str) -> None:
     try:
-        Pipeline(config, mappings, engine).run_once(only_sources=[name])
-    except SyncdError as error:
-        # The pass failed as a whole (the store went away); the next turn tries again.
-        get_logger().error("scheduled pass failed", source=name, error=str(error))
+        # Mapping files edited since start apply from the next pass on, in this process and
+        # in its mapping workers alike (a bad edit fails the pass, not the daemon).
+        current = compile_mappings(config)
+        Pipeline(config, current, engine).run_once(only_sources=[name])
+    except Exception as error:  # noqa: BLE001 - the daemon outlives any one failed pass
+        # The pass failed as a whole (the store went away, a mapping broke); the next turn
+        # tries again. Only the error's type and text: SQL parameters are hidden by the engine.
+        get_logger().error(
+            "scheduled pass failed", source=name, error=str(error), error_type=type(error).__name__
+        )
 
 
 def _triggers(config: Config, mappings: Mappings) -> dict[str, BaseTrigger]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,13 +141,21 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
         }
     )
     merges = []
-    for action, at, profile, to_profile, kind, value, a, b, reason in bulk.select_in(
-        "SELECT m.action, m.at, m.profile_id, m.to_profile_id, i.kind, i.value, m.record_a, "
-        "m.record_b, m.reason FROM merge_log m LEFT JOIN identifier i ON i.id = m.identifier_id "
-        "WHERE m.record_a IN ({in}) OR m.record_b IN ({in}) ORDER BY m.id",
-        sorted(names),
-        after=sorted(names),
+    seen: set[int] = set()
+    rows: list[Sequence[Any]] = []
+    for column in ("record_a", "record_b"):
+        rows += bulk.select_in(
+            "SELECT m.id, m.action, m.at, m.profile_id, m.to_profile_id, i.kind, i.value, "
+            "m.record_a, m.record_b, m.reason FROM merge_log m "
+            f"LEFT JOIN identifier i ON i.id = m.identifier_id WHERE m.{column} IN ({{in}})",
+            sorted(names),
+        )
+    for key, action, at, profile, to_profile, kind, value, a, b, reason in sorted(
+        rows, key=lambda row: int(row[0])
     ):
+        if key in seen:
+            continue
+        seen.add(key)
         merges.append(
             {
                 "action": action,

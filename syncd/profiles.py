@@ -227,9 +227,9 @@ def refresh_profiles(
         records = _load_records(bulk, chunk)
         events = _load_events(bulk, chunk) if needs_events else {}
         stored = {
-            row[0]: row[1]
+            row[0]: (row[1], int(row[2]))
             for row in bulk.select_in(
-                "SELECT id, traits_hash FROM profile WHERE id IN ({in})", chunk
+                "SELECT id, traits_hash, record_count FROM profile WHERE id IN ({in})", chunk
             )
         }
         rows = []
@@ -239,7 +239,7 @@ def refresh_profiles(
             for name, spec in rules.computed.items():
                 traits[name] = compute(spec, members, events.get(profile, []), now)
             digest = traits_hash(traits)
-            if stored.get(profile) == digest:
+            if stored.get(profile) == (digest, len(members)):
                 continue
             rows.append((profile, Bulk.encode(traits), digest, len(members), now, run_id))
         bulk.upsert(

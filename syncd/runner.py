@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +28,14 @@ from syncd.profiles import clear_pending_events, pending_events, refresh_profile
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, transaction
-from syncd.store.writer import PageWriter, WriteCounts, load_cursor, stage_record
+from syncd.store.writer import (
+    DELETED_HASH,
+    PageWriter,
+    StagedRecord,
+    WriteCounts,
+    load_cursor,
+    stage_record,
+)
 from syncd.timeutil import utcnow
 
 
@@ -67,7 +75,7 @@ class RunSummary:
 
 def new_run_id() -> str:
     """Sortable by time, unique across processes."""
-    return f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    return f"{utcnow():%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:8]}"
 
 
 class Pipeline:
@@ -137,27 +145,43 @@ class Pipeline:
         """Pull every enabled source (or only the named ones), unify, refresh profiles, then
         push to every enabled destination (or only the named ones)."""
         summary = self._start("dry-run" if dry_run else ("full" if full else "incremental"))
-        for name, entry in self.config.sources.items():
-            if (only_sources and name not in only_sources) or not entry.enabled:
-                continue
-            try:
-                source = self.make_source(entry, self.config)
-            except ConnectorError as error:
-                self._fail(summary, name, error)
-                continue
-            try:
-                for stream in self.mappings.streams_of(name):
-                    self._pull(summary, name, stream, source, full, dry_run)
-            except ConnectorError as error:
-                self._fail(summary, name, error)
-            finally:
-                source.close()
-        self.mapper.close()
-        if not dry_run:
-            self._resolve(summary)
-        if push:
-            self._push(summary, only_destinations, dry_run)
+        with self._recorded(summary):
+            for name, entry in self.config.sources.items():
+                if (only_sources and name not in only_sources) or not entry.enabled:
+                    continue
+                try:
+                    source = self.make_source(entry, self.config)
+                except ConnectorError as error:
+                    self._fail(summary, name, error)
+                    continue
+                try:
+                    for stream in self.mappings.streams_of(name):
+                        self._pull(summary, name, stream, source, full, dry_run)
+                except ConnectorError as error:
+                    self._fail(summary, name, error)
+                finally:
+                    source.close()
+            self.mapper.close()
+            if not dry_run:
+                self._resolve(summary)
+            if push:
+                self._push(summary, only_destinations, dry_run)
         return self._finish(summary)
+
+    @contextmanager
+    def _recorded(self, summary: RunSummary) -> Iterator[None]:
+        """On an unexpected error (the store went away), stop the mapping workers and leave
+        the run recorded as failed before the error goes on: committed pages stay marked,
+        so the next run finishes their identity and profile work."""
+        try:
+            yield
+        except BaseException as error:
+            self.mapper.close()
+            summary.status = "failed"
+            summary.errors.append(f"{type(error).__name__}: the run stopped")
+            with suppress(Exception):
+                self._finish(summary)
+            raise
 
     def _push(self, summary: RunSummary, only: list[str] | None, dry_run: bool) -> None:
         if not any(entry.enabled for entry in self.config.destinations.values()):
@@ -277,12 +301,12 @@ class Pipeline:
         summary = self._start("replay")
         with transaction(self.engine) as bulk:
             rows = bulk.connection.exec_driver_sql(
-                "SELECT id, source, stream, location, payload FROM quarantine "
+                "SELECT id, run_id, source, stream, location, payload FROM quarantine "
                 "WHERE replayed_at IS NULL ORDER BY id"
             ).all()
             writer = PageWriter(bulk, summary.run_id)
             replayed = []
-            for key, source, stream, location, payload in rows:
+            for key, run_id, source, stream, location, payload in rows:
                 if (source, stream) not in self.mappings.streams:
                     continue
                 compiled = self.mappings.for_stream(source, stream)
@@ -291,6 +315,11 @@ class Pipeline:
                 )
                 staged = stage_page(compiled, Page([raw], None))
                 if staged.quarantined:
+                    continue
+                if _superseded(bulk, staged.records, run_id):
+                    # A later pull stored a newer version (or the deletion) of this record:
+                    # the quarantined version is history, not something to restore.
+                    replayed.append(key)
                     continue
                 writer.write_records(source, stream, staged.records)
                 writer.write_events(source, stream, staged.events)
@@ -321,7 +350,8 @@ class Pipeline:
                 bulk.sql(
                     "SELECT external_id, payload FROM source_record "
                     "WHERE source = ? AND stream = ? "
-                    f"AND node_kind = 'record' AND deleted = {bulk.false}"
+                    # Deleted upstream stays out; deleted by a mapping expression is re-mapped.
+                    f"AND node_kind = 'record' AND content_hash <> '{DELETED_HASH}'"
                 ),
                 (source, stream),
             ).all()
@@ -362,6 +392,16 @@ class Pipeline:
             after = _snapshot(bulk)
             transaction_.rollback()
         return _differences(before, after)
+
+
+def _superseded(bulk: Bulk, records: list[StagedRecord], quarantined_in: str) -> bool:
+    """Whether a run after the one that quarantined these records stored any of them."""
+    later = bulk.select_in(
+        "SELECT 1 FROM source_record WHERE id IN ({in}) AND last_run > ?",
+        [record.id for record in records],
+        after=(quarantined_in,),
+    )
+    return any(True for _ in later)
 
 
 Snapshot = tuple[dict[int, str | None], dict[str, str]]

@@ -55,3 +55,30 @@ def test_quarantine_then_fix_the_mapping_and_replay(store_url: str, tmp_path: Pa
         assert still == 0
     finally:
         project.close()
+
+
+def test_replay_does_not_restore_a_version_a_later_pull_replaced(
+    store_url: str, tmp_path: Path
+) -> None:
+    project = Project(tmp_path, store_url)
+    try:
+        project.run({"people": [records_page([{"id": "x", "email": "a@x.com", "score": "lots"}])]})
+        project.run({"people": [records_page([{"id": "x", "email": "b@x.com", "score": "2"}])]})
+        mapping = tmp_path / "mappings" / "people.toml"
+        mapping.write_text(
+            mapping.read_text().replace(
+                'score = { from = "score", type = "int" }',
+                'score = { from = "score", type = "int", on_error = "null" }',
+            )
+        )
+        project.mappings = compile_mappings(project.config)
+        project.pipeline().replay_quarantine()
+        with transaction(project.engine) as bulk:
+            (profile,) = list(export_profiles(bulk))
+            open_rows = bulk.connection.exec_driver_sql(
+                "SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL"
+            ).scalar_one()
+        assert profile["traits"]["email"] == "b@x.com"
+        assert open_rows == 0
+    finally:
+        project.close()

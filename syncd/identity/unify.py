@@ -55,7 +55,10 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
         "WHERE i.kind = ? ORDER BY i.id, ri.record_id"
     )
     for rank, kind in enumerate(order.names):
-        result = bulk.connection.exec_driver_sql(sql, (kind,))
+        # A server-side cursor on PostgreSQL, for this statement only: fetchmany then streams.
+        result = bulk.connection.exec_driver_sql(
+            sql, (kind,), execution_options={"stream_results": True}
+        )
         while rows := result.fetchmany(20_000):
             for identifier, node in rows:
                 yield rank, int(identifier), int(node)

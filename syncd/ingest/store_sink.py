@@ -52,6 +52,11 @@ class StoreEventSink:
                 connection.commit()
             try:
                 with connection.begin():
+                    if not self._sqlite:
+                        # The ingest source reads the spool by increasing id, so ids must
+                        # commit in id order even with several endpoints on one store: one
+                        # writer at a time (SQLite's single writer gives this for free).
+                        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(80731)")
                     Bulk(connection).insert_ignore("ingest_spool", _COLUMNS, rows, ("message_id",))
             finally:
                 if self._sqlite:

@@ -413,7 +413,12 @@ def _compile_stream(
             problems.append(Problem(file, key, str(error), "see docs/MAPPINGS.md for the syntax"))
     if len(problems) > before:
         return None
-    fingerprint = hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest()[:12]
+    # The identity settings decide what a record's identifiers are, just as its mapping does:
+    # a change to either must re-map stored records (rebuild) and re-map on re-pull.
+    identity_settings = identity.model_dump_json().encode()
+    fingerprint = hashlib.sha1(
+        path.read_bytes() + b"\x1f" + identity_settings, usedforsecurity=False
+    ).hexdigest()[:12]
     return CompiledStream(mapping, IdentifierNormalizer(identity), fingerprint)
 
 

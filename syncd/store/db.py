@@ -7,7 +7,6 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +55,8 @@ def open_engine(url: str) -> Engine:
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(url, future=True)
+        # hide_parameters: a failed statement's message must not carry payloads (PII) to logs.
+        engine = create_engine(url, future=True, hide_parameters=True)
     except Exception as error:  # noqa: BLE001 - any driver or URL error means the same to a user
         raise StoreError(
             f"cannot use store URL: {error} — check [store] url in the config"
@@ -107,7 +107,9 @@ class Bulk:
     def encode(value: Any) -> Any:
         """JSON columns take their text; other values go as they are."""
         if isinstance(value, dict | list):
-            return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+            from syncd.store.writer import to_json  # one JSON form for the whole store
+
+            return to_json(value)
         return value
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -151,3 +151,50 @@ def test_unchanged_records_cause_no_writes(project: Project) -> None:
     assert second.counts.get("new", 0) == second.counts.get("changed", 0) == 0
     assert second.counts["unchanged"] == 2
     assert second.counts["profiles_written"] == 0
+
+
+def test_explain_a_profile_of_more_records_than_one_query_chunk(project: Project) -> None:
+    project.run(
+        {"people": [records_page([{"id": f"r{i}", "email": "crowd@x.com"} for i in range(600)])]}
+    )
+    with transaction(project.engine) as bulk:
+        found = explain(bulk, project.config.identity, project.mappings.profile, "crowd@x.com")
+    assert len(found.records) == 600
+    assert len(found.merges) == 599
+
+
+def test_a_nul_character_in_a_payload_is_stored_without_it(project: Project) -> None:
+    summary = project.run(
+        {"people": [records_page([{"id": "a", "email": "a@x.com", "name": "Ann\x00"}])]}
+    )
+    assert summary.status == "ok"
+    with transaction(project.engine) as bulk:
+        (profile,) = list(export_profiles(bulk))
+    assert profile["traits"]["name"] == "Ann"
+
+
+def test_changing_blocked_values_is_applied_by_rebuild(project: Project, tmp_path: Path) -> None:
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "shared@x.com"},
+                        {"id": "b", "email": "shared@x.com"},
+                    ]
+                )
+            ]
+        }
+    )
+    assert len(profiles(project)) == 1
+    changed = Project(
+        tmp_path,
+        project.config.store_url,
+        extra_config='[identity]\nblocked_values = ["shared@x.com"]\n',
+    )
+    try:
+        changed.pipeline().rebuild()
+        assert sorted(profiles(changed).values()) == [["a"], ["b"]]
+        assert changed.pipeline().verify() == []
+    finally:
+        changed.close()
