@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,7 @@ MAPPINGS = Path("mappings")
 
 def make_project(folder: Path, store_url: str) -> Path:
     folder.mkdir(parents=True)
-    (folder / "mappings").mkdir()
-    for mapping in MAPPINGS.glob("*.toml"):
-        (folder / "mappings" / mapping.name).write_text(mapping.read_text())
+    shutil.copytree(MAPPINGS, folder / "mappings")
     config = Path("syncd.toml").read_text()
     config = config.replace('url = "sqlite:///var/syncd.db"', f'url = "{store_url}"')
     config = config.replace("settle_seconds = 2", "settle_seconds = 0\nbatch_size = 150")
