@@ -77,11 +77,20 @@ class _Pusher:
         try:
             for mapping in mappings:
                 counts: Counter[str] = Counter()
+                # Planned pushes wait for a full batch across planner chunks: a chunk boundary
+                # must not cost a short request against the destination's rate limit.
+                pending: list[PlannedPush] = []
                 try:
                     for chunk in plan_chunks(self.engine, mapping):
                         counts.update(chunk.counts)
-                        if not dry_run:
-                            self._drain(mapping.target, chunk.items, counts)
+                        if dry_run or not chunk.items:
+                            continue
+                        pending.extend(chunk.items)
+                        size = max(1, self._open().max_batch_size)
+                        full = len(pending) - len(pending) % size
+                        self._drain(mapping.target, pending[:full], counts)
+                        pending = pending[full:]
+                    self._drain(mapping.target, pending, counts)
                 finally:
                     self.report.counts.update(counts)
                     self.log.info("target pushed", target=mapping.target, **counts)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
 
+import syncd.push as push_module
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import Destination, Outcome, PushItem, PushResult
 from syncd.errors import FatalConnectorError, RetryableError
 from syncd.mapping.destinations import compile_destinations
+from syncd.plan.planner import plan_chunks
 from syncd.push import PushReport, preview, push_destinations, run_push
 from syncd.store.db import transaction
 from tests.support.project import Project, records_page
@@ -241,3 +244,12 @@ def test_dry_run_and_preview_send_and_record_nothing(setup: Setup) -> None:
     assert {(p.destination, p.change) for p in planned} == {("alpha", "new"), ("beta", "new")}
     assert len(planned) == 10
     assert all(call == [] for call in (setup.fakes["alpha"].calls, setup.fakes["beta"].calls))
+
+
+def test_batches_stay_full_across_planner_chunks(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 3 profiles, batches of 2: [3, 2] must go as [2, 2, 1], not [2, 1, 2].
+    monkeypatch.setattr(push_module, "plan_chunks", partial(plan_chunks, chunk_size=3))
+    setup.push()
+    assert [len(items) for _, items in setup.fakes["alpha"].calls] == [2, 2, 1]
