@@ -118,6 +118,11 @@ class PageWriter:
         self.bulk = bulk
         self.run_id = run_id
 
+    def _existing(self, table: str, ids: Iterable[int], condition: str = "") -> set[int]:
+        """Which of `ids` are already rows of `table` (and meet `condition`)."""
+        sql = f"SELECT id FROM {table} WHERE id IN ({{in}}) {condition}"
+        return {int(row[0]) for row in self.bulk.select_in(sql, ids)}
+
     def _existing_hashes(self, ids: Iterable[int]) -> dict[int, str]:
         return {
             int(row[0]): str(row[1])
@@ -210,14 +215,7 @@ class PageWriter:
     def delete_records(self, source: str, stream: str, external_ids: Iterable[str]) -> int:
         """Mark records deleted upstream; they leave the identity graph at the next unify."""
         ids = [record_id(source, stream, external_id) for external_id in external_ids]
-        live = [
-            int(row[0])
-            for row in self.bulk.select_in(
-                "SELECT id FROM source_record "
-                f"WHERE id IN ({{in}}) AND deleted = {self.bulk.false}",
-                ids,
-            )
-        ]
+        live = sorted(self._existing("source_record", ids, f"AND deleted = {self.bulk.false}"))
         self.bulk.execute_in(
             f"UPDATE source_record SET deleted = {self.bulk.true}, needs_unify = {self.bulk.true}, "
             f"content_hash = ?, last_run = ? WHERE id IN ({{in}})",
@@ -230,10 +228,7 @@ class PageWriter:
     def write_events(self, source: str, stream: str, events: Sequence[MappedEvent]) -> WriteCounts:
         """Append new events (a seen event id is skipped) and the links their identifiers make."""
         by_id = {stable_id(source, stream, event.event_id): event for event in events}
-        seen = {
-            int(row[0])
-            for row in self.bulk.select_in("SELECT id FROM event WHERE id IN ({in})", by_id)
-        }
+        seen = self._existing("event", by_id)
         fresh = {key: event for key, event in by_id.items() if key not in seen}
         self.bulk.insert_ignore(
             "event",
@@ -285,10 +280,7 @@ class PageWriter:
                 links[stable_id("link", *(f"{k}:{v}" for k, v in pairs))] = pairs
         if not links:
             return
-        known = {
-            int(row[0])
-            for row in self.bulk.select_in("SELECT id FROM source_record WHERE id IN ({in})", links)
-        }
+        known = self._existing("source_record", links)
         new_links = {key: pairs for key, pairs in links.items() if key not in known}
         self.bulk.insert_ignore(
             "source_record",
