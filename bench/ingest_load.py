@@ -52,10 +52,59 @@ class Run:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
+class Sink:
+    """Where the server commits: the reference SQLite file, or a profile store's spool."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.cluster = None
+        if kind == "store-postgresql":
+            # The throwaway cluster of the test suite: a bench is run from a checkout.
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.support import postgres
+
+            self.cluster = postgres.start()
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    def target(self, name: str) -> list[str]:
+        """The server arguments for a fresh database called `name`."""
+        if self.kind == "reference":
+            return ["--db", str(self.folder / f"{name}.sqlite")]
+        if self.kind == "store-sqlite":
+            return ["--store-url", f"sqlite:///{self.folder / f'{name}.db'}"]
+        assert self.cluster is not None
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(self.cluster.url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return ["--store-url", self.cluster.url_for(name)]
+
+    def stored(self, arguments: list[str]) -> set[str]:
+        """The message ids a server with these arguments committed."""
+        if arguments[0] == "--db":
+            with sqlite3.connect(arguments[1]) as connection:
+                rows = connection.execute("SELECT message_id FROM ingest_event").fetchall()
+            connection.close()
+            return {row[0] for row in rows}
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(arguments[1])
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT message_id FROM ingest_spool")).fetchall()
+        engine.dispose()
+        return {row[0] for row in rows}
+
+
 @contextmanager
-def server(db: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def server(arguments: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "syncd.ingest", "--db", str(db), "--port", "0"],
+        [sys.executable, "-m", "syncd.ingest", *arguments, "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "SYNCD_INGEST_WRITE_KEY": KEY},
@@ -162,18 +211,18 @@ async def load(
     return Run(len(latencies) * per_request, time.perf_counter() - started, latencies)
 
 
-def measure(args: argparse.Namespace, kind: str, folder: Path) -> list[Run]:
+def measure(args: argparse.Namespace, kind: str, sink: Sink) -> list[Run]:
     runs = []
     for number in range(args.runs):
-        with server(folder / f"{kind}-{number}.sqlite") as (_, url):
+        with server(sink.target(f"{kind}_{number}")) as (_, url):
             runs.append(asyncio.run(load(url, kind, args.connections, args.batch, args.seconds)))
     return runs
 
 
-def kill_under_load(args: argparse.Namespace, folder: Path) -> tuple[int, int]:
-    db = folder / "kill.sqlite"
+def kill_under_load(args: argparse.Namespace, sink: Sink) -> tuple[int, int]:
+    arguments = sink.target("kill")
     acknowledged: set[str] = set()
-    with server(db) as (process, url):
+    with server(arguments) as (process, url):
 
         async def scenario() -> None:
             task = asyncio.create_task(
@@ -184,10 +233,7 @@ def kill_under_load(args: argparse.Namespace, folder: Path) -> tuple[int, int]:
             await task
 
         asyncio.run(scenario())
-    with sqlite3.connect(db) as connection:
-        stored = {row[0] for row in connection.execute("SELECT message_id FROM ingest_event")}
-    connection.close()
-    return len(acknowledged), len(acknowledged - stored)
+    return len(acknowledged), len(acknowledged - sink.stored(arguments))
 
 
 def cpu_model() -> str:
@@ -207,20 +253,26 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--kill-seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--sink",
+        choices=("reference", "store-sqlite", "store-postgresql"),
+        default="reference",
+        help="the reference SQLite sink, or the profile store's spool on SQLite or PostgreSQL",
+    )
     args = parser.parse_args()
 
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r}")
     print(f"python:  {platform.python_version()} on {platform.platform()}")
-    print(f"server:  python -m syncd.ingest, SQLite WAL synchronous=FULL; {args.connections} conns")
+    print(f"server:  python -m syncd.ingest, sink {args.sink}; {args.connections} conns")
     print()
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
-        folder = Path(tmp)
+        sink = Sink(args.sink, Path(tmp))
         for kind, label in (
             ("track", "1 event/request"),
             ("batch", f"{args.batch} events/request"),
         ):
-            runs = measure(args, kind, folder)
+            runs = measure(args, kind, sink)
             median = sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
             rates = ", ".join(f"{run.rate:,.0f}" for run in runs)
             print(
@@ -228,8 +280,9 @@ def main() -> int:
                 f"p50 {median.percentile(0.50):.1f} ms, p99 {median.percentile(0.99):.1f} ms, "
                 f"{len(median.latencies) / median.seconds:,.0f} requests/s"
             )
-        acknowledged, lost = kill_under_load(args, folder)
+        acknowledged, lost = kill_under_load(args, sink)
         print(f"{'kill -9 under load':>20}: {acknowledged:,} events acknowledged, {lost} lost")
+        sink.close()
     return 1 if lost else 0
 
 

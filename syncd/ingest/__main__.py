@@ -1,4 +1,5 @@
-"""Run the ingest endpoint on a SQLite file: `python -m syncd.ingest --db events.sqlite`.
+"""Run the ingest endpoint alone: `python -m syncd.ingest --db events.sqlite` (the reference
+SQLite sink) or `--store-url URL` (the spool of a profile store, as `syncd serve` does).
 
 The write key comes from an environment variable (SYNCD_INGEST_WRITE_KEY by default), never
 from the command line. Prints `listening http://HOST:PORT` once it accepts requests.
@@ -15,6 +16,8 @@ from types import FrameType
 from syncd.ingest.app import create_app
 from syncd.ingest.server import serve
 from syncd.ingest.sqlite_sink import SqliteEventSink
+from syncd.ingest.store_sink import StoreEventSink
+from syncd.store.db import open_store
 
 
 def _exit(signum: int, frame: FrameType | None) -> None:
@@ -24,7 +27,9 @@ def _exit(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and serve until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m syncd.ingest", description=__doc__)
-    parser.add_argument("--db", required=True, help="SQLite file to commit events to")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--db", help="SQLite file to commit events to (reference sink)")
+    target.add_argument("--store-url", help="profile store whose spool takes the events")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787, help="0 picks a free port")
     parser.add_argument("--write-key-env", default="SYNCD_INGEST_WRITE_KEY")
@@ -33,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     if not write_key:
         print(f"error: export {args.write_key_env} (the write key SDKs send)", file=sys.stderr)
         return 2
-    sink = SqliteEventSink(args.db)
+    sink: SqliteEventSink | StoreEventSink
+    engine = None
+    if args.db:
+        sink = SqliteEventSink(args.db)
+    else:
+        engine = open_store(args.store_url)
+        sink = StoreEventSink(engine)
     # uvicorn shuts down gracefully, then re-raises the signal: end with status 0 and a
     # closed database instead of dying by it.
     signal.signal(signal.SIGTERM, _exit)
@@ -47,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        sink.close()
+        if isinstance(sink, SqliteEventSink):
+            sink.close()
+        if engine is not None:
+            engine.dispose()
     return 0
 
 
