@@ -134,18 +134,22 @@ class PageWriter:
     def _write_identifiers(
         self, edges: Sequence[tuple[int, int, str, str]], table: str, column: str
     ) -> None:
-        """Edges are (owner id, identifier id, kind, value)."""
+        """Edges are (owner id, identifier id, kind, value).
+
+        Rows go in key order: ids are hashes, and inserting them sorted walks each B-tree
+        once instead of jumping across it for every row.
+        """
         identifiers = {key: (kind, value) for _, key, kind, value in edges}
         self.bulk.insert_ignore(
             "identifier",
             ("id", "kind", "value"),
-            [(key, kind, value) for key, (kind, value) in identifiers.items()],
+            sorted((key, kind, value) for key, (kind, value) in identifiers.items()),
             ("id",),
         )
         self.bulk.insert_ignore(
             table,
             (column, "identifier_id"),
-            [(owner, key) for owner, key, _, _ in edges],
+            sorted((owner, key) for owner, key, _, _ in edges),
             (column, "identifier_id"),
         )
 
@@ -189,6 +193,7 @@ class PageWriter:
         self.bulk.execute_in(
             "DELETE FROM record_identifier WHERE record_id IN ({in})", changed_existing
         )
+        rows.sort(key=lambda row: row[0])
         self.bulk.upsert(
             "source_record",
             (
