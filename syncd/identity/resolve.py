@@ -18,6 +18,7 @@ so it survives every change that does not remove that record or merge it with a 
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,9 +107,13 @@ def resolve(
     """
     found = _UnionFind()
     result = Resolution()
-    identifier_runs: list[tuple[int, int, int]] = []  # (kind, identifier, first node)
+    # One (kind, first node) per identifier, in flat arrays: a million-record store has
+    # millions of identifiers, and tuples of Python ints would cost several times more.
+    run_kinds = array("b")
+    run_nodes = array("q")
     for kind, identifier, members in _runs(edges):
-        identifier_runs.append((kind, identifier, members[0]))
+        run_kinds.append(kind)
+        run_nodes.append(members[0])
         root = found.find(members[0])
         for node in members[1:]:
             other = found.find(node)
@@ -116,11 +121,13 @@ def resolve(
                 root = found.union(root, other)
                 result.unions.append((members[0], node, identifier))
 
-    per_kind: dict[tuple[int, int], int] = defaultdict(int)
-    for kind, _identifier, first in identifier_runs:
-        per_kind[(found.find(first), kind)] += 1
-    conflicted = {root for (root, kind), count in per_kind.items() if count > limits[kind]}
-    del per_kind, identifier_runs
+    # Distinct identifiers per (component, kind), keyed by one int rather than a tuple.
+    kinds = len(limits)
+    per_kind: dict[int, int] = defaultdict(int)
+    for kind, first in zip(run_kinds, run_nodes, strict=True):
+        per_kind[found.find(first) * kinds + kind] += 1
+    conflicted = {key // kinds for key, count in per_kind.items() if count > limits[key % kinds]}
+    del per_kind, run_kinds, run_nodes
 
     groups: dict[int, list[int]] = defaultdict(list)
     for node in nodes:
