@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 Edge = tuple[int, int, int]
@@ -37,12 +37,29 @@ class Refusal:
     reason: str
 
 
+class Unions:
+    """The merges made, as (node a, node b, identifier) triples, stored in flat arrays."""
+
+    def __init__(self) -> None:
+        self._columns = (array("q"), array("q"), array("q"))
+
+    def append(self, union: tuple[int, int, int]) -> None:
+        for column, value in zip(self._columns, union, strict=True):
+            column.append(value)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return zip(*self._columns, strict=True)
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+
 @dataclass
 class Resolution:
     """Each node's profile id, the merges made (spanning edges) and the merges refused."""
 
     profile_of: dict[int, str] = field(default_factory=dict)
-    unions: list[tuple[int, int, int]] = field(default_factory=list)
+    unions: Unions = field(default_factory=Unions)
     refusals: list[Refusal] = field(default_factory=list)
 
 
@@ -134,7 +151,11 @@ def resolve(
         groups[found.find(node)].append(node)
     if conflicted:
         conflict_nodes = {node for root in conflicted for node in groups.pop(root)}
-        result.unions = [u for u in result.unions if found.find(u[0]) not in conflicted]
+        kept = Unions()
+        for union in result.unions:
+            if found.find(union[0]) not in conflicted:
+                kept.append(union)
+        result.unions = kept
         groups.update(_resolve_with_limits(conflict_nodes, edges_of, limits, kind_names, result))
     for members in groups.values():
         records = [node for node in members if node not in links]

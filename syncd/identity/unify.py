@@ -19,6 +19,7 @@ from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 from syncd.timeutil import utcnow
 
+LOG_BATCH = 20_000
 FULL_RESOLVE_SHARE = 0.3
 """Above this share of changed nodes, resolve the whole store in one streaming pass."""
 
@@ -211,13 +212,21 @@ def _write(
     result.removed = {profile for profile in old_members if profile not in result.touched}
 
     at = format_timestamp(utcnow())
+    insert = bulk.sql(
+        "INSERT INTO merge_log (run_id, at, action, profile_id, to_profile_id, "
+        "identifier_id, record_a, record_b, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
     logs: list[tuple[object, ...]] = []
     for a, b, identifier in resolution.unions:
         if old.get(a) is not None and old.get(a) == old.get(b):
             continue
         reason = "records share this identifier"
         logs.append((run_id, at, "merge", new[a], None, identifier, a, b, reason))
-    result.merges = len(logs)
+        result.merges += 1
+        if len(logs) >= LOG_BATCH:
+            # A first load logs a merge per joined record: write them as they come.
+            bulk.executemany(insert, logs)
+            logs = []
     for refusal in resolution.refusals:
         if refusal.node_a in dirty or refusal.node_b in dirty:
             logs.append(
@@ -262,11 +271,5 @@ def _write(
                     "all its records were deleted",
                 )
             )
-    bulk.executemany(
-        bulk.sql(
-            "INSERT INTO merge_log (run_id, at, action, profile_id, to_profile_id, "
-            "identifier_id, record_a, record_b, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ),
-        logs,
-    )
+    bulk.executemany(insert, logs)
     return result
