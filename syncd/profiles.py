@@ -209,6 +209,37 @@ def pending_events(bulk: Bulk) -> tuple[set[str], list[int]]:
     return profiles, events
 
 
+def leaving_windows(bulk: Bulk, rules: ProfileMapping, since: str | None) -> set[str]:
+    """Profiles with an event that left a `within_days` window since `since` (the last run).
+
+    A count over the last 7 days changes when an event enters the window (a new event: its
+    profile is pending anyway) or leaves it as time passes: those are found here, so idle
+    profiles do not keep stale counts.
+    """
+    days = {spec.within_days for spec in rules.computed.values() if spec.within_days}
+    if not days or since is None:
+        return set()
+    now = utcnow()
+    then = datetime.fromisoformat(since)
+    profiles: set[str] = set()
+    for window in days:
+        rows = bulk.connection.exec_driver_sql(
+            bulk.sql(
+                "SELECT DISTINCT sr.profile_id FROM event e "
+                "JOIN event_identifier ei ON ei.event_id = e.id "
+                "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
+                "JOIN source_record sr ON sr.id = ri.record_id "
+                "WHERE e.occurred_at >= ? AND e.occurred_at < ? AND sr.profile_id IS NOT NULL"
+            ),
+            (
+                format_timestamp(then - timedelta(days=window)),
+                format_timestamp(now - timedelta(days=window)),
+            ),
+        )
+        profiles.update(row[0] for row in rows)
+    return profiles
+
+
 def clear_pending_events(bulk: Bulk, events: list[int]) -> None:
     bulk.execute_in(f"UPDATE event SET needs_profile = {bulk.false} WHERE id IN ({{in}})", events)
 

@@ -24,7 +24,12 @@ from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.mapping.transforms import format_timestamp
-from syncd.profiles import clear_pending_events, pending_events, refresh_profiles
+from syncd.profiles import (
+    clear_pending_events,
+    leaving_windows,
+    pending_events,
+    refresh_profiles,
+)
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, transaction
@@ -268,11 +273,12 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             result = unify(bulk, self.config.identity, summary.run_id, everything)
             event_profiles, events = pending_events(bulk)
+            aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
             self.progress.stage("profiles")
             written, removed = refresh_profiles(
                 bulk,
                 self.mappings.profile,
-                result.touched | event_profiles,
+                result.touched | event_profiles | aged,
                 result.removed,
                 summary.run_id,
             )
@@ -392,6 +398,15 @@ class Pipeline:
             after = _snapshot(bulk)
             transaction_.rollback()
         return _differences(before, after)
+
+
+def _last_run_start(bulk: Bulk, current: RunSummary) -> str | None:
+    """When the last successful run before this one started (its profiles were fresh then)."""
+    row = bulk.connection.exec_driver_sql(
+        bulk.sql("SELECT MAX(started_at) FROM sync_run WHERE status = 'ok' AND id <> ?"),
+        (current.run_id,),
+    ).first()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def _superseded(bulk: Bulk, records: list[StagedRecord], quarantined_in: str) -> bool:

@@ -1,0 +1,91 @@
+"""A count over the last N days drops when an event ages out of the window, even for a
+profile nothing else touches."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import syncd.profiles
+from syncd.connector import Page, RawRecord
+from syncd.inspect import export_profiles
+from syncd.mapping.transforms import format_timestamp
+from syncd.store.db import transaction
+from syncd.timeutil import utcnow
+from tests.support.project import PEOPLE_MAPPING, Project, records_page
+
+VISITS = """
+source = "crm"
+stream = "visits"
+type = "events"
+event_id = "id"
+event_name = "'Page Viewed'"
+timestamp = "at | datetime"
+
+[identifiers]
+email = "email"
+"""
+
+RULES = """
+[computed.views_1d]
+op = "count"
+event = "Page Viewed"
+within_days = 1
+"""
+
+
+def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = Project(
+        tmp_path,
+        store_url,
+        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
+        extra_config='visits = { pattern = "visits*.jsonl" }\n',
+    )
+    try:
+        start = utcnow()
+        visit = {
+            "id": "v1",
+            "email": "ada@x.com",
+            "at": format_timestamp(start - timedelta(hours=23)),
+        }
+        project.run(
+            {
+                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
+                "visits": [Page([RawRecord(visit, "test:v1")], None)],
+            }
+        )
+        later = start + timedelta(hours=2)
+        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
+        summary = project.run({"people": [], "visits": []})
+        with transaction(project.engine) as bulk:
+            (profile,) = list(export_profiles(bulk))
+        assert summary.counts["profiles_written"] == 1
+        assert profile["traits"]["views_1d"] == 0
+    finally:
+        project.close()
+
+
+def test_the_first_run_counts_the_event(store_url: str, tmp_path: Path) -> None:
+    project = Project(
+        tmp_path,
+        store_url,
+        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
+        extra_config='visits = { pattern = "visits*.jsonl" }\n',
+    )
+    try:
+        visit = {"id": "v1", "email": "ada@x.com", "at": format_timestamp(utcnow())}
+        project.run(
+            {
+                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
+                "visits": [Page([RawRecord(visit, "test:v1")], None)],
+            }
+        )
+        with transaction(project.engine) as bulk:
+            (profile,) = list(export_profiles(bulk))
+        assert profile["traits"]["views_1d"] == 1
+    finally:
+        project.close()
