@@ -18,10 +18,13 @@ KEY = "wk_durability"
 
 
 @contextmanager
-def ingest_server(db: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`python -m syncd.ingest` as a child process on a free port."""
+def ingest_server(
+    db: Path, target: tuple[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m syncd.ingest` as a child process on a free port (the reference sink on `db`,
+    or `target` = ("--store-url", URL) for a profile store's spool)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "syncd.ingest", "--db", str(db), "--port", "0"],
+        [sys.executable, "-m", "syncd.ingest", *(target or ("--db", str(db))), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "SYNCD_INGEST_WRITE_KEY": KEY},
@@ -109,3 +112,18 @@ def test_the_server_refuses_to_start_without_a_write_key(tmp_path: Path) -> None
     )
     assert finished.returncode == 2
     assert "SYNCD_INGEST_WRITE_KEY" in finished.stderr
+
+
+def test_the_standalone_server_commits_to_a_profile_store_spool(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with ingest_server(tmp_path / "unused", ("--store-url", url)) as (_, base):
+        answer = httpx.post(
+            f"{base}/v1/track",
+            json={"userId": "u1", "event": "Signed Up", "messageId": "m-1"},
+            auth=(KEY, ""),
+        )
+        assert answer.status_code == 200
+    with sqlite3.connect(tmp_path / "store.db") as connection:
+        rows = connection.execute("SELECT message_id, type FROM ingest_spool").fetchall()
+    connection.close()
+    assert rows == [("m-1", "track")]
