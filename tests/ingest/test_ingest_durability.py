@@ -8,66 +8,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 
+from tests.support.ingest import child_server, load_until_killed
+
 KEY = "wk_durability"
 
 
-@contextmanager
 def ingest_server(
     db: Path, target: tuple[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[str], str]]:
+) -> AbstractContextManager[tuple[subprocess.Popen[str], str]]:
     """`python -m syncd.ingest` as a child process on a free port (the reference sink on `db`,
     or `target` = ("--store-url", URL) for a profile store's spool)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd.ingest", *(target or ("--db", str(db))), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SYNCD_INGEST_WRITE_KEY": KEY},
-    )
-    assert process.stdout is not None
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("listening "), line
-        yield process, line.split()[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        process.stdout.close()
-
-
-async def load_until_killed(
-    url: str, process: subprocess.Popen[str], acknowledged: set[str], kill_after: int
-) -> None:
-    """Send batches from 32 connections, kill -9 the server mid-stream; record every 200."""
-
-    async def sender(worker: int) -> None:
-        n = 0
-        while True:
-            ids = [f"w{worker}-{n}-{i}" for i in range(5)]
-            n += 1
-            batch = [{"type": "track", "userId": "u", "event": "E", "messageId": m} for m in ids]
-            try:
-                answer = await client.post(f"{url}/v1/batch", json={"batch": batch})
-            except httpx.TransportError:
-                return
-            if answer.status_code == 200:
-                acknowledged.update(ids)
-                if len(acknowledged) >= kill_after:
-                    enough.set()
-
-    enough = asyncio.Event()
-    limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(auth=(KEY, ""), limits=limits, timeout=10) as client:
-        tasks = [asyncio.create_task(sender(w)) for w in range(32)]
-        await asyncio.wait_for(enough.wait(), 30)
-        process.send_signal(signal.SIGKILL)
-        await asyncio.gather(*tasks)
+    command = [sys.executable, "-m", "syncd.ingest", *(target or ("--db", str(db))), "--port", "0"]
+    return child_server(command, {"SYNCD_INGEST_WRITE_KEY": KEY})
 
 
 def stored_ids(db: Path) -> set[str]:
@@ -81,7 +38,7 @@ def test_every_acknowledged_event_survives_kill_9(tmp_path: Path) -> None:
     db = tmp_path / "events.sqlite"
     acknowledged: set[str] = set()
     with ingest_server(db) as (process, url):
-        asyncio.run(load_until_killed(url, process, acknowledged, kill_after=1500))
+        asyncio.run(load_until_killed(url, KEY, process, acknowledged, kill_after=1500))
         assert process.wait(10) == -signal.SIGKILL
     assert len(acknowledged) >= 1500
 

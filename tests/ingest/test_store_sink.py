@@ -8,12 +8,10 @@ kills it with SIGKILL mid-stream: every messageId that got a 200 must be in the 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from syncd.ingest.server import running
 from syncd.ingest.spec import parse_message
 from syncd.ingest.store_sink import StoreEventSink
 from syncd.store.db import transaction
+from tests.support.ingest import child_server, load_until_killed
 
 KEY = "wk_store_sink"
 SERVE = """
@@ -61,51 +60,12 @@ def write_config(folder: Path) -> Path:
     return path
 
 
-@contextmanager
-def served(config: Path, store_url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", SERVE, str(config)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "SYNCD_STORE_URL": store_url, "SYNCD_WEB_WRITE_KEY": KEY},
-    )
-    assert process.stdout is not None
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("listening "), line
-        yield process, line.split()[1]
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
-        process.stdout.close()
-
-
-async def load_until_killed(
-    url: str, process: subprocess.Popen[str], acknowledged: set[str], kill_after: int
-) -> None:
-    async def sender(worker: int) -> None:
-        n = 0
-        while True:
-            ids = [f"w{worker}-{n}-{i}" for i in range(5)]
-            n += 1
-            batch = [{"type": "track", "userId": "u", "event": "E", "messageId": m} for m in ids]
-            try:
-                answer = await client.post(f"{url}/v1/batch", json={"batch": batch})
-            except httpx.TransportError:
-                return
-            if answer.status_code == 200:
-                acknowledged.update(ids)
-                if len(acknowledged) >= kill_after:
-                    enough.set()
-
-    enough = asyncio.Event()
-    limits = httpx.Limits(max_connections=32)
-    async with httpx.AsyncClient(auth=(KEY, ""), limits=limits, timeout=10) as client:
-        tasks = [asyncio.create_task(sender(w)) for w in range(32)]
-        await asyncio.wait_for(enough.wait(), 30)
-        process.send_signal(signal.SIGKILL)
-        await asyncio.gather(*tasks)
+def served(
+    config: Path, store_url: str
+) -> AbstractContextManager[tuple[subprocess.Popen[str], str]]:
+    """`serve_ingest` on the profile store, as a child process."""
+    env = {"SYNCD_STORE_URL": store_url, "SYNCD_WEB_WRITE_KEY": KEY}
+    return child_server([sys.executable, "-c", SERVE, str(config)], env)
 
 
 def spooled(engine: Engine) -> list[str]:
@@ -124,7 +84,7 @@ def test_every_acknowledged_event_survives_kill_9(
     config = write_config(tmp_path)
     acknowledged: set[str] = set()
     with served(config, store_url) as (process, url):
-        asyncio.run(load_until_killed(url, process, acknowledged, kill_after=1500))
+        asyncio.run(load_until_killed(url, KEY, process, acknowledged, kill_after=1500))
         assert process.wait(10) == -signal.SIGKILL
     assert len(acknowledged) >= 1500
 
