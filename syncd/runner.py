@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import ConnectorContext, Page, RawRecord, Source
-from syncd.errors import ConnectorError, RecordError
+from syncd.errors import ConnectorError
 from syncd.identity.unify import unify
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import Mappings
@@ -39,7 +39,6 @@ from syncd.store.writer import (
     StagedRecord,
     WriteCounts,
     load_cursor,
-    stage_record,
 )
 from syncd.timeutil import utcnow
 
@@ -361,19 +360,17 @@ class Pipeline:
                 ),
                 (source, stream),
             ).all()
-            staged = StagedPage()
-            for external_id, payload in rows:
-                loaded = json.loads(payload) if isinstance(payload, str) else payload
-                try:
-                    mapped = compiled.map_record(loaded)
-                except RecordError as error:
-                    staged.quarantined.append(
-                        (f"{source}/{stream}/{external_id}", str(error), loaded)
+            page = Page(
+                [
+                    RawRecord(
+                        json.loads(payload) if isinstance(payload, str) else payload,
+                        f"{source}/{stream}/{external_id}",
                     )
-                    continue
-                staged.records.append(
-                    stage_record(source, stream, mapped, loaded, compiled.fingerprint)
-                )
+                    for external_id, payload in rows
+                ],
+                None,
+            )
+            staged = stage_page(compiled, page)
             counts = writer.write_records(source, stream, staged.records)
             writer.quarantine(source, stream, staged.quarantined)
             summary.bump("records_remapped", counts.changed)
