@@ -12,7 +12,7 @@ from syncd.errors import SyncdError
 from syncd.identity.normalize import IdentifierNormalizer
 from syncd.mapping.model import ProfileMapping
 from syncd.mapping.transforms import TransformError
-from syncd.profiles import RecordView, merge_traits
+from syncd.profiles import EVENT_PROFILES, RecordView, merge_traits
 from syncd.store.db import Bulk
 from syncd.store.writer import identifier_id
 
@@ -173,8 +173,8 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
             bulk.sql(
                 "SELECT e.name, e.occurred_at, e.stream, e.properties FROM event e "
                 "WHERE e.id IN (SELECT ei.event_id FROM event_identifier ei "
-                "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
-                "JOIN source_record sr ON sr.id = ri.record_id WHERE sr.profile_id = ?) "
+                + EVENT_PROFILES
+                + "WHERE sr.profile_id = ?) "
                 "ORDER BY e.occurred_at, e.id"
             ),
             (profile_id,),

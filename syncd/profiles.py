@@ -26,6 +26,12 @@ from syncd.store.db import Bulk
 from syncd.timeutil import utcnow
 
 DEFAULT_RULE = TraitRule()
+EVENT_PROFILES = (
+    "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
+    "JOIN source_record sr ON sr.id = ri.record_id "
+)
+"""From `event_identifier ei` to `source_record sr`: an event belongs to the profiles of the
+records that carry one of its identifiers, so events never need rewriting when people merge."""
 PROFILE_CHUNK = 400
 
 
@@ -200,9 +206,8 @@ def pending_events(bulk: Bulk) -> tuple[set[str], list[int]]:
         row[0]
         for row in bulk.select_in(
             "SELECT DISTINCT sr.profile_id FROM event_identifier ei "
-            "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
-            "JOIN source_record sr ON sr.id = ri.record_id "
-            "WHERE ei.event_id IN ({in}) AND sr.profile_id IS NOT NULL",
+            + EVENT_PROFILES
+            + "WHERE ei.event_id IN ({in}) AND sr.profile_id IS NOT NULL",
             events,
         )
     }
@@ -227,9 +232,8 @@ def leaving_windows(bulk: Bulk, rules: ProfileMapping, since: str | None) -> set
             bulk.sql(
                 "SELECT DISTINCT sr.profile_id FROM event e "
                 "JOIN event_identifier ei ON ei.event_id = e.id "
-                "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
-                "JOIN source_record sr ON sr.id = ri.record_id "
-                "WHERE e.occurred_at >= ? AND e.occurred_at < ? AND sr.profile_id IS NOT NULL"
+                + EVENT_PROFILES
+                + "WHERE e.occurred_at >= ? AND e.occurred_at < ? AND sr.profile_id IS NOT NULL"
             ),
             (
                 format_timestamp(then - timedelta(days=window)),
