@@ -298,7 +298,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(problems)
     return Config(
         path=path,
-        store_url=_anchor_sqlite_path(store_url, path.parent),
+        store_url=anchor_sqlite_path(store_url, path.parent),
         logging=raw.logging,
         identity=raw.identity,
         mappings_dir=(path.parent / raw.mappings_dir),
@@ -308,7 +308,7 @@ def load_config(path: Path) -> Config:
     )
 
 
-def _anchor_sqlite_path(url: str, base: Path) -> str:
+def anchor_sqlite_path(url: str, base: Path) -> str:
     """A relative SQLite path is relative to the config file, not to wherever syncd was started."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
@@ -327,6 +327,7 @@ __all__ = [
     "ConnectorEntry",
     "IdentifierKind",
     "IdentityConfig",
+    "anchor_sqlite_path",
     "load_config",
     "load_connector_spec",
     "problems_from_validation",

@@ -10,10 +10,9 @@ connector in its `ConnectorContext`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from connectors.ingest.options import MESSAGE_TYPES, IngestOptions
 from connectors.ingest.source import IngestSource
+from syncd.config import anchor_sqlite_path
 from syncd.connector import ConnectorContext, ConnectorSpec, Source
 from syncd.errors import ConfigError, Problem
 from syncd.store.db import open_engine
@@ -39,15 +38,7 @@ def store_url(context: ConnectorContext) -> str:
             )
         return context.store_url
     url = given if isinstance(given, str) else given.resolve(f"sources.{context.name}.store_url")
-    return _anchored(url, context.config_dir)
-
-
-def _anchored(url: str, base: Path) -> str:
-    # A relative SQLite path is relative to the config file, as the store URL's is.
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
-        return prefix + str((base / url[len(prefix) :]).resolve())
-    return url
+    return anchor_sqlite_path(url, context.config_dir)
 
 
 def _make_source(context: ConnectorContext) -> Source:
