@@ -7,6 +7,7 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +86,28 @@ def schema_tables(engine: Engine) -> set[str]:
     return set(inspect(engine).get_table_names())
 
 
+def to_json(value: Any) -> str:
+    """The one JSON text of a value: sorted keys, so equal values hash alike.
+
+    NUL characters are dropped: PostgreSQL refuses them in JSON and text, and one stray NUL
+    in a browser event must not stop a stream.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    if "\\u0000" in text:
+        text = json.dumps(_without_nul(value), sort_keys=True, separators=(",", ":"), default=str)
+    return text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 class Bulk:
     """Bulk statements over one connection, written once per dialect."""
 
@@ -107,8 +130,6 @@ class Bulk:
     def encode(value: Any) -> Any:
         """JSON columns take their text; other values go as they are."""
         if isinstance(value, dict | list):
-            from syncd.store.writer import to_json  # one JSON form for the whole store
-
             return to_json(value)
         return value
 

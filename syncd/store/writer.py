@@ -14,33 +14,11 @@ from typing import Any
 
 from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
-from syncd.store.db import Bulk
+from syncd.store.db import Bulk, to_json
 from syncd.store.tables import stable_id
 from syncd.timeutil import utcnow
 
 DELETED_HASH = "deleted"
-
-
-def to_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, so equal values hash alike.
-
-    NUL characters are dropped: PostgreSQL refuses them in JSON and text, and one stray NUL
-    in a browser event must not stop a stream.
-    """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    if "\\u0000" in text:
-        text = json.dumps(_without_nul(value), sort_keys=True, separators=(",", ":"), default=str)
-    return text
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(item) for item in value]
-    return value
 
 
 def identifier_id(kind: str, value: str) -> int:
