@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 JsonColumn = JSON().with_variant(JSONB(), "postgresql")
-# INTEGER PRIMARY KEY is SQLite's rowid itself: no second index to maintain on every insert.
+# For link tables and the spool: on SQLite an INTEGER PRIMARY KEY is the rowid itself.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -25,8 +25,10 @@ def stable_id(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _bigint_pk() -> Any:
-    return Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+def _hash_pk() -> Any:
+    # BIGINT, not SQLite's INTEGER rowid: rows are then stored in arrival order and the hash
+    # lives in a small separate index, instead of every insert landing on a random page.
+    return Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
 
 
 class SourceRecord(SQLModel, table=True):
@@ -43,7 +45,7 @@ class SourceRecord(SQLModel, table=True):
         Index("ix_source_record_stream", "source", "stream"),
     )
 
-    id: int = _bigint_pk()
+    id: int = _hash_pk()
     source: str
     stream: str
     external_id: str
@@ -64,12 +66,11 @@ class Identifier(SQLModel, table=True):
 
     __tablename__ = "identifier"
     __table_args__ = (
-        Index("ix_identifier_value", "kind", "value"),
         # Resolution streams the edges of one kind in identifier order through this index.
         Index("ix_identifier_kind_id", "kind", "id"),
     )
 
-    id: int = _bigint_pk()
+    id: int = _hash_pk()
     kind: str
     value: str
 
@@ -93,7 +94,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "event"
     __table_args__ = (Index("ix_event_pending", "needs_profile"),)
 
-    id: int = _bigint_pk()
+    id: int = _hash_pk()
     source: str
     stream: str
     event_id: str
