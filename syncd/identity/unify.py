@@ -191,16 +191,21 @@ def _write(
 ) -> UnifyResult:
     new = resolution.profile_of
     result = UnifyResult(nodes=len(new))
-    moved = [(profile, node) for node, profile in new.items() if old.get(node) != profile]
+    # One statement per row: a changed record gets its profile and loses its mark at once
+    # (a deleted one leaves its profile); another record only moves when its profile did.
+    bulk.executemany(
+        bulk.sql(
+            f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
+        ),
+        [(new.get(node), node) for node in sorted(dirty)],
+    )
     bulk.executemany(
         bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
-        moved,
-    )
-    gone = [(node,) for node, deleted in dirty.items() if deleted]
-    bulk.executemany(bulk.sql("UPDATE source_record SET profile_id = NULL WHERE id = ?"), gone)
-    bulk.executemany(
-        bulk.sql(f"UPDATE source_record SET needs_unify = {bulk.false} WHERE id = ?"),
-        [(node,) for node in dirty],
+        [
+            (profile, node)
+            for node, profile in new.items()
+            if node not in dirty and old.get(node) != profile
+        ],
     )
 
     old_members: dict[str, set[str]] = defaultdict(set)
