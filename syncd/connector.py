@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -23,12 +23,12 @@ JsonValue = Any
 """A value that survives a JSON round trip (cursor state, raw payloads)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(NamedTuple):
     """One object as the source system gave it.
 
     `location` says where it came from (a file and line, an object URL) so that a quarantined
     record can be found again. `error` is set when the connector could not even parse it.
+    A named tuple: pages of them go to the mapping workers by pickle, far cheaper for tuples.
     """
 
     payload: Mapping[str, Any]

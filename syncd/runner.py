@@ -21,7 +21,7 @@ from syncd.connector import ConnectorContext, Page, RawRecord, Source
 from syncd.errors import ConnectorError
 from syncd.identity.unify import unify
 from syncd.log import bind_run, get_logger
-from syncd.mapping.compiler import Mappings
+from syncd.mapping.compiler import CompiledStream, Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import (
@@ -32,7 +32,7 @@ from syncd.profiles import (
 )
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
-from syncd.store.db import Bulk, transaction
+from syncd.store.db import Bulk, PageGroups, transaction
 from syncd.store.writer import (
     DELETED_HASH,
     PageWriter,
@@ -223,47 +223,59 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             cursor = None if full else load_cursor(bulk, source_name, stream)
         self.progress.stream_started(source_name, stream)
-        for page, staged in self.mapper.stage(compiled, source.read(stream, cursor)):
-            counts = self._store(summary, source_name, stream, page, staged, dry_run)
-            summary.bump("records_read", len(page.records))
-            summary.bump("quarantined", len(staged.quarantined))
-            for name, value in vars(counts).items():
-                if value:
-                    summary.bump(name, value)
-            self.progress.page_done(source_name, stream, len(page.records), counts)
-            self.log.info(
-                "page stored",
-                source=source_name,
-                stream=stream,
-                records=len(page.records),
-                quarantined=len(staged.quarantined),
-                **vars(counts),
-            )
-            for location, reason, _ in staged.quarantined:
-                self.log.warning(
-                    "record quarantined",
-                    source=source_name,
-                    stream=stream,
-                    location=location,
-                    reason=reason,
-                )
+        with PageGroups(self.engine, commit=not dry_run) as groups:
+            for page, staged in self.mapper.stage(compiled, source.read(stream, cursor)):
+                counts = self._store(groups.page(), summary.run_id, compiled, page, staged)
+                groups.page_done(len(page.records))
+                self._report_page(summary, source_name, stream, page, staged, counts)
 
-    def _store(
+    def _report_page(
         self,
         summary: RunSummary,
-        source: str,
+        source_name: str,
         stream: str,
         page: Page,
         staged: StagedPage,
-        dry_run: bool,
+        counts: WriteCounts,
+    ) -> None:
+        summary.bump("records_read", len(page.records))
+        summary.bump("quarantined", len(staged.quarantined))
+        for name, value in vars(counts).items():
+            if value:
+                summary.bump(name, value)
+        self.progress.page_done(source_name, stream, len(page.records), counts)
+        self.log.info(
+            "page stored",
+            source=source_name,
+            stream=stream,
+            records=len(page.records),
+            quarantined=len(staged.quarantined),
+            **vars(counts),
+        )
+        for location, reason, _ in staged.quarantined:
+            self.log.warning(
+                "record quarantined",
+                source=source_name,
+                stream=stream,
+                location=location,
+                reason=reason,
+            )
+
+    @staticmethod
+    def _store(
+        bulk: Bulk, run_id: str, compiled: CompiledStream, page: Page, staged: StagedPage
     ) -> WriteCounts:
-        with transaction(self.engine, commit=not dry_run) as bulk:
-            writer = PageWriter(bulk, summary.run_id)
-            counts = writer.write_records(source, stream, staged.records)
-            counts.add(writer.write_events(source, stream, staged.events))
-            counts.deleted += writer.delete_records(source, stream, page.deleted_ids)
-            writer.quarantine(source, stream, staged.quarantined)
-            writer.set_cursor(source, stream, page.cursor)
+        def remap(position: int) -> StagedRecord:
+            (record,) = stage_page(compiled, Page([page.records[position]], None)).records
+            return record
+
+        source, stream = compiled.source, compiled.stream
+        writer = PageWriter(bulk, run_id)
+        counts = writer.write_records(source, stream, staged.records, remap)
+        counts.add(writer.write_events(source, stream, staged.events))
+        counts.deleted += writer.delete_records(source, stream, page.deleted_ids)
+        writer.quarantine(source, stream, staged.quarantined)
+        writer.set_cursor(source, stream, page.cursor)
         return counts
 
     def _resolve(self, summary: RunSummary, everything: bool = False) -> None:

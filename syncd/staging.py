@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,15 @@ from typing import Any
 
 from syncd.errors import ConfigError, Problem, RecordError
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
-from syncd.store.writer import StagedRecord, stage_record
+from syncd.store.db import Bulk, open_engine
+from syncd.store.writer import (
+    StagedRecord,
+    content_hash,
+    record_id,
+    skipped_record,
+    stage_record,
+    stored_hashes,
+)
 
 
 @dataclass
@@ -33,29 +41,71 @@ class StagedPage:
     quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
 
 
-def stage_page(compiled: CompiledStream, page: Any) -> StagedPage:
-    """Map every record of a page; a bad one is set aside with its reason, the rest go on."""
+StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
+"""The content hashes the store holds for some record ids."""
+
+
+def stage_page(
+    compiled: CompiledStream, page: Any, stored_hashes: StoredHashes | None = None
+) -> StagedPage:
+    """Map every record of a page; a bad one is set aside with its reason, the rest go on.
+
+    With `stored_hashes`, a record whose content the store already holds is not mapped at
+    all: a re-read of unchanged data (`run-once --full`) then costs a hash per record.
+    """
     staged = StagedPage()
-    for raw in page.records:
+    hashes = (
+        {}
+        if compiled.is_events
+        else {
+            position: content_hash(compiled.fingerprint, raw.payload)
+            for position, raw in enumerate(page.records)
+            if raw.error is None
+        }
+    )
+    unchanged = _unchanged(compiled, page, hashes, stored_hashes) if stored_hashes else {}
+    for position, raw in enumerate(page.records):
         if raw.error is not None:
             staged.quarantined.append((raw.location, raw.error, raw.payload))
             continue
         try:
             if compiled.is_events:
                 staged.events.append(compiled.map_event(raw.payload))
+            elif position in unchanged:
+                staged.records.append(unchanged[position])
             else:
                 mapped = compiled.map_record(raw.payload)
                 staged.records.append(
-                    stage_record(
-                        compiled.source, compiled.stream, mapped, raw.payload, compiled.fingerprint
-                    )
+                    stage_record(compiled.source, compiled.stream, mapped, *hashes[position])
                 )
         except RecordError as error:
             staged.quarantined.append((raw.location, str(error), raw.payload))
     return staged
 
 
+def _unchanged(
+    compiled: CompiledStream,
+    page: Any,
+    hashes: Mapping[int, tuple[str, str]],
+    stored_hashes: StoredHashes,
+) -> dict[int, StagedRecord]:
+    """The records of a page (by position) whose content hash the store already has."""
+    candidates = {}
+    for position, (_, digest) in hashes.items():
+        try:
+            external_id = compiled.external_id(page.records[position].payload)
+        except RecordError:
+            continue  # mapped in full, which quarantines it with the reason
+        key = record_id(compiled.source, compiled.stream, external_id)
+        candidates[position] = skipped_record(key, external_id, digest, position)
+    stored = stored_hashes([item.id for item in candidates.values()])
+    return {
+        position: item for position, item in candidates.items() if stored.get(item.id) == item.hash
+    }
+
+
 _worker_mappings: Mappings | None = None
+_worker_stored_hashes: StoredHashes | None = None
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -66,13 +116,28 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+def _store_reader(url: str) -> StoredHashes | None:
+    """Content hashes read straight from the store, beside the run's writer (WAL on SQLite)."""
+    if ":memory:" in url:
+        return None
+    engine = open_engine(url)
+
+    def read(ids: Sequence[int]) -> Mapping[int, str]:
+        with engine.connect() as connection:
+            return stored_hashes(Bulk(connection), ids)
+
+    return read
+
+
 def _start_worker(config_path: str) -> None:
-    global _worker_mappings  # one compiled set per worker process
+    global _worker_mappings, _worker_stored_hashes  # one of each per worker process
     from syncd.config import load_config
     from syncd.mapping.compiler import compile_mappings
 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _worker_mappings = compile_mappings(load_config(Path(config_path)))
+    config = load_config(Path(config_path))
+    _worker_mappings = compile_mappings(config)
+    _worker_stored_hashes = _store_reader(config.store_url)
 
 
 def _stage_in_worker(source: str, stream: str, fingerprint: str, page: Any) -> StagedPage:
@@ -90,7 +155,7 @@ def _stage_in_worker(source: str, stream: str, fingerprint: str, page: Any) -> S
                 )
             ]
         )
-    return stage_page(compiled, page)
+    return stage_page(compiled, page, _worker_stored_hashes)
 
 
 class PageMapper:

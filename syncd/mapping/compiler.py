@@ -328,9 +328,13 @@ class CompiledStream:
             raise RecordError(f"{what} is missing")
         return value
 
+    def external_id(self, payload: Mapping[str, Any]) -> str:
+        """The record's primary key alone; raises RecordError when it has none."""
+        return str(self._required(self._key, payload, "primary key"))
+
     def map_record(self, payload: Mapping[str, Any]) -> MappedRecord:
         """Raises RecordError when the record cannot be mapped."""
-        key = str(self._required(self._key, payload, "primary key"))
+        key = self.external_id(payload)
         try:
             updated_at = self._updated_at(payload) if self._updated_at else None
             deleted = bool(self._deleted(payload)) if self._deleted else False

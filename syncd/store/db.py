@@ -8,6 +8,7 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,6 +220,66 @@ def transaction(engine: Engine, commit: bool = True) -> Iterator[Bulk]:
         yield Bulk(connection)
         if not commit:
             active.rollback()
+
+
+class PageGroups:
+    """Consecutive pages of one stream written in shared transactions.
+
+    A commit per page would rewrite the same index pages over and over on a large pull; a
+    commit per group of pages writes each of them once per group. Every page leaves its cursor
+    in the transaction, so a crash loses at most one group, which the next run reads again.
+    A group ends after `records` records or `seconds` seconds, whichever comes first, so other
+    writers (the ingest endpoint) never wait long.
+    """
+
+    def __init__(
+        self, engine: Engine, commit: bool = True, records: int = 50_000, seconds: float = 2.0
+    ) -> None:
+        self._engine = engine
+        self._commit = commit
+        self._records = records
+        self._seconds = seconds
+        self._connection: Connection | None = None
+        self._written = 0
+        self._started = 0.0
+        self._in_page = False
+
+    def page(self) -> Bulk:
+        """The bulk helper for the next page, in the open group (a new one if none)."""
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._connection.begin()
+            self._written = 0
+            self._started = time.monotonic()
+        self._in_page = True
+        return Bulk(self._connection)
+
+    def page_done(self, records: int) -> None:
+        """The page is written whole; end the group if it is large or old enough."""
+        self._in_page = False
+        self._written += records
+        if self._written >= self._records or time.monotonic() - self._started >= self._seconds:
+            self._end(keep=True)
+
+    def _end(self, keep: bool) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if keep and self._commit:
+                connection.commit()
+            else:
+                connection.rollback()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> PageGroups:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        # Pages written whole stay even when the source fails on the next one; a page cut
+        # short by an error goes with its group.
+        self._end(keep=kind is None or not self._in_page)
 
 
 def open_store(url: str) -> Engine:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
@@ -45,12 +45,16 @@ class WriteCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-@dataclass(frozen=True, slots=True)
-class StagedRecord:
+class StagedRecord(NamedTuple):
     """A mapped record ready to store: ids, hash and JSON already computed.
 
     Staging runs in the mapping workers, so the process that writes does only database work.
     `hash` decides whether the record changed: its raw payload and its mapping's version.
+    A named tuple, because pages of them cross from the workers by pickle, which is several
+    times cheaper for a tuple than for a dataclass.
+
+    `skipped_at` is set (to the record's position in its page) when staging found the store
+    already holding this very content and did not map it: only the id and hash are filled.
     """
 
     id: int
@@ -62,15 +66,21 @@ class StagedRecord:
     traits_json: str
     notes_json: str | None
     identifiers: tuple[tuple[int, str, str], ...]
+    skipped_at: int | None = None
 
 
-def stage_record(
-    source: str, stream: str, mapped: MappedRecord, payload: Mapping[str, Any], fingerprint: str
-) -> StagedRecord:
+def content_hash(fingerprint: str, payload: Mapping[str, Any]) -> tuple[str, str]:
+    """A record's payload as stored JSON, and the hash that says whether it changed."""
     payload_json = to_json(payload)
     digest = hashlib.sha1(
         f"{fingerprint}\x1f{payload_json}".encode(), usedforsecurity=False
     ).hexdigest()
+    return payload_json, digest
+
+
+def stage_record(
+    source: str, stream: str, mapped: MappedRecord, payload_json: str, digest: str
+) -> StagedRecord:
     identifiers = (
         ()
         if mapped.deleted
@@ -89,6 +99,21 @@ def stage_record(
     )
 
 
+def skipped_record(key: int, external_id: str, digest: str, position: int) -> StagedRecord:
+    """A record staging left unmapped because the store held its content already."""
+    return StagedRecord(key, external_id, None, False, digest, "", "", None, (), position)
+
+
+def stored_hashes(bulk: Bulk, ids: Iterable[int]) -> dict[int, str]:
+    """The content hash of each of `ids` the store has a record for."""
+    return {
+        int(row[0]): str(row[1])
+        for row in bulk.select_in(
+            "SELECT id, content_hash FROM source_record WHERE id IN ({in})", ids
+        )
+    }
+
+
 class PageWriter:
     """Stores mapped records, events, deletions, quarantined rows and cursors."""
 
@@ -100,14 +125,6 @@ class PageWriter:
         """Which of `ids` are already rows of `table` (and meet `condition`)."""
         sql = f"SELECT id FROM {table} WHERE id IN ({{in}}) {condition}"
         return {int(row[0]) for row in self.bulk.select_in(sql, ids)}
-
-    def _existing_hashes(self, ids: Iterable[int]) -> dict[int, str]:
-        return {
-            int(row[0]): str(row[1])
-            for row in self.bulk.select_in(
-                "SELECT id, content_hash FROM source_record WHERE id IN ({in})", ids
-            )
-        }
 
     def _write_identifiers(
         self, edges: Sequence[tuple[int, int, str, str]], table: str, column: str
@@ -132,11 +149,19 @@ class PageWriter:
         )
 
     def write_records(
-        self, source: str, stream: str, staged: Sequence[StagedRecord]
+        self,
+        source: str,
+        stream: str,
+        staged: Sequence[StagedRecord],
+        remap: Callable[[int], StagedRecord] | None = None,
     ) -> WriteCounts:
-        """Upsert records whose content changed; unchanged ones cost no write."""
+        """Upsert records whose content changed; unchanged ones cost no write.
+
+        A record staging skipped as unchanged may have changed since, in a page written after
+        staging looked: `remap(position)` maps it after all.
+        """
         latest = {item.id: item for item in staged}
-        existing = self._existing_hashes(latest)
+        existing = stored_hashes(self.bulk, latest)
         counts = WriteCounts()
         rows = []
         edges: list[tuple[int, int, str, str]] = []
@@ -145,6 +170,9 @@ class PageWriter:
             if previous == item.hash:
                 counts.unchanged += 1
                 continue
+            if item.skipped_at is not None:
+                assert remap is not None, "pages with skipped records come with their remap"
+                item = remap(item.skipped_at)
             if previous is None:
                 counts.new += 1
             else:

@@ -1,0 +1,81 @@
+"""Staging skips what the store already holds, and never lets that skip lose a change."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from syncd.connector import Page, RawRecord
+from syncd.staging import stage_page
+from syncd.store.db import transaction
+from syncd.store.writer import content_hash, record_id
+from tests.support.project import Project, records_page
+
+ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
+BOB = {"id": "2", "email": "bob@example.com", "name": "bob", "score": "5"}
+
+
+def _stored(project: Project) -> dict[str, tuple[str, dict[str, object]]]:
+    with transaction(project.engine) as bulk:
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT external_id, content_hash, traits FROM source_record"
+        ).all()
+    return {
+        key: (digest, json.loads(traits) if isinstance(traits, str) else traits)
+        for key, digest, traits in rows
+    }
+
+
+def test_a_record_whose_content_the_store_holds_is_not_mapped(tmp_path: Path) -> None:
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    compiled = project.mappings.for_stream("crm", "people")
+    _, ann_hash = content_hash(compiled.fingerprint, ANN)
+    asked: list[Sequence[int]] = []
+
+    def stored(ids: Sequence[int]) -> Mapping[int, str]:
+        asked.append(ids)
+        return {record_id("crm", "people", "1"): ann_hash}
+
+    page = Page(
+        [
+            RawRecord(ANN, "a:1"),
+            RawRecord(BOB, "a:2"),
+            RawRecord({"email": "x@example.com"}, "a:3"),
+            RawRecord({}, "a:4", "expected 4 columns, found 5"),
+        ],
+        None,
+    )
+    staged = stage_page(compiled, page, stored)
+
+    ann, bob = staged.records
+    assert ann.skipped_at == 0 and ann.hash == ann_hash and ann.traits_json == ""
+    assert bob.skipped_at is None and json.loads(bob.traits_json)["name"] == "Bob"
+    assert [reason for _, reason, _ in staged.quarantined] == [
+        "primary key is missing",
+        "expected 4 columns, found 5",
+    ]
+    # One lookup for the page, of the records that have a key.
+    assert [sorted(ids) for ids in asked] == [
+        sorted([record_id("crm", "people", "1"), record_id("crm", "people", "2")])
+    ]
+    project.close()
+
+
+def test_a_skipped_record_changed_by_an_earlier_page_of_the_same_run_is_mapped_after_all(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Both pages are staged in workers before the first is written: the second one finds
+    Ann's first version stored and skips her, but by the time it is written the first page
+    has stored her second version, so the first must be mapped and written again."""
+    project = Project(tmp_path, store_url)
+    project.run({"people": [records_page([ANN])]})
+    changed = {**ANN, "score": "7"}
+
+    summary = project.run({"people": [records_page([changed]), records_page([ANN, BOB])]})
+
+    _, ann_hash = content_hash(project.mappings.for_stream("crm", "people").fingerprint, ANN)
+    digest, traits = _stored(project)["1"]
+    assert (digest, traits["score"]) == (ann_hash, 1)
+    assert summary.counts["changed"] == 2 and summary.counts["new"] == 1
+    project.close()
