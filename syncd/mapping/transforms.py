@@ -13,11 +13,12 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+
+from syncd.mapping.phones import PhoneError, to_e164
 
 Transform = Callable[[Any], Any]
 Factory = Callable[[list[Any]], Transform]
@@ -93,30 +94,12 @@ def normalize_email(value: Any) -> str | None:
 transform("email")(_plain(normalize_email))
 
 
-PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
-PLAIN_PHONE = re.compile(r"^\+?\d+$")
-
-
 def normalize_phone(raw: str, region: str) -> str:
-    """E.164 via phonenumbers; raises TransformError for what is not a valid number.
-
-    Parsing is the costliest step of mapping, so results are cached, keyed by the number
-    without its punctuation when that is all it has (`(415) 555-0134` and `415.555.0134`
-    share one parse); anything else (extensions, letters) is keyed by the raw text.
-    """
-    compact = PHONE_PUNCTUATION.sub("", raw)
-    return _parse_phone(compact if PLAIN_PHONE.match(compact) else raw, region)
-
-
-@lru_cache(maxsize=262_144)
-def _parse_phone(raw: str, region: str) -> str:
+    """E.164 text as phonenumbers gives it; raises TransformError for what is not a valid number."""
     try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        raise TransformError("not a phone number") from None
-    if not phonenumbers.is_valid_number(number):
-        raise TransformError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return to_e164(raw, region)
+    except PhoneError as error:
+        raise TransformError(str(error)) from None
 
 
 @transform("e164", (0, 1))
