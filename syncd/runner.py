@@ -38,6 +38,7 @@ from syncd.store.writer import (
     PageWriter,
     StagedRecord,
     WriteCounts,
+    WrittenIds,
     load_cursor,
 )
 from syncd.timeutil import utcnow
@@ -223,9 +224,11 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             cursor = None if full else load_cursor(bulk, source_name, stream)
         self.progress.stream_started(source_name, stream)
+        written = WrittenIds()
         with PageGroups(self.engine, commit=not dry_run) as groups:
             for page, staged in self.mapper.stage(compiled, source.read(stream, cursor)):
-                counts = self._store(groups.page(), summary.run_id, compiled, page, staged)
+                writer = PageWriter(groups.page(), summary.run_id, written)
+                counts = self._store(writer, compiled, page, staged)
                 groups.page_done(len(page.records))
                 self._report_page(summary, source_name, stream, page, staged, counts)
 
@@ -263,14 +266,13 @@ class Pipeline:
 
     @staticmethod
     def _store(
-        bulk: Bulk, run_id: str, compiled: CompiledStream, page: Page, staged: StagedPage
+        writer: PageWriter, compiled: CompiledStream, page: Page, staged: StagedPage
     ) -> WriteCounts:
         def remap(position: int) -> StagedRecord:
             (record,) = stage_page(compiled, Page([page.records[position]], None)).records
             return record
 
         source, stream = compiled.source, compiled.stream
-        writer = PageWriter(bulk, run_id)
         counts = writer.write_records(source, stream, staged.records, remap)
         counts.add(writer.write_events(source, stream, staged.events))
         counts.deleted += writer.delete_records(source, stream, page.deleted_ids)

@@ -9,7 +9,8 @@ from pathlib import Path
 from syncd.connector import Page, RawRecord
 from syncd.staging import stage_page
 from syncd.store.db import transaction
-from syncd.store.writer import content_hash, record_id
+from syncd.store.tables import stable_id
+from syncd.store.writer import WrittenIds, content_hash, record_id
 from tests.support.project import Project, records_page
 
 ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
@@ -79,3 +80,29 @@ def test_a_skipped_record_changed_by_an_earlier_page_of_the_same_run_is_mapped_a
     assert (digest, traits["score"]) == (ann_hash, 1)
     assert summary.counts["changed"] == 2 and summary.counts["new"] == 1
     project.close()
+
+
+def test_a_record_deleted_by_an_earlier_page_and_sent_again_unchanged_is_restored(
+    tmp_path: Path, store_url: str
+) -> None:
+    project = Project(tmp_path, store_url)
+    project.run({"people": [records_page([ANN, BOB])]})
+
+    project.run({"people": [records_page([], deleted=["1"]), records_page([ANN])]})
+
+    with transaction(project.engine) as bulk:
+        deleted = bulk.connection.exec_driver_sql(
+            "SELECT deleted FROM source_record WHERE external_id = '1'"
+        ).scalar_one()
+    assert not deleted
+    project.close()
+
+
+def test_written_ids_never_forget_an_id() -> None:
+    written = WrittenIds()
+    ids = [stable_id("crm", "people", str(n)) for n in range(20_000)]
+    for key in ids[::2]:
+        written.add(key)
+    assert all(key in written for key in ids[::2])
+    # A megabyte for 10,000 ids: "maybe" for an id never added is rare.
+    assert sum(key in written for key in ids[1::2]) < 20

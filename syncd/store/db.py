@@ -233,7 +233,7 @@ class PageGroups:
     """
 
     def __init__(
-        self, engine: Engine, commit: bool = True, records: int = 50_000, seconds: float = 2.0
+        self, engine: Engine, commit: bool = True, records: int = 100_000, seconds: float = 5.0
     ) -> None:
         self._engine = engine
         self._commit = commit

@@ -114,12 +114,36 @@ def stored_hashes(bulk: Bulk, ids: Iterable[int]) -> dict[int, str]:
     }
 
 
+class WrittenIds:
+    """The record ids one pull has written, as a Bloom filter: "maybe" or "certainly not".
+
+    A fixed megabyte whatever the pull's size; a false "maybe" only costs one more read.
+    """
+
+    BITS = 1 << 23
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self.BITS // 8)
+
+    def _positions(self, key: int) -> tuple[int, int]:
+        # Ids are uniform 64-bit hashes already: two slices of one are two independent hashes.
+        return key & (self.BITS - 1), (key >> 23) & (self.BITS - 1)
+
+    def add(self, key: int) -> None:
+        for position in self._positions(key):
+            self._bits[position >> 3] |= 1 << (position & 7)
+
+    def __contains__(self, key: int) -> bool:
+        return all(self._bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
 class PageWriter:
     """Stores mapped records, events, deletions, quarantined rows and cursors."""
 
-    def __init__(self, bulk: Bulk, run_id: str) -> None:
+    def __init__(self, bulk: Bulk, run_id: str, written: WrittenIds | None = None) -> None:
         self.bulk = bulk
         self.run_id = run_id
+        self.written = written
 
     def _existing(self, table: str, ids: Iterable[int], condition: str = "") -> set[int]:
         """Which of `ids` are already rows of `table` (and meet `condition`)."""
@@ -161,13 +185,23 @@ class PageWriter:
         staging looked: `remap(position)` maps it after all.
         """
         latest = {item.id: item for item in staged}
-        existing = stored_hashes(self.bulk, latest)
+
+        def trusted(item: StagedRecord) -> bool:
+            # Staging read a skipped record's hash from the store already: only a record
+            # this pull wrote since then can have changed under it.
+            return (
+                item.skipped_at is not None
+                and self.written is not None
+                and (item.id not in self.written)
+            )
+
+        existing = stored_hashes(self.bulk, [k for k, item in latest.items() if not trusted(item)])
         counts = WriteCounts()
         rows = []
         edges: list[tuple[int, int, str, str]] = []
         for key, item in latest.items():
             previous = existing.get(key)
-            if previous == item.hash:
+            if trusted(item) or previous == item.hash:
                 counts.unchanged += 1
                 continue
             if item.skipped_at is not None:
@@ -200,6 +234,7 @@ class PageWriter:
             "DELETE FROM record_identifier WHERE record_id IN ({in})", changed_existing
         )
         rows.sort(key=lambda row: row[0])
+        self._remember(row[0] for row in rows)
         self.bulk.upsert(
             "source_record",
             (
@@ -233,8 +268,14 @@ class PageWriter:
             live,
             before=(DELETED_HASH, self.run_id),
         )
+        self._remember(live)
         self.bulk.execute_in("DELETE FROM record_identifier WHERE record_id IN ({in})", live)
         return len(live)
+
+    def _remember(self, ids: Iterable[int]) -> None:
+        if self.written is not None:
+            for key in ids:
+                self.written.add(key)
 
     def write_events(self, source: str, stream: str, events: Sequence[MappedEvent]) -> WriteCounts:
         """Append new events (a seen event id is skipped) and the links their identifiers make."""
