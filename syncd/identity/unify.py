@@ -9,9 +9,11 @@ equals a rebuild of the whole store; `syncd rebuild --verify` checks exactly tha
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from syncd.config import IdentityConfig
 from syncd.identity.resolve import Edge, Resolution, resolve
@@ -47,22 +49,41 @@ class KindOrder:
 
 
 def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
-    """Every edge in resolution order, one kind at a time, straight off the indexes: the
-    (kind, id) index of identifier and the (identifier_id, record_id) index of the edges
-    give the order, so the database never sorts and memory holds one fetch at a time."""
-    sql = bulk.sql(
-        "SELECT ri.identifier_id, ri.record_id FROM identifier i "
-        "JOIN record_identifier ri ON ri.identifier_id = i.id "
-        "WHERE i.kind = ? ORDER BY i.id, ri.record_id"
-    )
-    for rank, kind in enumerate(order.names):
-        # A server-side cursor on PostgreSQL, for this statement only: fetchmany then streams.
-        result = bulk.connection.exec_driver_sql(
-            sql, (kind,), execution_options={"stream_results": True}
-        )
+    """Every edge in resolution order, with memory for the edges alone (16 bytes each).
+
+    Identifiers and edges are both read in identifier order straight off their keys and
+    merged here, so the database never sorts; each edge is then set aside by its kind's
+    priority in flat arrays and handed out kind by kind.
+    """
+    by_rank = [(array("q"), array("q")) for _ in order.names]
+    kinds = _streamed(bulk, "SELECT id, kind FROM identifier ORDER BY id")
+    current, rank = None, None
+    for identifier, node in _streamed(
+        bulk,
+        "SELECT identifier_id, record_id FROM record_identifier ORDER BY identifier_id, record_id",
+    ):
+        while current != identifier:
+            current, kind = next(kinds)
+            rank = order.rank.get(kind)
+        if rank is not None:
+            identifiers, nodes = by_rank[rank]
+            identifiers.append(identifier)
+            nodes.append(node)
+    kinds.close()
+    for rank, (identifiers, nodes) in enumerate(by_rank):
+        for identifier, node in zip(identifiers, nodes, strict=True):
+            yield rank, identifier, node
+
+
+def _streamed(bulk: Bulk, sql: str) -> Iterator[tuple[int, Any]]:
+    # A server-side cursor on PostgreSQL, for this statement only: fetchmany then streams.
+    result = bulk.connection.exec_driver_sql(sql, execution_options={"stream_results": True})
+    try:
         while rows := result.fetchmany(20_000):
-            for identifier, node in rows:
-                yield rank, int(identifier), int(node)
+            for key, value in rows:
+                yield int(key), value
+    finally:
+        result.close()
 
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:

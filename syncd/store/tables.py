@@ -65,10 +65,6 @@ class Identifier(SQLModel, table=True):
     """A normalized identifier value of one kind."""
 
     __tablename__ = "identifier"
-    __table_args__ = (
-        # Resolution streams the edges of one kind in identifier order through this index.
-        Index("ix_identifier_kind_id", "kind", "id"),
-    )
 
     id: int = _hash_pk()
     kind: str
