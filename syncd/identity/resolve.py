@@ -19,7 +19,8 @@ so it survives every change that does not remove that record or merge it with a 
 from __future__ import annotations
 
 from array import array
-from collections import defaultdict
+from bisect import bisect_right
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -138,13 +139,18 @@ def resolve(
                 root = found.union(root, other)
                 result.unions.append((members[0], node, identifier))
 
-    # Distinct identifiers per (component, kind), keyed by one int rather than a tuple.
-    kinds = len(limits)
-    per_kind: dict[int, int] = defaultdict(int)
-    for kind, first in zip(run_kinds, run_nodes, strict=True):
-        per_kind[found.find(first) * kinds + kind] += 1
-    conflicted = {key // kinds for key, count in per_kind.items() if count > limits[key % kinds]}
-    del per_kind, run_kinds, run_nodes
+    # Distinct identifiers per component, one kind at a time (runs come kind by kind), so only
+    # one kind's counts are ever held.
+    conflicted: set[int] = set()
+    start = 0
+    while start < len(run_kinds):
+        kind = run_kinds[start]
+        end = bisect_right(run_kinds, kind, start)
+        counts = Counter(found.find(first) for first in run_nodes[start:end])
+        conflicted.update(root for root, count in counts.items() if count > limits[kind])
+        del counts
+        start = end
+    del run_kinds, run_nodes
 
     groups: dict[int, list[int]] = defaultdict(list)
     for node in nodes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +75,7 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
             yield rank, identifier, node
 
 
-def _streamed(bulk: Bulk, sql: str) -> Iterator[tuple[int, Any]]:
+def _streamed(bulk: Bulk, sql: str) -> Generator[tuple[int, Any], None, None]:
     # A server-side cursor on PostgreSQL, for this statement only: fetchmany then streams.
     result = bulk.connection.exec_driver_sql(sql, execution_options={"stream_results": True})
     try:
