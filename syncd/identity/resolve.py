@@ -152,22 +152,39 @@ def resolve(
         start = end
     del run_kinds, run_nodes
 
-    groups: dict[int, list[int]] = defaultdict(list)
+    # Each component's anchor, without holding its member list: its smallest record, or its
+    # smallest link when it has no record (links sort after records by the flag).
+    nodes = list(nodes)
+    anchors: dict[int, tuple[bool, int]] = {}
+    conflict_nodes = set()
     for node in nodes:
-        groups[found.find(node)].append(node)
+        root = found.find(node)
+        if root in conflicted:
+            conflict_nodes.add(node)
+            continue
+        candidate = (node in links, node)
+        best = anchors.get(root)
+        if best is None or candidate < best:
+            anchors[root] = candidate
+    profiles = {root: profile_id_for(anchor) for root, (_, anchor) in anchors.items()}
+    del anchors
+    for node in nodes:
+        root = found.find(node)
+        if root not in conflicted:
+            result.profile_of[node] = profiles[root]
+    del profiles
     if conflicted:
-        conflict_nodes = {node for root in conflicted for node in groups.pop(root)}
         kept = Unions()
         for union in result.unions:
             if found.find(union[0]) not in conflicted:
                 kept.append(union)
         result.unions = kept
-        groups.update(_resolve_with_limits(conflict_nodes, edges_of, limits, kind_names, result))
-    for members in groups.values():
-        records = [node for node in members if node not in links]
-        profile = profile_id_for(min(records or members))
-        for node in members:
-            result.profile_of[node] = profile
+        groups = _resolve_with_limits(conflict_nodes, edges_of, limits, kind_names, result)
+        for members in groups.values():
+            records = [node for node in members if node not in links]
+            profile = profile_id_for(min(records or members))
+            for node in members:
+                result.profile_of[node] = profile
     return result
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from syncd.config import IdentityConfig
@@ -203,6 +204,13 @@ def unify(
     return _write(bulk, run_id, dirty, old, resolution)
 
 
+def _executemany_streamed(bulk: Bulk, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    """executemany in slices, so a first load's million rows are never all built at once."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, LOG_BATCH)):
+        bulk.executemany(bulk.sql(sql), chunk)
+
+
 def _write(
     bulk: Bulk,
     run_id: str,
@@ -214,19 +222,19 @@ def _write(
     result = UnifyResult(nodes=len(new))
     # One statement per row: a changed record gets its profile and loses its mark at once
     # (a deleted one leaves its profile); another record only moves when its profile did.
-    bulk.executemany(
-        bulk.sql(
-            f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
-        ),
-        [(new.get(node), node) for node in sorted(dirty)],
+    _executemany_streamed(
+        bulk,
+        f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?",
+        ((new.get(node), node) for node in sorted(dirty)),
     )
-    bulk.executemany(
-        bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
-        [
+    _executemany_streamed(
+        bulk,
+        "UPDATE source_record SET profile_id = ? WHERE id = ?",
+        (
             (profile, node)
             for node, profile in new.items()
             if node not in dirty and old.get(node) != profile
-        ],
+        ),
     )
 
     old_members: dict[str, set[str]] = defaultdict(set)
