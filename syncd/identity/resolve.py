@@ -111,7 +111,7 @@ def _runs(edges: Iterable[Edge]) -> Iterable[tuple[int, int, list[int]]]:
 
 
 def resolve(
-    nodes: Iterable[int],
+    nodes: Sequence[int],
     links: set[int],
     edges: Iterable[Edge],
     limits: Sequence[int],
@@ -154,7 +154,6 @@ def resolve(
 
     # Each component's anchor, without holding its member list: its smallest record, or its
     # smallest link when it has no record (links sort after records by the flag).
-    nodes = list(nodes)
     anchors: dict[int, tuple[bool, int]] = {}
     conflict_nodes = set()
     for node in nodes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -52,7 +52,7 @@ class Marked:
     def read(cls, bulk: Bulk) -> Marked:
         ids: list[int] = []
         deleted: set[int] = set()
-        for key, is_deleted in bulk.connection.exec_driver_sql(
+        for key, is_deleted in bulk.stream(
             f"SELECT id, deleted FROM source_record WHERE needs_unify = {bulk.true}"
         ):
             ids.append(int(key))
@@ -86,11 +86,10 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
     priority in flat arrays and handed out kind by kind.
     """
     by_rank = [(array("q"), array("q")) for _ in order.names]
-    kinds = _streamed(bulk, "SELECT id, kind FROM identifier ORDER BY id")
+    kinds = bulk.stream("SELECT id, kind FROM identifier ORDER BY id")
     current, rank = None, None
-    for identifier, node in _streamed(
-        bulk,
-        "SELECT identifier_id, record_id FROM record_identifier ORDER BY identifier_id, record_id",
+    for identifier, node in bulk.stream(
+        "SELECT identifier_id, record_id FROM record_identifier ORDER BY identifier_id, record_id"
     ):
         while current != identifier:
             current, kind = next(kinds)
@@ -103,17 +102,6 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
     for rank, (identifiers, nodes) in enumerate(by_rank):
         for identifier, node in zip(identifiers, nodes, strict=True):
             yield rank, identifier, node
-
-
-def _streamed(bulk: Bulk, sql: str) -> Generator[tuple[int, Any], None, None]:
-    # A server-side cursor on PostgreSQL, for this statement only: fetchmany then streams.
-    result = bulk.connection.exec_driver_sql(sql, execution_options={"stream_results": True})
-    try:
-        while rows := result.fetchmany(20_000):
-            for key, value in rows:
-                yield int(key), value
-    finally:
-        result.close()
 
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
@@ -176,19 +164,20 @@ def unify(
 
     old: dict[int, str] = {}
     if full:
-        for node, profile in bulk.connection.exec_driver_sql(
+        for node, profile in bulk.stream(
             "SELECT id, profile_id FROM source_record WHERE profile_id IS NOT NULL"
         ):
             old[int(node)] = profile
-        nodes = [
-            int(row[0])
-            for row in bulk.connection.exec_driver_sql(
-                f"SELECT id FROM source_record WHERE deleted = {false}"
-            )
-        ]
+        nodes: Sequence[int] = array(
+            "q",
+            (
+                int(row[0])
+                for row in bulk.stream(f"SELECT id FROM source_record WHERE deleted = {false}")
+            ),
+        )
         links = {
             int(row[0])
-            for row in bulk.connection.exec_driver_sql(
+            for row in bulk.stream(
                 f"SELECT id FROM source_record WHERE node_kind = 'link' AND deleted = {false}"
             )
         }

@@ -7,9 +7,10 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ JSON_COLUMNS = {
     if isinstance(c.type, type(tables.JsonColumn))
 }
 CHUNK = 500
+STREAM_FETCH = 20_000
+_STREAMS = itertools.count()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -197,6 +200,26 @@ class Bulk:
         """Like select_in, for statements that return nothing."""
         for statement, params in self._chunks(sql, values, before, after):
             self.connection.exec_driver_sql(statement, params)
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Generator[Sequence[Any], None, None]:
+        """The rows of a large read, a fetch at a time, as the driver's plain tuples.
+
+        On PostgreSQL a server-side cursor, so memory holds one fetch; rows skip SQLAlchemy's
+        row objects, which cost more than the database's own work on a million-row scan.
+        """
+        dbapi = self.connection.connection.dbapi_connection
+        assert dbapi is not None, "a Bulk always wraps an open connection"
+        cursor = (
+            dbapi.cursor(name=f"syncd_stream_{next(_STREAMS)}")
+            if self.dialect == "postgresql"
+            else dbapi.cursor()
+        )
+        try:
+            cursor.execute(self.sql(sql), tuple(params))
+            while rows := cursor.fetchmany(STREAM_FETCH):
+                yield from rows
+        finally:
+            cursor.close()
 
     def sql(self, text: str) -> str:
         """`text` written with `?` placeholders, in this driver's style."""
