@@ -273,7 +273,7 @@ class Pipeline:
             return record
 
         source, stream = compiled.source, compiled.stream
-        counts = writer.write_records(source, stream, staged.records, remap)
+        counts = writer.write_records(source, stream, staged.records, staged.unchanged, remap)
         counts.add(writer.write_events(source, stream, staged.events))
         counts.deleted += writer.delete_records(source, stream, page.deleted_ids)
         writer.quarantine(source, stream, staged.quarantined)

@@ -24,9 +24,9 @@ from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.store.db import Bulk, open_engine
 from syncd.store.writer import (
     StagedRecord,
+    Unchanged,
     content_hash,
     record_id,
-    skipped_record,
     stage_record,
     stored_hashes,
 )
@@ -34,11 +34,12 @@ from syncd.store.writer import (
 
 @dataclass
 class StagedPage:
-    """A page after mapping: what to store, and what to quarantine."""
+    """A page after mapping: what to store, what the store holds already, what to quarantine."""
 
     records: list[StagedRecord] = field(default_factory=list)
     events: list[MappedEvent] = field(default_factory=list)
     quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
+    unchanged: Unchanged = field(default_factory=Unchanged)
 
 
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
@@ -63,16 +64,18 @@ def stage_page(
             if raw.error is None
         }
     )
-    unchanged = _unchanged(compiled, page, hashes, stored_hashes) if stored_hashes else {}
+    if stored_hashes:
+        staged.unchanged = _unchanged(compiled, page, hashes, stored_hashes)
+    skipped = set(staged.unchanged.positions)
     for position, raw in enumerate(page.records):
         if raw.error is not None:
             staged.quarantined.append((raw.location, raw.error, raw.payload))
             continue
+        if position in skipped:
+            continue
         try:
             if compiled.is_events:
                 staged.events.append(compiled.map_event(raw.payload))
-            elif position in unchanged:
-                staged.records.append(unchanged[position])
             else:
                 mapped = compiled.map_record(raw.payload)
                 staged.records.append(
@@ -80,6 +83,10 @@ def stage_page(
                 )
         except RecordError as error:
             staged.quarantined.append((raw.location, str(error), raw.payload))
+    if skipped:
+        # The page's last version of a record wins: an earlier one beside it is history.
+        held = set(staged.unchanged.ids)
+        staged.records = [record for record in staged.records if record.id not in held]
     return staged
 
 
@@ -88,20 +95,21 @@ def _unchanged(
     page: Any,
     hashes: Mapping[int, tuple[str, str]],
     stored_hashes: StoredHashes,
-) -> dict[int, StagedRecord]:
-    """The records of a page (by position) whose content hash the store already has."""
-    candidates = {}
+) -> Unchanged:
+    """The records of a page whose content hash the store already has (last occurrences)."""
+    last: dict[int, tuple[str, int]] = {}
     for position, (_, digest) in hashes.items():
         try:
             external_id = compiled.external_id(page.records[position].payload)
         except RecordError:
             continue  # mapped in full, which quarantines it with the reason
-        key = record_id(compiled.source, compiled.stream, external_id)
-        candidates[position] = skipped_record(key, external_id, digest, position)
-    stored = stored_hashes([item.id for item in candidates.values()])
-    return {
-        position: item for position, item in candidates.items() if stored.get(item.id) == item.hash
-    }
+        last[record_id(compiled.source, compiled.stream, external_id)] = (digest, position)
+    stored = stored_hashes(list(last))
+    unchanged = Unchanged()
+    for key, (digest, position) in last.items():
+        if stored.get(key) == digest:
+            unchanged.add(key, digest, position)
+    return unchanged
 
 
 _worker_mappings: Mappings | None = None

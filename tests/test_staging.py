@@ -49,9 +49,9 @@ def test_a_record_whose_content_the_store_holds_is_not_mapped(tmp_path: Path) ->
     )
     staged = stage_page(compiled, page, stored)
 
-    ann, bob = staged.records
-    assert ann.skipped_at == 0 and ann.hash == ann_hash and ann.traits_json == ""
-    assert bob.skipped_at is None and json.loads(bob.traits_json)["name"] == "Bob"
+    (bob,) = staged.records
+    assert json.loads(bob.traits_json)["name"] == "Bob"
+    assert list(staged.unchanged) == [(record_id("crm", "people", "1"), ann_hash, 0)]
     assert [reason for _, reason, _ in staged.quarantined] == [
         "primary key is missing",
         "expected 4 columns, found 5",
@@ -60,6 +60,21 @@ def test_a_record_whose_content_the_store_holds_is_not_mapped(tmp_path: Path) ->
     assert [sorted(ids) for ids in asked] == [
         sorted([record_id("crm", "people", "1"), record_id("crm", "people", "2")])
     ]
+    project.close()
+
+
+def test_only_the_last_version_of_a_record_in_a_page_counts(tmp_path: Path) -> None:
+    """Ann twice in one page, the stored version last: nothing of her is mapped or written."""
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    compiled = project.mappings.for_stream("crm", "people")
+    _, ann_hash = content_hash(compiled.fingerprint, ANN)
+    changed = {**ANN, "score": "9"}
+    page = Page([RawRecord(changed, "a:1"), RawRecord(ANN, "a:2")], None)
+
+    staged = stage_page(compiled, page, lambda ids: {record_id("crm", "people", "1"): ann_hash})
+
+    assert staged.records == []
+    assert list(staged.unchanged) == [(record_id("crm", "people", "1"), ann_hash, 1)]
     project.close()
 
 

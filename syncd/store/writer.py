@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from syncd.mapping.compiler import MappedEvent, MappedRecord
@@ -52,9 +53,6 @@ class StagedRecord(NamedTuple):
     `hash` decides whether the record changed: its raw payload and its mapping's version.
     A named tuple, because pages of them cross from the workers by pickle, which is several
     times cheaper for a tuple than for a dataclass.
-
-    `skipped_at` is set (to the record's position in its page) when staging found the store
-    already holding this very content and did not map it: only the id and hash are filled.
     """
 
     id: int
@@ -66,7 +64,31 @@ class StagedRecord(NamedTuple):
     traits_json: str
     notes_json: str | None
     identifiers: tuple[tuple[int, str, str], ...]
-    skipped_at: int | None = None
+
+
+@dataclass
+class Unchanged:
+    """Records of a page that staging did not map, because the store held their content.
+
+    Flat columns (id, content hash, position in the page), so a re-read of a million
+    unchanged records crosses back from the workers as a few arrays. An id here is the last
+    occurrence of that record in its page and has no mapped version beside it.
+    """
+
+    ids: array[int] = field(default_factory=lambda: array("q"))
+    hashes: list[str] = field(default_factory=list)
+    positions: array[int] = field(default_factory=lambda: array("q"))
+
+    def add(self, key: int, digest: str, position: int) -> None:
+        self.ids.append(key)
+        self.hashes.append(digest)
+        self.positions.append(position)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[tuple[int, str, int]]:
+        return zip(self.ids, self.hashes, self.positions, strict=True)
 
 
 def content_hash(fingerprint: str, payload: Mapping[str, Any]) -> tuple[str, str]:
@@ -97,11 +119,6 @@ def stage_record(
         to_json(mapped.notes) if mapped.notes else None,
         identifiers,
     )
-
-
-def skipped_record(key: int, external_id: str, digest: str, position: int) -> StagedRecord:
-    """A record staging left unmapped because the store held its content already."""
-    return StagedRecord(key, external_id, None, False, digest, "", "", None, (), position)
 
 
 def stored_hashes(bulk: Bulk, ids: Iterable[int]) -> dict[int, str]:
@@ -177,36 +194,36 @@ class PageWriter:
         source: str,
         stream: str,
         staged: Sequence[StagedRecord],
+        unchanged: Unchanged | None = None,
         remap: Callable[[int], StagedRecord] | None = None,
     ) -> WriteCounts:
         """Upsert records whose content changed; unchanged ones cost no write.
 
-        A record staging skipped as unchanged may have changed since, in a page written after
-        staging looked: `remap(position)` maps it after all.
+        Staging read the hashes of the `unchanged` records from the store already; only one
+        this pull wrote since may have changed under it: that one is mapped after all, by
+        `remap(position)`.
         """
         latest = {item.id: item for item in staged}
-
-        def trusted(item: StagedRecord) -> bool:
-            # Staging read a skipped record's hash from the store already: only a record
-            # this pull wrote since then can have changed under it.
-            return (
-                item.skipped_at is not None
-                and self.written is not None
-                and (item.id not in self.written)
-            )
-
-        existing = stored_hashes(self.bulk, [k for k, item in latest.items() if not trusted(item)])
         counts = WriteCounts()
+        if unchanged:
+            counts.unchanged += len(unchanged)
+            doubtful = [
+                entry for entry in unchanged if self.written is None or entry[0] in self.written
+            ]
+            now = stored_hashes(self.bulk, [key for key, _, _ in doubtful])
+            for key, digest, position in doubtful:
+                if now.get(key) != digest:
+                    assert remap is not None, "pages with unmapped records come with their remap"
+                    counts.unchanged -= 1
+                    latest[key] = remap(position)
+        existing = stored_hashes(self.bulk, latest)
         rows = []
         edges: list[tuple[int, int, str, str]] = []
         for key, item in latest.items():
             previous = existing.get(key)
-            if trusted(item) or previous == item.hash:
+            if previous == item.hash:
                 counts.unchanged += 1
                 continue
-            if item.skipped_at is not None:
-                assert remap is not None, "pages with skipped records come with their remap"
-                item = remap(item.skipped_at)
             if previous is None:
                 counts.new += 1
             else:
