@@ -223,10 +223,15 @@ class Pipeline:
         compiled = self.mappings.for_stream(source_name, stream)
         with transaction(self.engine) as bulk:
             cursor = None if full else load_cursor(bulk, source_name, stream)
+            stored = bulk.connection.exec_driver_sql(
+                bulk.sql("SELECT 1 FROM source_record WHERE source = ? AND stream = ? LIMIT 1"),
+                (source_name, stream),
+            ).first()
         self.progress.stream_started(source_name, stream)
         written = WrittenIds()
+        pages = self.mapper.stage(compiled, source.read(stream, cursor), look_up=stored is not None)
         with PageGroups(self.engine, commit=not dry_run) as groups:
-            for page, staged in self.mapper.stage(compiled, source.read(stream, cursor)):
+            for page, staged in pages:
                 writer = PageWriter(groups.page(), summary.run_id, written)
                 counts = self._store(writer, compiled, page, staged)
                 groups.page_done(len(page.records))

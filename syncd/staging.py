@@ -148,7 +148,9 @@ def _start_worker(config_path: str) -> None:
     _worker_stored_hashes = _store_reader(config.store_url)
 
 
-def _stage_in_worker(source: str, stream: str, fingerprint: str, page: Any) -> StagedPage:
+def _stage_in_worker(
+    source: str, stream: str, fingerprint: str, look_up: bool, page: Any
+) -> StagedPage:
     assert _worker_mappings is not None
     compiled = _worker_mappings.for_stream(source, stream)
     if compiled.fingerprint != fingerprint:
@@ -163,7 +165,7 @@ def _stage_in_worker(source: str, stream: str, fingerprint: str, page: Any) -> S
                 )
             ]
         )
-    return stage_page(compiled, page, _worker_stored_hashes)
+    return stage_page(compiled, page, _worker_stored_hashes if look_up else None)
 
 
 class PageMapper:
@@ -186,9 +188,13 @@ class PageMapper:
         return self._pool
 
     def stage(
-        self, compiled: CompiledStream, pages: Iterable[Any]
+        self, compiled: CompiledStream, pages: Iterable[Any], look_up: bool = True
     ) -> Iterator[tuple[Any, StagedPage]]:
-        """Yield (page, staged page) in the order the source gave them."""
+        """Yield (page, staged page) in the order the source gave them.
+
+        `look_up`: workers skip records whose content the store holds; pointless (a read per
+        page for nothing) when the stream had no record stored as the pull began.
+        """
         iterator = iter(pages)
         first = next(iterator, None)
         if first is None:
@@ -202,7 +208,7 @@ class PageMapper:
                     yield page, stage_page(compiled, page)
             return
         pool = self._ensure_pool()
-        key = (compiled.source, compiled.stream, compiled.fingerprint)
+        key = (compiled.source, compiled.stream, compiled.fingerprint, look_up)
         pending: deque[tuple[Any, Future[StagedPage]]] = deque()
         for page in (first, second):
             pending.append((page, pool.submit(_stage_in_worker, *key, page)))
