@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import phonenumbers
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -83,12 +81,9 @@ def workloads(count: int, seed: int) -> dict[str, list[str]]:
 
 def reference(raw: str, region: str) -> str:
     try:
-        number = phonenumbers.parse(raw, region)
-    except phonenumbers.NumberParseException:
-        return "not a phone number"
-    if not phonenumbers.is_valid_number(number):
-        return "not a valid phone number"
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        return phones.reference_e164(raw, region)
+    except phones.PhoneError as error:
+        return str(error)
 
 
 def new(raw: str, region: str) -> str:
@@ -100,7 +95,7 @@ def new(raw: str, region: str) -> str:
 
 def clear_caches() -> None:
     phones._digits_to_e164.cache_clear()
-    phones._reference_e164.cache_clear()
+    phones._reference_cached.cache_clear()
 
 
 def ns_per_number(fn: Callable[[str, str], str], numbers: list[str], fresh: bool) -> float:

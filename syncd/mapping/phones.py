@@ -83,11 +83,12 @@ def to_e164(raw: str, region: str) -> str:
         and _DIGITS_ONLY.fullmatch(compact)
     ):
         return _digits_to_e164(compact, region)
-    return _reference_e164(raw, region)
+    return _reference_cached(raw, region)
 
 
-@lru_cache(maxsize=262_144)
-def _reference_e164(raw: str, region: str) -> str:
+def reference_e164(raw: str, region: str) -> str:
+    """phonenumbers itself: what the fast path must answer, and the way for what it does not
+    take."""
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
@@ -95,6 +96,9 @@ def _reference_e164(raw: str, region: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise PhoneError(NOT_VALID)
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+_reference_cached = lru_cache(maxsize=262_144)(reference_e164)
 
 
 # Mappings read a phone twice per record (as a field and as an identifier), so this pays off
