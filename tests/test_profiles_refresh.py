@@ -1,0 +1,318 @@
+"""Refreshing profiles: one ordered pass over every record (a first load, a rebuild) and
+lookups of the touched profiles write the same rows, skip unchanged profiles and drop removed
+ones, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+import syncd.profiles
+from syncd.mapping.model import ProfileMapping
+from syncd.profiles import RecordView, encode_traits, merge_traits, refresh_profiles
+from syncd.store.db import Bulk, to_json, transaction
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+RULES = ProfileMapping.model_validate(
+    {
+        "traits": {
+            "email": {"rule": "source_priority", "sources": ["crm", "shop"]},
+            "score": {"rule": "max"},
+            "low": {"rule": "min"},
+            "city": {"rule": "first_non_null"},
+            "tags": {"rule": "union"},
+        },
+        "computed": {
+            "sources": {"op": "sources", "over": "records"},
+            "records": {"op": "count", "over": "records"},
+            "shop_total": {"op": "sum", "over": "records", "stream": "people", "property": "score"},
+            "seen": {"op": "last_seen", "over": "records"},
+            "orders": {"op": "count", "event": "Order"},
+            "spent": {"op": "sum", "event": "Order", "property": "total"},
+        },
+    }
+)
+PROFILES = [f"p_{n:016x}" for n in range(0, 90 * 7919, 7919)]
+NOWHERE = "p_ffffffffffffffff"
+"""Touched, yet nothing in the store belongs to it."""
+ONLY_LINKS = PROFILES[:4]
+"""Profiles left with link nodes and deleted records only."""
+TIMES = [None, "2025-01-01T00:00:00.000Z", "2025-06-01T00:00:00.000Z", "2025-06-01T00:00:00.000Z"]
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncd.profiles, "utcnow", lambda: NOW)
+
+
+def _traits(rng: random.Random) -> dict[str, Any]:
+    offered: dict[str, Any] = {
+        "email": rng.choice([None, "a@x.com", "b@x.com", "C@x.com"]),
+        "score": rng.choice([None, 3, 7.5, -2, "12", True, 40]),
+        "low": rng.choice([None, 1, 0.5, "z"]),
+        "city": rng.choice([None, "Oslo", "Lima", "Århus"]),
+        "tags": rng.choice([None, "vip", ["a", "b"], ["b", 3], []]),
+        "name": rng.choice([None, "Ann", "Bo", 'Quote "me"', "back\\u0000slash"]),
+    }
+    return {name: value for name, value in offered.items() if rng.random() < 0.8}
+
+
+def _store(engine: Engine, seed: int = 7) -> None:
+    """A few hundred records, links, events and strays across PROFILES."""
+    rng = random.Random(seed)
+    records: list[tuple[Any, ...]] = []
+    edges: list[tuple[int, int]] = []
+    events: list[tuple[Any, ...]] = []
+    event_edges: list[tuple[int, int]] = []
+    for number, profile in enumerate(PROFILES):
+        identifier = 1_000_000 + number
+        live = 0 if profile in ONLY_LINKS else rng.choice([1, 1, 2, 3, 6])
+        others = rng.choice([[], [], [("link", False)], [("record", True)]])
+        if profile in ONLY_LINKS:
+            others = [("link", False), *others]
+        for kind, deleted in [("record", False)] * live + others:
+            key = rng.getrandbits(63) - 2**62
+            traits = {} if kind == "link" else _traits(rng)
+            records.append(_record(key, rng, kind, deleted, traits, profile))
+            edges.append((key, identifier))
+        for order in range(rng.choice([0, 0, 1, 3])):
+            event = identifier * 10 + order
+            total = rng.choice([10, 2.5, "7", None])
+            events.append((event, "shop", "orders", str(event), "Order", "2025-02-01", total))
+            event_edges.append((event, identifier))
+    for stray in range(20):  # never resolved: no profile
+        records.append(_record(-stray - 1, rng, "record", False, _traits(rng), None))
+    rng.shuffle(records)  # a profile's records are not stored side by side
+    with transaction(engine) as bulk:
+        bulk.upsert(
+            "source_record",
+            (
+                "id",
+                "source",
+                "stream",
+                "external_id",
+                "node_kind",
+                "updated_at",
+                "deleted",
+                "content_hash",
+                "payload",
+                "traits",
+                "profile_id",
+                "needs_unify",
+                "last_run",
+            ),
+            records,
+            ("id",),
+        )
+        bulk.upsert("identifier", ("id", "kind", "value"), _identifiers(), ("id",))
+        bulk.insert_ignore(
+            "record_identifier",
+            ("record_id", "identifier_id"),
+            edges,
+            ("record_id", "identifier_id"),
+        )
+        bulk.upsert(
+            "event",
+            (
+                "id",
+                "source",
+                "stream",
+                "event_id",
+                "name",
+                "occurred_at",
+                "properties",
+                "needs_profile",
+                "run_id",
+            ),
+            [(*row[:6], to_json({"total": row[6]}), False, "r0") for row in events],
+            ("id",),
+        )
+        bulk.insert_ignore(
+            "event_identifier",
+            ("event_id", "identifier_id"),
+            event_edges,
+            ("event_id", "identifier_id"),
+        )
+
+
+def _identifiers() -> list[tuple[int, str, str]]:
+    return [(1_000_000 + n, "email", f"{n}@x.com") for n in range(len(PROFILES))]
+
+
+def _record(
+    key: int,
+    rng: random.Random,
+    kind: str,
+    deleted: bool,
+    traits: dict[str, Any],
+    profile: str | None,
+) -> tuple[Any, ...]:
+    source, stream = rng.choice([("crm", "people"), ("shop", "people"), ("web", "visits")])
+    return (
+        key,
+        source,
+        stream,
+        str(key),
+        kind,
+        rng.choice(TIMES),
+        deleted,
+        "h",
+        "{}",
+        Bulk.encode(traits),
+        profile,
+        False,
+        "r0",
+    )
+
+
+def _rows(bulk: Bulk) -> dict[str, tuple[Any, ...]]:
+    return {
+        row[0]: (json.loads(row[1]) if isinstance(row[1], str) else row[1], *row[2:])
+        for row in bulk.connection.exec_driver_sql(
+            "SELECT id, traits, traits_hash, record_count, updated_at, run_id FROM profile"
+        )
+    }
+
+
+@pytest.fixture(params=["one pass", "lookups"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test once per way of reading the records, whatever share of the store it touches."""
+    one_pass = request.param == "one pass"
+    monkeypatch.setattr(syncd.profiles, "_one_pass_pays", lambda _bulk, _touched: one_pass)
+    return str(request.param)
+
+
+def _refresh(
+    engine: Engine, touched: set[str], run_id: str, removed: frozenset[str] = frozenset()
+) -> tuple[int, int]:
+    with transaction(engine) as bulk:
+        return refresh_profiles(bulk, RULES, touched, set(removed), run_id)
+
+
+def _snapshot(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    with transaction(engine, commit=False) as bulk:
+        return _rows(bulk)
+
+
+@pytest.mark.parametrize(("decode", "chunk"), [(5000, 2000), (3, 2)])
+def test_one_pass_and_lookups_write_the_same_profiles(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, decode: int, chunk: int
+) -> None:
+    # Small batches split profiles across parses and chunks.
+    monkeypatch.setattr(syncd.profiles, "DECODE_ROWS", decode)
+    monkeypatch.setattr(syncd.profiles, "PROFILE_CHUNK", chunk)
+    _store(engine)
+    touched = {*PROFILES, NOWHERE}
+    written = {}
+    rows = {}
+    for one_pass in (True, False):
+        monkeypatch.setattr(syncd.profiles, "_one_pass_pays", lambda _b, _t, v=one_pass: v)
+        with transaction(engine, commit=False) as bulk:
+            written[one_pass], _ = refresh_profiles(bulk, RULES, touched, set(), "r1")
+            rows[one_pass] = _rows(bulk)
+    assert rows[True] == rows[False]
+    assert written[True] == written[False] == len(touched)
+    assert set(rows[True]) == touched
+    for profile in ONLY_LINKS:
+        traits, _, count, *_ = rows[True][profile]
+        assert count == 0
+        assert traits["records"] == 0
+        assert traits["sources"] == []
+
+
+def test_stored_hashes_are_those_of_the_canonical_traits_text(engine: Engine, path: str) -> None:
+    _store(engine)
+    _refresh(engine, {*PROFILES, NOWHERE}, "r1")
+    for traits, digest, *_ in _snapshot(engine).values():
+        text = json.dumps(traits, sort_keys=True, separators=(",", ":"), default=str)
+        assert digest == hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def test_unchanged_profiles_are_not_rewritten(engine: Engine, path: str) -> None:
+    _store(engine)
+    everything = {*PROFILES, NOWHERE}
+    assert _refresh(engine, everything, "r1") == (len(everything), 0)
+    before = _snapshot(engine)
+    edited, emptied = [profile for profile in PROFILES if before[profile][2] > 1][:2]
+    with transaction(engine) as bulk:
+        bulk.connection.exec_driver_sql(
+            bulk.sql(
+                "UPDATE source_record SET traits = ? "
+                "WHERE profile_id = ? AND node_kind = 'record' AND deleted = ?"
+            ),
+            (Bulk.encode({"city": "Quito", "score": 10_000}), edited, False),
+        )
+        bulk.connection.exec_driver_sql(
+            bulk.sql("UPDATE source_record SET deleted = ? WHERE profile_id = ?"), (True, emptied)
+        )
+
+    assert _refresh(engine, everything, "r2") == (2, 0)
+
+    after = _snapshot(engine)
+    changed = {profile for profile in after if after[profile] != before[profile]}
+    assert changed == {edited, emptied}
+    assert after[edited][0]["score"] == 10_000
+    assert after[emptied][2] == 0
+    assert {row[-1] for profile, row in after.items() if profile not in changed} == {"r1"}
+    assert {after[profile][-1] for profile in changed} == {"r2"}
+
+
+def test_removed_profiles_are_deleted(engine: Engine, path: str) -> None:
+    _store(engine)
+    _refresh(engine, set(PROFILES), "r1")
+    dropped, merged_into = PROFILES[20], PROFILES[21]
+
+    written, deleted = _refresh(
+        engine, {merged_into}, "r2", removed=frozenset({dropped, merged_into})
+    )
+
+    assert (written, deleted) == (0, 1)
+    assert set(_snapshot(engine)) == set(PROFILES) - {dropped}
+
+
+def test_one_pass_is_taken_for_a_large_share_of_the_profiles(engine: Engine) -> None:
+    _store(engine)
+    with transaction(engine, commit=False) as bulk:
+        assert syncd.profiles._one_pass_pays(bulk, set(PROFILES))
+        refresh_profiles(bulk, RULES, set(PROFILES), set(), "r1")
+        assert syncd.profiles._one_pass_pays(bulk, set(PROFILES))
+        assert not syncd.profiles._one_pass_pays(bulk, set(PROFILES[:5]))
+        assert not syncd.profiles._one_pass_pays(bulk, set())
+
+
+def test_encoded_traits_keep_the_hash_of_the_text_before_nul_removal() -> None:
+    traits = {"name": "Ann\x00", "tags": ["x\x00y"]}
+    text, digest = encode_traits(traits)
+    with_nul = json.dumps(traits, sort_keys=True, separators=(",", ":"), default=str)
+    assert text == to_json(traits) == '{"name":"Ann","tags":["xy"]}'
+    assert digest == hashlib.sha1(with_nul.encode(), usedforsecurity=False).hexdigest()
+
+
+def test_a_lone_record_survives_every_rule_as_it_is_except_union() -> None:
+    record = RecordView(5, "web", "visits", None, {"tags": ["b", "a", "b"], "score": 3, "x": None})
+    assert merge_traits(RULES, [record]) == (
+        {"score": 3, "tags": ["a", "b"]},
+        {"score": 5, "tags": 5},
+    )
+
+
+def test_survivorship_over_several_records() -> None:
+    old = RecordView(2, "shop", "people", "2025-01-01", {"email": "s@x", "city": "Oslo", "low": 4})
+    tie = RecordView(1, "web", "visits", "2025-02-01", {"name": "Bo", "score": "12", "low": 2})
+    new = RecordView(3, "crm", "people", "2025-02-01", {"email": "c@x", "city": "Lima", "tags": 1})
+    traits, origin = merge_traits(RULES, [new, tie, old])
+    assert traits == {
+        "city": "Oslo",
+        "email": "c@x",
+        "low": 2,
+        "name": "Bo",
+        "score": "12",
+        "tags": [1],
+    }
+    assert origin == {"city": 2, "email": 3, "low": 1, "name": 1, "score": 1, "tags": 3}
