@@ -30,6 +30,7 @@ from syncd.inspect import NotFoundError, explain, export_profiles, status
 from syncd.mapping.compiler import Mappings, compile_mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.pii import mask
+from syncd.process import tune_garbage_collector
 from syncd.push import preview
 from syncd.runner import Pipeline, Progress, RunSummary
 from syncd.store.db import Bulk, open_store, transaction
@@ -554,6 +555,7 @@ def _demo_example(bulk: Bulk) -> str | None:
 
 def main() -> None:
     """Entry point: typer app with syncd's errors turned into messages and exit codes."""
+    tune_garbage_collector()
     try:
         app()
     except SyncdError as error:

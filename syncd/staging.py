@@ -21,6 +21,7 @@ from typing import Any
 
 from syncd.errors import ConfigError, Problem, RecordError
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
+from syncd.process import tune_garbage_collector
 from syncd.store.db import Bulk, open_engine
 from syncd.store.writer import (
     StagedRecord,
@@ -146,6 +147,7 @@ def _start_worker(config_path: str) -> None:
     config = load_config(Path(config_path))
     _worker_mappings = compile_mappings(config)
     _worker_stored_hashes = _store_reader(config.store_url)
+    tune_garbage_collector()
 
 
 def _stage_in_worker(
