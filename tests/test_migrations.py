@@ -1,0 +1,65 @@
+"""A store made by an earlier version upgrades at open, with every row kept."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
+from syncd.store.db import MIGRATIONS, open_engine, open_store
+
+BEFORE_APPEND_ORDER = ("0002", "0003")
+
+
+def _store_at(url: str, revisions: tuple[str, ...]) -> None:
+    engine = open_engine(url)
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        for revision in revisions:
+            command.upgrade(alembic, revision)
+    engine.dispose()
+
+
+def test_an_sqlite_store_of_the_previous_schema_keeps_its_rows_and_gets_append_order_keys(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store.db"
+    _store_at(f"sqlite:///{path}", BEFORE_APPEND_ORDER)
+    db = sqlite3.connect(path)
+    assert "INTEGER" in _id_type(db, "source_record")
+    db.execute(
+        "INSERT INTO source_record (id, source, stream, external_id, node_kind, deleted, "
+        "content_hash, payload, traits, needs_unify, last_run) "
+        "VALUES (-5, 'crm', 'people', '1', 'record', 0, 'h', '{}', '{\"a\": 1}', 1, 'r')"
+    )
+    db.execute("INSERT INTO identifier (id, kind, value) VALUES (7, 'email', 'a@example.com')")
+    db.execute("INSERT INTO record_identifier (record_id, identifier_id) VALUES (-5, 7)")
+    db.commit()
+    db.close()
+
+    open_store(f"sqlite:///{path}").dispose()
+
+    db = sqlite3.connect(path)
+    for table in ("source_record", "identifier", "event"):
+        assert _id_type(db, table) == "BIGINT"
+    assert db.execute("SELECT id, traits FROM source_record").fetchall() == [(-5, '{"a": 1}')]
+    assert db.execute("SELECT id, kind, value FROM identifier").fetchall() == [
+        (7, "email", "a@example.com")
+    ]
+    indexes = {row[1] for row in db.execute("PRAGMA index_list('identifier')")}
+    assert not indexes & {"ix_identifier_value", "ix_identifier_kind_id"}
+    assert {row[1] for row in db.execute("PRAGMA index_list('source_record')")} >= {
+        "ix_source_record_profile",
+        "ix_source_record_unify",
+        "ix_source_record_stream",
+    }
+    db.close()
+
+
+def _id_type(db: sqlite3.Connection, table: str) -> str:
+    columns = {row[1]: row[2] for row in db.execute(f"PRAGMA table_info('{table}')")}
+    return str(columns["id"])
