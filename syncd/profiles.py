@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby, islice
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypeVar
 
 from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
@@ -163,6 +163,9 @@ def compute(
             return _aggregate(spec, [r.updated_at for r in chosen])
         if spec.op == "count":
             return len(chosen)
+        # In record id order: a float sum (and which of 1 and 1.0 a max keeps) depends on the
+        # order it goes in, and the store gives a profile's records in arrival order.
+        chosen.sort(key=attrgetter("id"))
         return _aggregate(spec, [r.traits.get(spec.property or "") for r in chosen])
     since = None
     if spec.within_days:

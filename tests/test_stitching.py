@@ -8,6 +8,7 @@ rewritten; an anonymous id shared by two users (a family computer) never merges 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from syncd.mapping.compiler import Mappings, compile_mappings
 from syncd.runner import Pipeline
 from syncd.store.db import open_store, transaction
 from syncd.store.tables import stable_id
+from tests.support.project import PEOPLE_MAPPING, Project, records_page
 
 SHIPPED_MAPPINGS = Path(__file__).parent.parent / "mappings"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -237,3 +239,33 @@ def test_a_replayed_message_changes_nothing(web: Web) -> None:
     assert spooled == 3
     assert after.event_count == before.event_count == 2
     assert after.traits == before.traits
+
+
+SUMMED = PEOPLE_MAPPING.replace(
+    'score = { from = "score", type = "int" }', 'amount = { from = "amount", type = "float" }'
+)
+TOTAL = '[computed.total]\nop = "sum"\nover = "records"\nproperty = "amount"\n'
+
+
+def test_a_float_sum_over_records_does_not_depend_on_their_arrival_order(tmp_path: Path) -> None:
+    """1e16 + 1 - 1e16 is 0.0 or 1.0 depending on the order the sum adds in; the same three
+    records, arriving one by one in every order, each order into a store of its own."""
+    records = [
+        {"id": key, "email": "ann@example.com", "amount": amount}
+        for key, amount in (("a", "1e16"), ("b", "1"), ("c", "-1e16"))
+    ]
+    totals = set()
+    for number, order in enumerate(itertools.permutations(records)):
+        folder = tmp_path / str(number)
+        project = Project(
+            folder,
+            f"sqlite:///{folder / 'store.db'}",
+            mappings={"people.toml": SUMMED, "profile.toml": TOTAL},
+        )
+        for record in order:
+            project.run({"people": [records_page([record])]})
+        with transaction(project.engine) as bulk:
+            (traits,) = bulk.connection.exec_driver_sql("SELECT traits FROM profile").scalars()
+        totals.add(json.loads(traits)["total"])
+        project.close()
+    assert len(totals) == 1
