@@ -158,3 +158,8 @@ class ConnectorSpec:
     make_destination: Callable[[ConnectorContext], Destination] | None = None
     declared_streams: Callable[[Any], Sequence[str]] | None = None
     """For sources whose streams are named in their options: lets validation check mappings."""
+    local_reads: bool = False
+    """The source reads local data (files, the store's own spool), so its pages come without
+    waiting on another system and consecutive pages may share one commit. A source of a
+    remote system has each page committed alone: a slow answer or a retry wait must never
+    hold a write transaction open."""

@@ -161,7 +161,9 @@ class Pipeline:
                     continue
                 try:
                     for stream in self.mappings.streams_of(name):
-                        self._pull(summary, name, stream, source, full, dry_run)
+                        self._pull(
+                            summary, name, stream, source, full, dry_run, entry.spec.local_reads
+                        )
                 except ConnectorError as error:
                     self._fail(summary, name, error)
                 finally:
@@ -219,6 +221,7 @@ class Pipeline:
         source: Source,
         full: bool,
         dry_run: bool,
+        local_reads: bool,
     ) -> None:
         compiled = self.mappings.for_stream(source_name, stream)
         with transaction(self.engine) as bulk:
@@ -230,7 +233,7 @@ class Pipeline:
         self.progress.stream_started(source_name, stream)
         written = WrittenIds()
         pages = self.mapper.stage(compiled, source.read(stream, cursor), look_up=stored is not None)
-        with PageGroups(self.engine, commit=not dry_run) as groups:
+        with PageGroups(self.engine, commit=not dry_run, grouped=local_reads) as groups:
             for page, staged in pages:
                 writer = PageWriter(groups.page(), summary.run_id, written)
                 counts = self._store(writer, compiled, page, staged)

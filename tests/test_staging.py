@@ -6,11 +6,19 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+from sqlalchemy import Engine
+
+import connectors.files
+import connectors.hubspot
+import connectors.ingest
+import connectors.matomo
+import connectors.salesforce
 from syncd.connector import Page, RawRecord
 from syncd.staging import stage_page
-from syncd.store.db import transaction
+from syncd.store.db import PageGroups, transaction
 from syncd.store.tables import stable_id
-from syncd.store.writer import WrittenIds, content_hash, record_id
+from syncd.store.writer import PageWriter, WrittenIds, content_hash, record_id
 from tests.support.project import Project, records_page
 
 ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
@@ -121,3 +129,27 @@ def test_written_ids_never_forget_an_id() -> None:
     assert all(key in written for key in ids[::2])
     # A megabyte for 10,000 ids: "maybe" for an id never added is rare.
     assert sum(key in written for key in ids[1::2]) < 20
+
+
+def _cursor_seen_by_another_connection(engine: Engine) -> bool:
+    with engine.connect() as other:
+        return other.exec_driver_sql("SELECT 1 FROM cursor").first() is not None
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_pages_of_a_remote_source_are_committed_one_by_one(engine: Engine, grouped: bool) -> None:
+    """A remote source's next page may take a retry wait to come: its page must not keep the
+    write transaction open meanwhile. A local source's pages share one."""
+    with PageGroups(engine, grouped=grouped) as groups:
+        PageWriter(groups.page(), "r1").set_cursor("crm", "people", {"page": 1})
+        groups.page_done(1)
+        assert _cursor_seen_by_another_connection(engine) is not grouped
+    assert _cursor_seen_by_another_connection(engine)
+
+
+def test_only_sources_of_local_data_group_their_pages() -> None:
+    assert connectors.files.CONNECTOR.local_reads and connectors.ingest.CONNECTOR.local_reads
+    assert not any(
+        module.CONNECTOR.local_reads
+        for module in (connectors.hubspot, connectors.matomo, connectors.salesforce)
+    )

@@ -24,6 +24,7 @@ CONNECTOR = ConnectorSpec(
     options_model=FilesOptions,
     make_source=make_source,
     declared_streams=declared_streams,
+    local_reads=True,
 )
 
 __all__ = ["CONNECTOR", "FilesOptions", "FilesSource"]

@@ -58,6 +58,7 @@ CONNECTOR = ConnectorSpec(
     options_model=IngestOptions,
     make_source=_make_source,
     declared_streams=_declared_streams,
+    local_reads=True,
 )
 
 __all__ = [

@@ -252,14 +252,21 @@ class PageGroups:
     commit per group of pages writes each of them once per group. Every page leaves its cursor
     in the transaction, so a crash loses at most one group, which the next run reads again.
     A group ends after `records` records or `seconds` seconds, whichever comes first, so other
-    writers (the ingest endpoint) never wait long.
+    writers (the ingest endpoint) never wait long; that holds only for pages that come without
+    waiting, so `grouped=False` (a remote source) commits every page alone.
     """
 
     def __init__(
-        self, engine: Engine, commit: bool = True, records: int = 100_000, seconds: float = 5.0
+        self,
+        engine: Engine,
+        commit: bool = True,
+        grouped: bool = True,
+        records: int = 100_000,
+        seconds: float = 5.0,
     ) -> None:
         self._engine = engine
         self._commit = commit
+        self._grouped = grouped
         self._records = records
         self._seconds = seconds
         self._connection: Connection | None = None
@@ -281,7 +288,11 @@ class PageGroups:
         """The page is written whole; end the group if it is large or old enough."""
         self._in_page = False
         self._written += records
-        if self._written >= self._records or time.monotonic() - self._started >= self._seconds:
+        if (
+            not self._grouped
+            or self._written >= self._records
+            or time.monotonic() - self._started >= self._seconds
+        ):
             self._end(keep=True)
 
     def _end(self, keep: bool) -> None:
