@@ -14,8 +14,6 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import Any
 
 from syncd.config import IdentityConfig
 from syncd.identity.resolve import Edge, Resolution, resolve
@@ -217,13 +215,6 @@ def unify(
     return _write(bulk, run_id, dirty, old, resolution)
 
 
-def _executemany_streamed(bulk: Bulk, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    """executemany in slices, so a first load's million rows are never all built at once."""
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, LOG_BATCH)):
-        bulk.executemany(bulk.sql(sql), chunk)
-
-
 def _write(
     bulk: Bulk,
     run_id: str,
@@ -235,14 +226,14 @@ def _write(
     result = UnifyResult(nodes=len(new))
     # One statement per row: a changed record gets its profile and loses its mark at once
     # (a deleted one leaves its profile); another record only moves when its profile did.
-    _executemany_streamed(
-        bulk,
-        f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?",
+    bulk.executemany(
+        bulk.sql(
+            f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
+        ),
         ((new.get(node), node) for node in dirty.ids),
     )
-    _executemany_streamed(
-        bulk,
-        "UPDATE source_record SET profile_id = ? WHERE id = ?",
+    bulk.executemany(
+        bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
         (
             (profile, node)
             for node, profile in new.items()

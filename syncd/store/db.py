@@ -40,7 +40,8 @@ JSON_COLUMNS = {
     if isinstance(c.type, type(tables.JsonColumn))
 }
 CHUNK = 500
-STREAM_FETCH = 20_000
+BATCH_ROWS = 20_000
+"""Rows per round trip of a large read or write."""
 _STREAMS = itertools.count()
 
 
@@ -137,9 +138,12 @@ class Bulk:
             return to_json(value)
         return value
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self.connection.exec_driver_sql(sql, list(rows))
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Sent in slices, so rows from a generator (a first load's million) are never all
+        built at once."""
+        iterator = iter(rows)
+        while chunk := list(itertools.islice(iterator, BATCH_ROWS)):
+            self.connection.exec_driver_sql(sql, chunk)
 
     def upsert(
         self,
@@ -216,7 +220,7 @@ class Bulk:
         )
         try:
             cursor.execute(self.sql(sql), tuple(params))
-            while rows := cursor.fetchmany(STREAM_FETCH):
+            while rows := cursor.fetchmany(BATCH_ROWS):
                 yield from rows
         finally:
             cursor.close()
