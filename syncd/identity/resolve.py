@@ -69,6 +69,12 @@ def profile_id_for(anchor: int) -> str:
     return f"p_{anchor & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+def _anchor_rank(node: int, links: set[int]) -> tuple[bool, int]:
+    """The smallest rank names a profile: its smallest record, or its smallest link when it
+    has no record (links sort after records by the flag)."""
+    return node in links, node
+
+
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
@@ -152,8 +158,7 @@ def resolve(
         start = end
     del run_kinds, run_nodes
 
-    # Each component's anchor, without holding its member list: its smallest record, or its
-    # smallest link when it has no record (links sort after records by the flag).
+    # Each component's anchor, without holding its member list.
     anchors: dict[int, tuple[bool, int]] = {}
     conflict_nodes = set()
     for node in nodes:
@@ -161,7 +166,7 @@ def resolve(
         if root in conflicted:
             conflict_nodes.add(node)
             continue
-        candidate = (node in links, node)
+        candidate = _anchor_rank(node, links)
         best = anchors.get(root)
         if best is None or candidate < best:
             anchors[root] = candidate
@@ -180,8 +185,8 @@ def resolve(
         result.unions = kept
         groups = _resolve_with_limits(conflict_nodes, edges_of, limits, kind_names, result)
         for members in groups.values():
-            records = [node for node in members if node not in links]
-            profile = profile_id_for(min(records or members))
+            _, anchor = min(_anchor_rank(node, links) for node in members)
+            profile = profile_id_for(anchor)
             for node in members:
                 result.profile_of[node] = profile
     return result
