@@ -22,6 +22,7 @@ from itertools import groupby, islice
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, TypeVar
 
+from syncd.jsontext import canonical_json
 from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
@@ -56,7 +57,6 @@ NODES = (
 """The nodes of profiles, each profile's rows together, with the stored profile row. Traits
 come for live records only (links and deleted records just show the profile is still held),
 and as text on every backend, so that one parse decodes a whole batch."""
-HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 """The text stored hashes were taken of; one encoder rather than one per profile."""
 
 
@@ -192,7 +192,7 @@ def encode_traits(traits: Mapping[str, Any]) -> tuple[str, str]:
     The texts differ only when to_json drops NUL characters; the hash keeps them, as the
     hashes already stored were taken with them.
     """
-    text = HASH_ENCODER.encode(traits)
+    text = canonical_json(traits)
     digest = hashlib.sha1(  # a change detector, not a security boundary
         text.encode(), usedforsecurity=False
     ).hexdigest()

@@ -8,7 +8,6 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from syncd.errors import StoreError
+from syncd.jsontext import canonical_json
 from syncd.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,10 +97,8 @@ def to_json(value: Any) -> str:
     NUL characters are dropped: PostgreSQL refuses them in JSON and text, and one stray NUL
     in a browser event must not stop a stream.
     """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    if "\\u0000" in text:
-        text = json.dumps(_without_nul(value), sort_keys=True, separators=(",", ":"), default=str)
-    return text
+    text = canonical_json(value)
+    return canonical_json(_without_nul(value)) if "\\u0000" in text else text
 
 
 def _without_nul(value: Any) -> Any:
