@@ -10,6 +10,7 @@ mapping says `on_error = "null"`).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
@@ -117,9 +118,7 @@ def _e164(args: list[Any]) -> Transform:
 
 def format_timestamp(moment: datetime) -> str:
     """The one timestamp format of the store: UTC, milliseconds, fixed width, so text sorts."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> datetime:
@@ -202,11 +201,16 @@ def to_int(value: Any) -> int:
 
 def to_float(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return float(_number_text(value))
-    except ValueError:
-        raise TransformError("not a number") from None
+        number = float(value)
+    else:
+        try:
+            number = float(_number_text(value))
+        except ValueError:
+            raise TransformError("not a number") from None
+    # "nan" and "inf" parse as floats, but JSON (and so the store) has no place for them.
+    if not math.isfinite(number):
+        raise TransformError("not a finite number")
+    return number
 
 
 def to_bool(value: Any) -> bool:

@@ -56,6 +56,8 @@ def test_transform(expression: str, value: object, expected: object) -> None:
         ("v | datetime", "yesterday"),
         ("v | to_int", "4.5"),
         ("v | to_float", "abc"),
+        ("v | to_float", "nan"),
+        ("v | to_float", "-Infinity"),
         ("v | to_bool", "maybe"),
     ],
 )
