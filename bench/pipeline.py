@@ -41,7 +41,7 @@ workers = {workers}
 url = "sqlite:///{db}"
 [logging]
 file = "syncd.log"
-level = "warning"
+level = "info"
 [identity.kinds.loyalty_number]
 normalize = "id"
 priority = 5
@@ -86,7 +86,9 @@ def prepare(workdir: Path, records: int, workers: int, batch: int) -> Path:
     return config
 
 
-def run_once(config: Path, *extra: str) -> tuple[float, dict[str, int]]:
+def run_once(
+    config: Path, stages: list[dict[str, float]], *extra: str
+) -> tuple[float, dict[str, int]]:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "syncd", "run-once", "--config", str(config), *extra],
@@ -96,6 +98,9 @@ def run_once(config: Path, *extra: str) -> tuple[float, dict[str, int]]:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     elapsed = time.perf_counter() - started
+    log = (config.parent / "syncd.log").read_text().splitlines()
+    finished = [json.loads(line) for line in log if '"run finished"' in line][-1]
+    stages.append(finished["seconds"])
     db = sqlite3.connect(config.parent / "store.db")
     counts = json.loads(
         db.execute("SELECT counts FROM sync_run ORDER BY started_at DESC LIMIT 1").fetchone()[0]
@@ -159,17 +164,19 @@ def main() -> None:
     config = prepare(workdir, args.records, args.workers, args.batch)
 
     firsts, reruns, rates, raw_rates, peaks, rewritten = [], [], [], [], [], []
+    stages: list[dict[str, float]] = []
+    rerun_stages: list[dict[str, float]] = []
     for _ in range(args.runs):
         (workdir / "store.db").unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path(f"{workdir / 'store.db'}{suffix}").unlink(missing_ok=True)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        elapsed, counts = run_once(config)
+        elapsed, counts = run_once(config, stages)
         peaks.append(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024)
         loaded = counts.get("new", 0)
         firsts.append(elapsed)
         rates.append(loaded / elapsed)
-        again, again_counts = run_once(config, "--full")
+        again, again_counts = run_once(config, rerun_stages, "--full")
         reruns.append(again)
         rewritten.append(again_counts.get("new", 0) + again_counts.get("changed", 0))
         raw_rates.append(raw_upsert_rate(workdir / "store.db", workdir / "raw.db"))
@@ -200,6 +207,12 @@ def main() -> None:
         f"| no-change `--full` re-run | {statistics.median(reruns):.1f} s | {', '.join(f'{x:.1f}' for x in reruns)} |"
     )
     print(f"| rows rewritten by the re-run | {max(rewritten)} | |")
+    for name, runs in (("first run", stages), ("re-run", rerun_stages)):
+        for stage in sorted(runs[0], key=["pull", "unify", "profiles", "push"].index):
+            spent = [run[stage] for run in runs]
+            print(
+                f"| {name}: {stage} | {statistics.median(spent):.1f} s | {', '.join(f'{x:.1f}' for x in spent)} |"
+            )
 
 
 if __name__ == "__main__":

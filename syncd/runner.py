@@ -8,6 +8,7 @@ identity and profile work a killed run did not finish is picked up by the next o
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -74,8 +75,20 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time per stage (pull, unify, profiles, push), for the operator reading the log."""
+
     def bump(self, name: str, amount: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + amount
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+            self.seconds[stage] = round(spent, 3)
 
 
 def new_run_id() -> str:
@@ -136,7 +149,7 @@ class Pipeline:
                 ],
             )
         log = self.log.info if summary.status == "ok" else self.log.error
-        log("run finished", status=summary.status, **summary.counts)
+        log("run finished", status=summary.status, seconds=summary.seconds, **summary.counts)
         return summary
 
     def run_once(
@@ -160,10 +173,11 @@ class Pipeline:
                     self._fail(summary, name, error)
                     continue
                 try:
-                    for stream in self.mappings.streams_of(name):
-                        self._pull(
-                            summary, name, stream, source, full, dry_run, entry.spec.local_reads
-                        )
+                    with summary.timed("pull"):
+                        for stream in self.mappings.streams_of(name):
+                            self._pull(
+                                summary, name, stream, source, full, dry_run, entry.spec.local_reads
+                            )
                 except ConnectorError as error:
                     self._fail(summary, name, error)
                 finally:
@@ -196,9 +210,10 @@ class Pipeline:
         if self.destinations is None:
             self.destinations = compile_destinations(self.config)
         self.progress.stage("push")
-        report = run_push(
-            self.config, self.engine, summary.run_id, only, dry_run, mappings=self.destinations
-        )
+        with summary.timed("push"):
+            report = run_push(
+                self.config, self.engine, summary.run_id, only, dry_run, mappings=self.destinations
+            )
         for name, value in report.counts.items():
             if value:
                 summary.bump(f"push_{name}", value)
@@ -292,18 +307,20 @@ class Pipeline:
         """Identity and profiles in one transaction: a crash leaves the records marked to redo."""
         self.progress.stage("unify")
         with transaction(self.engine) as bulk:
-            result = unify(bulk, self.config.identity, summary.run_id, everything)
-            event_profiles, events = pending_events(bulk)
-            aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
-            self.progress.stage("profiles")
-            written, removed = refresh_profiles(
-                bulk,
-                self.mappings.profile,
-                result.touched | event_profiles | aged,
-                result.removed,
-                summary.run_id,
-            )
-            clear_pending_events(bulk, events)
+            with summary.timed("unify"):
+                result = unify(bulk, self.config.identity, summary.run_id, everything)
+            with summary.timed("profiles"):
+                event_profiles, events = pending_events(bulk)
+                aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
+                self.progress.stage("profiles")
+                written, removed = refresh_profiles(
+                    bulk,
+                    self.mappings.profile,
+                    result.touched | event_profiles | aged,
+                    result.removed,
+                    summary.run_id,
+                )
+                clear_pending_events(bulk, events)
         summary.bump("merges", result.merges)
         summary.bump("splits", result.splits)
         summary.bump("merges_refused", result.refusals)

@@ -86,6 +86,9 @@ def test_run_once_then_explain_export_status_logs(project: Path) -> None:
     entries = [json.loads(line) for line in log_file.read_text().splitlines()]
     run_ids = {entry["run_id"] for entry in entries}
     assert len(run_ids) == 1 and None not in run_ids
+    (finished,) = [entry for entry in entries if entry["event"] == "run finished"]
+    assert set(finished["seconds"]) == {"pull", "unify", "profiles"}
+    assert all(seconds >= 0 for seconds in finished["seconds"].values())
     assert not re.search(r"[\w.]+@example\.(com|org|net)", log_file.read_text())
     code, output = invoke("logs", "--config", str(project), "--level", "warning")
     assert code == 0 and "record quarantined" in output and "page stored" not in output
