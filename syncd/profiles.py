@@ -57,7 +57,6 @@ NODES = (
 """The nodes of profiles, each profile's rows together, with the stored profile row. Traits
 come for live records only (links and deleted records just show the profile is still held),
 and as text on every backend, so that one parse decodes a whole batch."""
-"""The text stored hashes were taken of; one encoder rather than one per profile."""
 
 
 class RecordView(NamedTuple):

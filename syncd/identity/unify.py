@@ -40,10 +40,16 @@ class UnifyResult:
 
 class Marked:
     """The records marked for resolution: sorted ids in a flat array (8 bytes each, where a
-    dict would take ten times that on a first load), and which of them were deleted."""
+    dict would take ten times that on a first load), and which of them were deleted.
+
+    `stored` keeps the same ids in the order the store gave them, which is the order their
+    rows lie in: the write-back visits rows in that order, so on a first load it walks the
+    table once instead of jumping to a random page for every record.
+    """
 
     def __init__(self, ids: Iterable[int], deleted: set[int]) -> None:
-        self.ids = array("q", sorted(ids))
+        self.stored = array("q", ids)
+        self.ids = array("q", sorted(self.stored))
         self.deleted = deleted
 
     @classmethod
@@ -230,7 +236,7 @@ def _write(
         bulk.sql(
             f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
         ),
-        ((new.get(node), node) for node in dirty.ids),
+        ((new.get(node), node) for node in dirty.stored),
     )
     bulk.executemany(
         bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
