@@ -246,7 +246,7 @@ class Pipeline:
                 (source_name, stream),
             ).first()
         self.progress.stream_started(source_name, stream)
-        written = WrittenIds()
+        written = WrittenIds(stream_was_empty=stored is None)
         pages = self.mapper.stage(compiled, source.read(stream, cursor), look_up=stored is not None)
         with PageGroups(self.engine, commit=not dry_run, grouped=local_reads) as groups:
             for page, staged in pages:

@@ -131,6 +131,37 @@ def test_written_ids_never_forget_an_id() -> None:
     assert sum(key in written for key in ids[1::2]) < 20
 
 
+def test_a_first_load_that_sends_a_record_twice_keeps_only_its_last_version(
+    tmp_path: Path, store_url: str
+) -> None:
+    """On a stream empty at the start no stored hash is read, except for records this pull
+    wrote: Ann's second version replaces her first, identifiers included."""
+    project = Project(tmp_path, store_url)
+    moved = {**ANN, "email": "ann@elsewhere.example", "score": "3"}
+
+    summary = project.run({"people": [records_page([ANN, BOB]), records_page([moved])]})
+
+    assert (summary.counts["new"], summary.counts["changed"]) == (2, 1)
+    assert _stored(project)["1"][1]["score"] == 3
+    with transaction(project.engine) as bulk:
+        emails = bulk.connection.exec_driver_sql(
+            "SELECT i.value FROM identifier i JOIN record_identifier ri "
+            "ON ri.identifier_id = i.id JOIN source_record sr ON sr.id = ri.record_id "
+            "WHERE sr.external_id = '1' AND i.kind = 'email'"
+        ).all()
+    assert emails == [("ann@elsewhere.example",)]
+    project.close()
+
+
+def test_written_ids_tell_what_may_be_stored() -> None:
+    ann, bob = stable_id("crm", "people", "1"), stable_id("crm", "people", "2")
+    fresh, filled = WrittenIds(stream_was_empty=True), WrittenIds()
+    for written in (fresh, filled):
+        written.add(ann)
+    assert fresh.may_be_stored(ann) and not fresh.may_be_stored(bob)
+    assert filled.may_be_stored(ann) and filled.may_be_stored(bob)
+
+
 def _cursor_seen_by_another_connection(engine: Engine) -> bool:
     with engine.connect() as other:
         return other.exec_driver_sql("SELECT 1 FROM cursor").first() is not None

@@ -135,12 +135,18 @@ class WrittenIds:
     """The record ids one pull has written, as a Bloom filter: "maybe" or "certainly not".
 
     A fixed megabyte whatever the pull's size; a false "maybe" only costs one more read.
+    `stream_was_empty`: the stream held no record when the pull began, so a record this pull
+    has not written is certainly new, and a first load reads no stored hash.
     """
 
     BITS = 1 << 23
 
-    def __init__(self) -> None:
+    def __init__(self, stream_was_empty: bool = False) -> None:
         self._bits = bytearray(self.BITS // 8)
+        self.stream_was_empty = stream_was_empty
+
+    def may_be_stored(self, key: int) -> bool:
+        return not self.stream_was_empty or key in self
 
     def _positions(self, key: int) -> tuple[int, int]:
         # Ids are uniform 64-bit hashes already: two slices of one are two independent hashes.
@@ -216,7 +222,10 @@ class PageWriter:
                     assert remap is not None, "pages with unmapped records come with their remap"
                     counts.unchanged -= 1
                     latest[key] = remap(position)
-        existing = stored_hashes(self.bulk, latest)
+        written = self.written
+        existing = stored_hashes(
+            self.bulk, [key for key in latest if written is None or written.may_be_stored(key)]
+        )
         rows = []
         edges: list[tuple[int, int, str, str]] = []
         for key, item in latest.items():
