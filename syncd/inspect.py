@@ -14,6 +14,7 @@ from syncd.mapping.model import ProfileMapping
 from syncd.mapping.transforms import TransformError
 from syncd.profiles import EVENT_PROFILES, RecordView, merge_traits
 from syncd.store.db import Bulk
+from syncd.store.graph import profile_identifiers
 from syncd.store.writer import identifier_id
 
 EXPORT_CHUNK = 500
@@ -127,19 +128,7 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
         if kind == "record":
             views.append(RecordView(int(key), source, stream, updated_at, _json(record_traits)))
     _, origin = merge_traits(rules, views)
-    identifiers = sorted(
-        {
-            (kind, value)
-            for kind, value in bulk.connection.exec_driver_sql(
-                bulk.sql(
-                    "SELECT DISTINCT i.kind, i.value FROM identifier i JOIN record_identifier ri "
-                    "ON ri.identifier_id = i.id JOIN source_record sr ON sr.id = ri.record_id "
-                    "WHERE sr.profile_id = ?"
-                ),
-                (profile_id,),
-            )
-        }
-    )
+    identifiers = sorted(profile_identifiers(bulk, [profile_id]).get(profile_id, ()))
     merges = []
     seen: set[int] = set()
     rows: list[Sequence[Any]] = []
@@ -203,14 +192,7 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
         if not chunk:
             return
         ids = [row[0] for row in chunk]
-        identifiers: dict[str, set[tuple[str, str]]] = {pid: set() for pid in ids}
-        for pid, kind, value in bulk.select_in(
-            "SELECT sr.profile_id, i.kind, i.value FROM source_record sr "
-            "JOIN record_identifier ri ON ri.record_id = sr.id "
-            "JOIN identifier i ON i.id = ri.identifier_id WHERE sr.profile_id IN ({in})",
-            ids,
-        ):
-            identifiers[pid].add((kind, value))
+        identifiers = profile_identifiers(bulk, ids)
         records: dict[str, list[dict[str, str]]] = {pid: [] for pid in ids}
         for pid, source, stream, external_id in bulk.select_in(
             "SELECT profile_id, source, stream, external_id FROM source_record "
@@ -223,7 +205,9 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
             yield {
                 "profile_id": pid,
                 "traits": _json(traits),
-                "identifiers": [{"kind": k, "value": v} for k, v in sorted(identifiers[pid])],
+                "identifiers": [
+                    {"kind": k, "value": v} for k, v in sorted(identifiers.get(pid, ()))
+                ],
                 "records": records[pid],
             }
         last = ids[-1]

@@ -26,6 +26,7 @@ from syncd.jsontext import canonical_json
 from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
+from syncd.store.graph import identifiers_of_profiles
 from syncd.timeutil import utcnow
 
 T = TypeVar("T")
@@ -279,19 +280,25 @@ def _nodeless_profiles(bulk: Bulk, touched: Set[str]) -> Iterator[_Profile]:
 
 
 def _load_events(bulk: Bulk, profiles: Sequence[str]) -> dict[str, list[EventView]]:
+    owners: dict[int, list[str]] = defaultdict(list)
+    for profile, identifiers in identifiers_of_profiles(bulk, profiles).items():
+        for identifier in identifiers:
+            owners[identifier].append(profile)
     grouped: dict[str, dict[int, EventView]] = defaultdict(dict)
+    views: dict[int, EventView] = {}
     rows = bulk.select_in(
-        "SELECT DISTINCT sr.profile_id, e.id, e.name, e.stream, e.occurred_at, e.properties "
-        "FROM source_record sr "
-        "JOIN record_identifier ri ON ri.record_id = sr.id "
-        "JOIN event_identifier ei ON ei.identifier_id = ri.identifier_id "
-        "JOIN event e ON e.id = ei.event_id "
-        "WHERE sr.profile_id IN ({in})",
-        profiles,
+        "SELECT ei.identifier_id, e.id, e.name, e.stream, e.occurred_at, e.properties "
+        "FROM event_identifier ei JOIN event e ON e.id = ei.event_id "
+        "WHERE ei.identifier_id IN ({in})",
+        sorted(owners),
     )
-    for profile, key, name, stream, occurred_at, properties in rows:
-        loaded = json.loads(properties) if isinstance(properties, str) else properties
-        grouped[profile][int(key)] = EventView(name, stream, occurred_at, loaded)
+    for identifier, key, name, stream, occurred_at, properties in rows:
+        event = int(key)
+        if event not in views:
+            loaded = json.loads(properties) if isinstance(properties, str) else properties
+            views[event] = EventView(name, stream, occurred_at, loaded)
+        for profile in owners[int(identifier)]:
+            grouped[profile][event] = views[event]
     # In event id order: a sum of floats depends on the order it adds in, and the order rows
     # come back in depends on the query plan, so only a fixed order keeps traits reproducible.
     return {profile: [events[key] for key in sorted(events)] for profile, events in grouped.items()}

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy import inspect
 
 from syncd.store.db import MIGRATIONS, open_engine, open_store
+from syncd.store.tables import decode_ids
 
 BEFORE_APPEND_ORDER = ("0002", "0003")
 
@@ -63,3 +65,37 @@ def test_an_sqlite_store_of_the_previous_schema_keeps_its_rows_and_gets_append_o
 def _id_type(db: sqlite3.Connection, table: str) -> str:
     columns = {row[1]: row[2] for row in db.execute(f"PRAGMA table_info('{table}')")}
     return str(columns["id"])
+
+
+def test_edges_of_a_store_before_identifier_keyed_edges_are_kept_and_listed_on_records(
+    store_url: str,
+) -> None:
+    _store_at(store_url, (*BEFORE_APPEND_ORDER, "0004"))
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO source_record (id, source, stream, external_id, node_kind, deleted, "
+            "content_hash, payload, traits, needs_unify, last_run) VALUES "
+            "(-5, 'crm', 'people', '1', 'record', false, 'h', '{}', '{}', true, 'r'), "
+            "(6, 'crm', 'people', '2', 'record', false, 'h', '{}', '{}', true, 'r')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO record_identifier (record_id, identifier_id) VALUES (-5, 7), (-5, -9)"
+        )
+    engine.dispose()
+
+    engine = open_store(store_url)
+    with engine.begin() as connection:
+        listed = dict(
+            connection.exec_driver_sql("SELECT id, identifier_ids FROM source_record").all()
+        )
+        edges = connection.exec_driver_sql(
+            "SELECT identifier_id, record_id FROM record_identifier"
+        ).all()
+    key = inspect(engine).get_pk_constraint("record_identifier")["constrained_columns"]
+    indexes = inspect(engine).get_indexes("record_identifier")
+    engine.dispose()
+    assert sorted(decode_ids(listed[-5])) == [-9, 7] and listed[6] is None
+    assert sorted(edges) == [(-9, -5), (7, -5)]
+    assert key == ["identifier_id", "record_id"]
+    assert indexes == []

@@ -17,6 +17,7 @@ import syncd.profiles
 from syncd.mapping.model import ProfileMapping
 from syncd.profiles import RecordView, encode_traits, merge_traits, refresh_profiles
 from syncd.store.db import Bulk, to_json, transaction
+from syncd.store.tables import encode_ids
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RULES = ProfileMapping.model_validate(
@@ -79,15 +80,16 @@ def _store(engine: Engine, seed: int = 7) -> None:
         for kind, deleted in [("record", False)] * live + others:
             key = rng.getrandbits(63) - 2**62
             traits = {} if kind == "link" else _traits(rng)
-            records.append(_record(key, rng, kind, deleted, traits, profile))
-            edges.append((key, identifier))
+            records.append(_record(key, rng, kind, deleted, traits, profile, identifier))
+            if not deleted:  # as the writer does: a deleted record leaves the graph
+                edges.append((identifier, key))
         for order in range(rng.choice([0, 0, 1, 3])):
             event = identifier * 10 + order
             total = rng.choice([10, 2.5, "7", None])
             events.append((event, "shop", "orders", str(event), "Order", "2025-02-01", total))
             event_edges.append((event, identifier))
     for stray in range(20):  # never resolved: no profile
-        records.append(_record(-stray - 1, rng, "record", False, _traits(rng), None))
+        records.append(_record(-stray - 1, rng, "record", False, _traits(rng), None, None))
     rng.shuffle(records)  # a profile's records are not stored side by side
     with transaction(engine) as bulk:
         bulk.upsert(
@@ -106,6 +108,7 @@ def _store(engine: Engine, seed: int = 7) -> None:
                 "profile_id",
                 "needs_unify",
                 "last_run",
+                "identifier_ids",
             ),
             records,
             ("id",),
@@ -113,9 +116,9 @@ def _store(engine: Engine, seed: int = 7) -> None:
         bulk.upsert("identifier", ("id", "kind", "value"), _identifiers(), ("id",))
         bulk.insert_ignore(
             "record_identifier",
-            ("record_id", "identifier_id"),
+            ("identifier_id", "record_id"),
             edges,
-            ("record_id", "identifier_id"),
+            ("identifier_id", "record_id"),
         )
         bulk.upsert(
             "event",
@@ -152,6 +155,7 @@ def _record(
     deleted: bool,
     traits: dict[str, Any],
     profile: str | None,
+    identifier: int | None,
 ) -> tuple[Any, ...]:
     source, stream = rng.choice([("crm", "people"), ("shop", "people"), ("web", "visits")])
     return (
@@ -168,6 +172,7 @@ def _record(
         profile,
         False,
         "r0",
+        None if deleted or identifier is None else encode_ids([identifier]),
     )
 
 

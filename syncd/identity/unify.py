@@ -14,11 +14,13 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from syncd.config import IdentityConfig
 from syncd.identity.resolve import Edge, Resolution, resolve
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
+from syncd.store.graph import identifiers_of, kinds_and_values
 from syncd.timeutil import utcnow
 
 LOG_BATCH = 20_000
@@ -110,16 +112,16 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
     """The edges of some nodes, in resolution order; kinds no longer configured are ignored."""
-    rows = bulk.select_in(
-        "SELECT ri.record_id, ri.identifier_id, i.kind FROM record_identifier ri "
-        "JOIN identifier i ON i.id = ri.identifier_id WHERE ri.record_id IN ({in})",
-        sorted(nodes),
-    )
+    carried = identifiers_of(bulk, nodes)
+    kinds = {
+        key: kind for key, (kind, _) in kinds_and_values(bulk, chain(*carried.values())).items()
+    }
     edges = []
-    for node, identifier, kind in rows:
-        rank = order.rank.get(kind)
-        if rank is not None:
-            edges.append((rank, int(identifier), int(node)))
+    for node, identifiers in carried.items():
+        for identifier in identifiers:
+            rank = order.rank.get(kinds.get(identifier, ""))
+            if rank is not None:
+                edges.append((rank, identifier, node))
     return sorted(edges)
 
 
@@ -130,13 +132,7 @@ def _closure(bulk: Bulk, seeds: set[int]) -> set[int]:
     frontier = set(seeds)
     while frontier:
         nodes |= frontier
-        found = {
-            int(row[0])
-            for row in bulk.select_in(
-                "SELECT DISTINCT identifier_id FROM record_identifier WHERE record_id IN ({in})",
-                sorted(frontier),
-            )
-        }
+        found = set(chain(*identifiers_of(bulk, frontier).values()))
         new_identifiers = found - identifiers
         identifiers |= new_identifiers
         reached = {

@@ -20,6 +20,7 @@ from syncd.mapping.destinations import CompiledDestination, FieldError
 from syncd.plan.desired import DesiredState, desired_state
 from syncd.plan.ledger import LedgerEntry, load_entries
 from syncd.store.db import Bulk, transaction
+from syncd.store.graph import profile_identifiers
 
 CHUNK = 500
 Change = Literal["new", "changed", "failed before"]
@@ -54,18 +55,11 @@ def _profiles_after(bulk: Bulk, after: str, limit: int) -> list[tuple[str, dict[
 def identifier_values(bulk: Bulk, kind: str, profiles: Sequence[str]) -> dict[str, str]:
     """Each profile's value of identifier `kind`; the smallest when it has several, so the
     choice does not depend on record order."""
-    chosen: dict[str, str] = {}
-    rows = bulk.select_in(
-        "SELECT sr.profile_id, i.value FROM source_record sr "
-        "JOIN record_identifier ri ON ri.record_id = sr.id "
-        "JOIN identifier i ON i.id = ri.identifier_id "
-        f"WHERE sr.profile_id IN ({{in}}) AND sr.deleted = {bulk.false} AND i.kind = ?",
-        profiles,
-        after=(kind,),
-    )
-    for profile, value in rows:
-        if profile not in chosen or value < chosen[profile]:
-            chosen[profile] = value
+    chosen = {}
+    for profile, identifiers in profile_identifiers(bulk, profiles).items():
+        values = [value for of_kind, value in identifiers if of_kind == kind]
+        if values:
+            chosen[profile] = min(values)
     return chosen
 
 

@@ -8,6 +8,7 @@ record gets the same id in every store.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text
@@ -59,6 +60,18 @@ class SourceRecord(SQLModel, table=True):
     profile_id: str | None = None
     needs_unify: bool = True
     last_run: str
+    identifier_ids: str | None = None
+    """The ids of the identifiers it carries, as `encode_ids` writes them: the one way from a
+    record to its edges, so that the edges need no second index keyed by record."""
+
+
+def encode_ids(ids: Iterable[int]) -> str | None:
+    text = ",".join(str(key) for key in ids)
+    return text or None
+
+
+def decode_ids(text: str | None) -> list[int]:
+    return [int(key) for key in text.split(",")] if text else []
 
 
 class Identifier(SQLModel, table=True):
@@ -72,16 +85,17 @@ class Identifier(SQLModel, table=True):
 
 
 class RecordIdentifier(SQLModel, table=True):
-    """An edge of the identity graph: a record (or link) carries an identifier."""
+    """An edge of the identity graph: a record (or link) carries an identifier.
+
+    Keyed by identifier first, in one B-tree: from an identifier to its records is a range of
+    the key; from a record to its identifiers goes through `SourceRecord.identifier_ids`.
+    """
 
     __tablename__ = "record_identifier"
-    __table_args__ = (
-        Index("ix_record_identifier_identifier", "identifier_id"),
-        {"sqlite_with_rowid": False},
-    )
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
-    record_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
     identifier_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+    record_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
 
 
 class Event(SQLModel, table=True):

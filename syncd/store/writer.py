@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
-from syncd.store.tables import stable_id
+from syncd.store.graph import identifiers_of
+from syncd.store.tables import encode_ids, stable_id
 from syncd.timeutil import utcnow
 
 DELETED_HASH = "deleted"
@@ -63,6 +64,7 @@ class StagedRecord(NamedTuple):
     payload_json: str
     traits_json: str
     notes_json: str | None
+    identifier_ids: str | None
     identifiers: tuple[tuple[int, str, str], ...]
 
 
@@ -117,6 +119,7 @@ def stage_record(
         payload_json,
         to_json(mapped.traits),
         to_json(mapped.notes) if mapped.notes else None,
+        encode_ids(sorted({key for key, _, _ in identifiers})),
         identifiers,
     )
 
@@ -174,25 +177,43 @@ class PageWriter:
         return {int(row[0]) for row in self.bulk.select_in(sql, ids)}
 
     def _write_identifiers(
-        self, edges: Sequence[tuple[int, int, str, str]], table: str, column: str
+        self, edges: Sequence[tuple[int, int, str, str]], table: str, key: tuple[str, str]
     ) -> None:
-        """Edges are (owner id, identifier id, kind, value).
+        """Edges are (owner id, identifier id, kind, value); `key` names the edge table's key
+        columns, the owner's and "identifier_id" in the table's order.
 
         Rows go in key order: ids are hashes, and inserting them sorted walks each B-tree
         once instead of jumping across it for every row.
         """
-        identifiers = {key: (kind, value) for _, key, kind, value in edges}
+        identifiers = {identifier: (kind, value) for _, identifier, kind, value in edges}
         self.bulk.insert_ignore(
             "identifier",
             ("id", "kind", "value"),
             sorted((key, kind, value) for key, (kind, value) in identifiers.items()),
             ("id",),
         )
+        owner_first = key[1] == "identifier_id"
         self.bulk.insert_ignore(
             table,
-            (column, "identifier_id"),
-            sorted((owner, key) for owner, key, _, _ in edges),
-            (column, "identifier_id"),
+            key,
+            sorted(
+                (owner, identifier) if owner_first else (identifier, owner)
+                for owner, identifier, _, _ in edges
+            ),
+            key,
+        )
+
+    def _drop_edges(self, records: Sequence[int]) -> None:
+        """Remove the identity edges of some records, found through their identifier lists."""
+        self.bulk.executemany(
+            self.bulk.sql(
+                "DELETE FROM record_identifier WHERE identifier_id = ? AND record_id = ?"
+            ),
+            sorted(
+                (identifier, record)
+                for record, identifiers in identifiers_of(self.bulk, records).items()
+                for identifier in identifiers
+            ),
         )
 
     def write_records(
@@ -252,13 +273,11 @@ class PageWriter:
                     item.notes_json,
                     True,
                     self.run_id,
+                    item.identifier_ids,
                 )
             )
             edges.extend((key, *identifier) for identifier in item.identifiers)
-        changed_existing = [row[0] for row in rows if row[0] in existing]
-        self.bulk.execute_in(
-            "DELETE FROM record_identifier WHERE record_id IN ({in})", changed_existing
-        )
+        self._drop_edges([row[0] for row in rows if row[0] in existing])
         rows.sort(key=lambda row: row[0])
         self._remember(row[0] for row in rows)
         self.bulk.upsert(
@@ -277,25 +296,26 @@ class PageWriter:
                 "notes",
                 "needs_unify",
                 "last_run",
+                "identifier_ids",
             ),
             rows,
             ("id",),
         )
-        self._write_identifiers(edges, "record_identifier", "record_id")
+        self._write_identifiers(edges, "record_identifier", ("identifier_id", "record_id"))
         return counts
 
     def delete_records(self, source: str, stream: str, external_ids: Iterable[str]) -> int:
         """Mark records deleted upstream; they leave the identity graph at the next unify."""
         ids = [record_id(source, stream, external_id) for external_id in external_ids]
         live = sorted(self._existing("source_record", ids, f"AND deleted = {self.bulk.false}"))
+        self._drop_edges(live)
         self.bulk.execute_in(
             f"UPDATE source_record SET deleted = {self.bulk.true}, needs_unify = {self.bulk.true}, "
-            f"content_hash = ?, last_run = ? WHERE id IN ({{in}})",
+            f"content_hash = ?, last_run = ?, identifier_ids = NULL WHERE id IN ({{in}})",
             live,
             before=(DELETED_HASH, self.run_id),
         )
         self._remember(live)
-        self.bulk.execute_in("DELETE FROM record_identifier WHERE record_id IN ({in})", live)
         return len(live)
 
     def _remember(self, ids: Iterable[int]) -> None:
@@ -344,7 +364,7 @@ class PageWriter:
                 for kind, value in e.identifiers
             ],
             "event_identifier",
-            "event_id",
+            ("event_id", "identifier_id"),
         )
         self._write_links(source, stream, fresh.values())
         return WriteCounts(events_new=len(fresh), events_seen=len(seen))
@@ -374,6 +394,7 @@ class PageWriter:
                 "traits",
                 "needs_unify",
                 "last_run",
+                "identifier_ids",
             ),
             [
                 (
@@ -388,8 +409,9 @@ class PageWriter:
                     Bulk.encode({}),
                     True,
                     self.run_id,
+                    encode_ids(sorted({identifier_id(kind, value) for kind, value in pairs})),
                 )
-                for key in new_links
+                for key, pairs in new_links.items()
             ],
             ("id",),
         )
@@ -400,7 +422,7 @@ class PageWriter:
                 for kind, value in pairs
             ],
             "record_identifier",
-            "record_id",
+            ("identifier_id", "record_id"),
         )
 
     def quarantine(
