@@ -115,7 +115,7 @@ def raw_upsert_rate(source_db: Path, scratch: Path) -> float:
         sqlite3.connect(source_db)
         .execute(
             "SELECT id, source, stream, external_id, node_kind, updated_at, deleted, content_hash, "
-            "payload, traits, notes, needs_unify, last_run FROM source_record"
+            "payload, traits, notes, needs_unify, last_run, identifier_ids FROM source_record"
         )
         .fetchall()
     )
@@ -128,8 +128,8 @@ def raw_upsert_rate(source_db: Path, scratch: Path) -> float:
     db.execute("BEGIN")
     db.executemany(
         "INSERT INTO source_record (id, source, stream, external_id, node_kind, updated_at, "
-        "deleted, content_hash, payload, traits, notes, needs_unify, last_run) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+        "deleted, content_hash, payload, traits, notes, needs_unify, last_run, identifier_ids) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
         "content_hash = excluded.content_hash, payload = excluded.payload, traits = excluded.traits",
         rows,
     )

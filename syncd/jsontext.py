@@ -28,7 +28,13 @@ _MAY_DIFFER = (b"e-", b"0.0000", b"\x7f")
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, ASCII only; non-finite floats are written as null."""
+    """Sorted keys, no spaces, ASCII only; non-finite floats are written as null.
+
+    For what payloads and traits are made of (dicts, lists, text, numbers, booleans, null:
+    what JSON decoders, CSV readers and transforms give) and the types `json` writes by str().
+    An `Enum` member that is not also text or a number would be written by its value, where
+    `json` writes its str(): no source or transform gives one.
+    """
     try:
         data = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # a type orjson leaves alone, a key that is not text, a 65-bit integer

@@ -42,7 +42,7 @@ class UnifyResult:
 
 class Marked:
     """The records marked for resolution: sorted ids in a flat array (8 bytes each, where a
-    dict would take ten times that on a first load), and which of them were deleted.
+    dict would take five times the 16 both arrays take), and which of them were deleted.
 
     `stored` keeps the same ids in the order the store gave them, which is the order their
     rows lie in: the write-back visits rows in that order, so on a first load it walks the

@@ -118,7 +118,11 @@ def _e164(args: list[Any]) -> Transform:
 
 def format_timestamp(moment: datetime) -> str:
     """The one timestamp format of the store: UTC, milliseconds, fixed width, so text sorts."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    moment = moment.astimezone(UTC)
+    if moment.year < 1000:
+        # strftime writes such a year without leading zeros; stored traits were written so.
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> datetime:
@@ -201,7 +205,10 @@ def to_int(value: Any) -> int:
 
 def to_float(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of more than 308 digits
+            raise TransformError("not a finite number") from None
     else:
         try:
             number = float(_number_text(value))

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from syncd.mapping.compiler import compile_expression, compile_transform
-from syncd.mapping.transforms import TransformError, normalize_email
+from syncd.mapping.transforms import TransformError, format_timestamp, normalize_email
 
 
 def run(expression: str, payload: dict[str, object]) -> object:
@@ -123,3 +127,23 @@ def test_coalesce_reads_other_paths_where_the_value_is_missing() -> None:
     assert run("home | coalesce('other') | lower", payload) == "home@x.com"
     with pytest.raises(ValueError, match="coalesce takes one or more paths"):
         compile_expression("a | coalesce()")
+
+
+def _strftime_format(moment: datetime) -> str:
+    """How timestamps were written before: every stored trait has this text."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@given(st.datetimes(timezones=st.timezones()))
+def test_timestamps_are_written_as_they_always_were(moment: datetime) -> None:
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # a time before year 1 once moved to UTC
+        assume(False)
+    assert format_timestamp(moment) == _strftime_format(moment)
+
+
+def test_an_integer_too_large_for_a_float_is_a_value_error() -> None:
+    with pytest.raises(TransformError, match="not a finite number"):
+        run("v | to_float", {"v": 10**400})

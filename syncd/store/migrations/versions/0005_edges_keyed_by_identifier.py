@@ -25,7 +25,8 @@ ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def _list_ids(aggregate: str) -> None:
     op.execute(
         f"UPDATE source_record SET identifier_ids = (SELECT {aggregate} FROM record_identifier "
-        "WHERE record_id = source_record.id)"
+        "WHERE record_id = source_record.id) "
+        "WHERE id IN (SELECT record_id FROM record_identifier)"
     )
 
 
