@@ -7,13 +7,14 @@ identity and profile work a killed run did not finish is picked up by the next o
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import Engine
 
@@ -34,6 +35,7 @@ from syncd.profiles import (
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, PageGroups, transaction
+from syncd.store.runlock import run_lock
 from syncd.store.writer import (
     DELETED_HASH,
     PageWriter,
@@ -96,6 +98,26 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:8]}"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_run_at_a_time(
+    method: Callable[Concatenate[Pipeline, P], R],
+) -> Callable[Concatenate[Pipeline, P], R]:
+    """The run holds the store's run lock from start to finish (see `store/runlock.py`)."""
+
+    @functools.wraps(method)
+    def locked(pipeline: Pipeline, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        def waiting() -> None:
+            pipeline.log.warning("another run of this store is under way; waiting for it to end")
+
+        with run_lock(pipeline.engine, waiting):
+            return method(pipeline, *args, **kwargs)
+
+    return locked
+
+
 class Pipeline:
     """Runs passes of the pipeline against one store."""
 
@@ -152,6 +174,7 @@ class Pipeline:
         log("run finished", status=summary.status, seconds=summary.seconds, **summary.counts)
         return summary
 
+    @_one_run_at_a_time
     def run_once(
         self,
         only_sources: list[str] | None = None,
@@ -336,6 +359,7 @@ class Pipeline:
             profiles_removed=removed,
         )
 
+    @_one_run_at_a_time
     def replay_quarantine(self) -> RunSummary:
         """Map quarantined records again with today's mappings; the ones that pass are stored.
 
@@ -378,6 +402,7 @@ class Pipeline:
         self._resolve(summary)
         return self._finish(summary)
 
+    @_one_run_at_a_time
     def rebuild(self) -> RunSummary:
         """Map every stored raw record again with today's mappings, then resolve everything."""
         summary = self._start("rebuild")
@@ -420,6 +445,7 @@ class Pipeline:
         summary.bump("profiles_written", written)
         summary.bump("profiles_removed", removed)
 
+    @_one_run_at_a_time
     def verify(self) -> list[str]:
         """Rebuild inside a transaction, compare with the stored state, roll back.
 

@@ -1,0 +1,47 @@
+"""One run at a time per store: a second run waits for the first to end, on both backends."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from syncd.store.runlock import run_lock
+from tests.support.project import Project, records_page
+
+ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
+
+
+def test_a_run_waits_while_another_holds_the_store(tmp_path: Path, store_url: str) -> None:
+    project = Project(tmp_path, store_url)
+    finished: list[dict[str, int]] = []
+
+    def second_run() -> None:
+        finished.append(project.run({"people": [records_page([ANN])]}).counts)
+
+    with run_lock(project.engine, lambda: None):  # the first run, as another process would
+        worker = threading.Thread(target=second_run)
+        worker.start()
+        worker.join(timeout=3)
+        assert worker.is_alive() and not finished  # it waits: nothing was pulled
+
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert finished[0]["new"] == 1
+    project.close()
+
+
+def test_the_lock_is_free_again_after_a_run_and_after_a_failed_one(
+    tmp_path: Path, store_url: str
+) -> None:
+    project = Project(tmp_path, store_url)
+    project.run({"people": [records_page([ANN])]})
+    try:
+        with run_lock(project.engine, lambda: None):
+            raise RuntimeError("the run broke")
+    except RuntimeError:
+        pass
+    waits: list[bool] = []
+    with run_lock(project.engine, lambda: waits.append(True)):
+        pass
+    assert waits == []
+    project.close()
