@@ -214,7 +214,7 @@ def unify(
     resolution = resolve(
         nodes, links, edges, order.limits, order.names, lambda part: _edges_of(bulk, order, part)
     )
-    return _write(bulk, run_id, dirty, old, resolution)
+    return _write(bulk, run_id, dirty, old, resolution, full)
 
 
 def _write(
@@ -223,25 +223,30 @@ def _write(
     dirty: Marked,
     old: dict[int, str],
     resolution: Resolution,
+    full: bool,
 ) -> UnifyResult:
     new = resolution.profile_of
     result = UnifyResult(nodes=len(new))
-    # One statement per row: a changed record gets its profile and loses its mark at once
-    # (a deleted one leaves its profile); another record only moves when its profile did.
-    bulk.executemany(
-        bulk.sql(
-            f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
-        ),
-        ((new.get(node), node) for node in dirty.stored),
-    )
-    bulk.executemany(
-        bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
-        (
-            (profile, node)
-            for node, profile in new.items()
-            if node not in dirty and old.get(node) != profile
-        ),
-    )
+    # A full pass updates a large share of the rows: the two indexes it changes are built
+    # again once instead (2 s of 9 on a first load of 1M records).
+    touched_indexes = ("ix_source_record_profile", "ix_source_record_unify") if full else ()
+    with bulk.indexes_set_aside("source_record", touched_indexes):
+        # One statement per row: a changed record gets its profile and loses its mark at once
+        # (a deleted one leaves its profile); another record only moves when its profile did.
+        bulk.executemany(
+            bulk.sql(
+                f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
+            ),
+            ((new.get(node), node) for node in dirty.stored),
+        )
+        bulk.executemany(
+            bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
+            (
+                (profile, node)
+                for node, profile in new.items()
+                if node not in dirty and old.get(node) != profile
+            ),
+        )
 
     old_members: dict[str, set[str]] = defaultdict(set)
     for node, profile in old.items():
