@@ -22,9 +22,6 @@ _OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-# orjson writes non-ASCII characters and DEL as they are where `json` escapes them, and small
-# floats as 1e-7 or 0.00001 where `json` writes 1e-07 and 1e-05.
-_MAY_DIFFER = (b"e-", b"0.0000", b"\x7f")
 
 
 def canonical_json(value: Any) -> str:
@@ -39,7 +36,9 @@ def canonical_json(value: Any) -> str:
         data = orjson.dumps(value, option=_OPTIONS)
     except TypeError:  # a type orjson leaves alone, a key that is not text, a 65-bit integer
         return _slow(value)
-    if not data.isascii() or any(sign in data for sign in _MAY_DIFFER):
+    # orjson writes non-ASCII characters and DEL as they are where `json` escapes them, and
+    # small floats as 1e-7 or 0.00001 where `json` writes 1e-07 and 1e-05.
+    if not data.isascii() or b"\x7f" in data or b"e-" in data or b"0.0000" in data:
         return _slow(value)
     return data.decode()
 
