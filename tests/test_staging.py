@@ -127,7 +127,7 @@ def test_written_ids_never_forget_an_id() -> None:
     for key in ids[::2]:
         written.add(key)
     assert all(key in written for key in ids[::2])
-    # A megabyte for 10,000 ids: "maybe" for an id never added is rare.
+    # Two megabytes for 10,000 ids: "maybe" for an id never added is rare.
     assert sum(key in written for key in ids[1::2]) < 20
 
 

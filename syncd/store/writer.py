@@ -11,6 +11,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from syncd.mapping.compiler import MappedEvent, MappedRecord
@@ -137,30 +138,34 @@ def stored_hashes(bulk: Bulk, ids: Iterable[int]) -> dict[int, str]:
 class WrittenIds:
     """The record ids one pull has written, as a Bloom filter: "maybe" or "certainly not".
 
-    A fixed megabyte whatever the pull's size; a false "maybe" only costs one more read.
+    A fixed 2 MB whatever the pull's size; a false "maybe" only costs one more read (one in
+    70 after a million ids, one in 10 after three million).
     `stream_was_empty`: the stream held no record when the pull began, so a record this pull
     has not written is certainly new, and a first load reads no stored hash.
     """
 
-    BITS = 1 << 23
+    SLICE = 24
+    MASK = (1 << SLICE) - 1
 
     def __init__(self, stream_was_empty: bool = False) -> None:
-        self._bits = bytearray(self.BITS // 8)
+        self._bits = bytearray((self.MASK + 1) // 8)
         self.stream_was_empty = stream_was_empty
 
     def may_be_stored(self, key: int) -> bool:
         return not self.stream_was_empty or key in self
 
-    def _positions(self, key: int) -> tuple[int, int]:
-        # Ids are uniform 64-bit hashes already: two slices of one are two independent hashes.
-        return key & (self.BITS - 1), (key >> 23) & (self.BITS - 1)
-
+    # Ids are uniform 64-bit hashes already: two slices of one are two independent hashes.
+    # Written out rather than looped over: this runs for every record a pull writes.
     def add(self, key: int) -> None:
-        for position in self._positions(key):
-            self._bits[position >> 3] |= 1 << (position & 7)
+        low, high = key & self.MASK, (key >> self.SLICE) & self.MASK
+        self._bits[low >> 3] |= 1 << (low & 7)
+        self._bits[high >> 3] |= 1 << (high & 7)
 
     def __contains__(self, key: int) -> bool:
-        return all(self._bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+        low, high = key & self.MASK, (key >> self.SLICE) & self.MASK
+        return bool(
+            self._bits[low >> 3] & (1 << (low & 7)) and self._bits[high >> 3] & (1 << (high & 7))
+        )
 
 
 class PageWriter:
@@ -185,23 +190,19 @@ class PageWriter:
         Rows go in key order: ids are hashes, and inserting them sorted walks each B-tree
         once instead of jumping across it for every row.
         """
-        identifiers = {identifier: (kind, value) for _, identifier, kind, value in edges}
-        self.bulk.insert_ignore(
-            "identifier",
-            ("id", "kind", "value"),
-            sorted((key, kind, value) for key, (kind, value) in identifiers.items()),
-            ("id",),
-        )
-        owner_first = key[1] == "identifier_id"
-        self.bulk.insert_ignore(
-            table,
-            key,
-            sorted(
-                (owner, identifier) if owner_first else (identifier, owner)
-                for owner, identifier, _, _ in edges
-            ),
-            key,
-        )
+        by_identifier = sorted(edges, key=itemgetter(1, 0))
+        identifiers = []
+        last = None
+        for _, identifier, kind, value in by_identifier:
+            if identifier != last:
+                identifiers.append((identifier, kind, value))
+                last = identifier
+        self.bulk.insert_ignore("identifier", ("id", "kind", "value"), identifiers, ("id",))
+        if key[0] == "identifier_id":
+            links = [(identifier, owner) for owner, identifier, _, _ in by_identifier]
+        else:
+            links = sorted((owner, identifier) for owner, identifier, _, _ in edges)
+        self.bulk.insert_ignore(table, key, links, key)
 
     def _drop_edges(self, records: Sequence[int]) -> None:
         """Remove the identity edges of some records, found through their identifier lists."""
