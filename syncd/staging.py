@@ -174,7 +174,10 @@ def _stage_in_worker(
 
 
 class PageMapper:
-    """Stages pages in order; from a stream's second page on, in `workers` processes."""
+    """Stages pages in order; from a stream's second page on, in `workers` processes.
+
+    The same processes serve `ordered` for other work of the run (the profile refresh).
+    """
 
     def __init__(self, config_path: Path, workers: int) -> None:
         self._config_path = config_path
