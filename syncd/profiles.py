@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby, islice
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from syncd.jsontext import canonical_json
 from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
@@ -41,8 +41,8 @@ PROFILE_CHUNK = 100
 """Profiles computed and upserted together. Few, so that the
 garbage collector finds their objects already gone instead of promoting and rescanning them:
 refreshing 1M records took 15 s in chunks of 500, 11-12 s in chunks of 100."""
-SHIPPED_PROFILES = 1000
-"""Profiles sent to a worker process at once when the refresh runs in the run's workers."""
+DECODE_ROWS = 500
+"""Rows whose traits one parse decodes."""
 ONE_PASS_SHARE = {"sqlite": 0.75, "postgresql": 0.125}
 """The share of the stored profiles a refresh must touch for one ordered pass over every
 record to cost less than looking the touched ones up (as measured on 100k records). Lookups
@@ -199,31 +199,12 @@ def encode_traits(traits: Mapping[str, Any]) -> tuple[str, str]:
     return (to_json(traits) if "\\u0000" in text else text), digest
 
 
-StoredRecord = tuple[int, str, str, str | None, str]
-"""A live record of a profile as read: id, source, stream, updated_at, traits as JSON text."""
-
-
 class _Profile(NamedTuple):
-    """A touched profile, its live records, and (traits_hash, record_count) of its stored row.
-
-    Traits stay JSON text until computed: so a chunk of profiles crosses to a worker process
-    as strings, and one parse decodes all its records.
-    """
+    """A touched profile, its live records, and (traits_hash, record_count) of its stored row."""
 
     id: str
-    records: list[StoredRecord]
+    records: list[RecordView]
     stored: tuple[str, int] | None
-
-
-def _decoded(profiles: Sequence[_Profile]) -> Iterator[list[RecordView]]:
-    """The records of each profile with their traits decoded, by one parse of a JSON array."""
-    texts = ",".join(record[4] for profile in profiles for record in profile.records)
-    decoded = iter(json.loads(f"[{texts}]"))
-    for profile in profiles:
-        yield [
-            RecordView(key, source, stream, updated_at, next(decoded))
-            for key, source, stream, updated_at, _ in profile.records
-        ]
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -243,29 +224,36 @@ def _one_pass_pays(bulk: Bulk, touched: Set[str]) -> bool:
     return int(stored) < limit
 
 
-def _node_rows(bulk: Bulk, touched: Set[str]) -> Iterable[Sequence[Any]]:
-    """NODES rows of (at least) the touched profiles."""
+def _node_rows(bulk: Bulk, touched: Set[str]) -> Iterator[list[Sequence[Any]]]:
+    """NODES rows of (at least) the touched profiles, in batches."""
+    rows: Iterable[Sequence[Any]]
     if _one_pass_pays(bulk, touched):
-        return bulk.stream(NODES.format(which="sr.profile_id IS NOT NULL", false=bulk.false))
-    sql = NODES.format(which="sr.profile_id IN ({in})", false=bulk.false)
-    return bulk.select_in(sql, sorted(touched))
+        rows = bulk.stream(NODES.format(which="sr.profile_id IS NOT NULL", false=bulk.false))
+    else:
+        sql = NODES.format(which="sr.profile_id IN ({in})", false=bulk.false)
+        rows = bulk.select_in(sql, sorted(touched))
+    return _batches(rows, DECODE_ROWS)
 
 
 def _nodes(
-    bulk: Bulk, touched: Set[str]
-) -> Iterator[tuple[str, StoredRecord | None, tuple[str, int] | None]]:
+    batch: Sequence[Sequence[Any]], touched: Set[str]
+) -> Iterator[tuple[str, RecordView | None, tuple[str, int] | None]]:
     """(profile, live record or None, stored row) of each node of a touched profile."""
-    for profile, key, source, stream, updated_at, traits, digest, count in _node_rows(
-        bulk, touched
-    ):
-        if profile in touched:
-            record = None if traits is None else (int(key), source, stream, updated_at, traits)
-            yield profile, record, None if digest is None else (digest, int(count))
+    rows = [row for row in batch if row[0] in touched]
+    # One parse of a JSON array costs a third of a json.loads per record.
+    texts = ",".join(row[5] for row in rows if row[5] is not None)
+    decoded = iter(json.loads(f"[{texts}]"))
+    for profile, key, source, stream, updated_at, traits, digest, count in rows:
+        record = None
+        if traits is not None:
+            record = RecordView(int(key), source, stream, updated_at, next(decoded))
+        yield profile, record, None if digest is None else (digest, int(count))
 
 
 def _touched_profiles(bulk: Bulk, touched: Set[str]) -> Iterator[_Profile]:
     """Each touched profile some node still carries, with its live records."""
-    for profile, group in groupby(_nodes(bulk, touched), key=itemgetter(0)):
+    nodes = (node for batch in _node_rows(bulk, touched) for node in _nodes(batch, touched))
+    for profile, group in groupby(nodes, key=itemgetter(0)):
         items = list(group)
         records = [record for _, record, _ in items if record is not None]
         yield _Profile(profile, records, items[0][2])
@@ -378,91 +366,42 @@ def _reads_events(rules: ProfileMapping) -> bool:
     return any(spec.over == "events" for spec in rules.computed.values())
 
 
-ProfileRow = tuple[str, str, str, int, str, str]
-"""A profile row to upsert: id, traits, traits_hash, record_count, updated_at, run_id."""
-
-
-def profile_rows(
-    rules: ProfileMapping,
-    profiles: Sequence[_Profile],
-    events: Mapping[str, list[EventView]],
-    now: str,
-    run_id: str,
-) -> list[ProfileRow]:
-    """The rows of the profiles whose traits or record count changed.
-
-    A pure function of its arguments, so a worker process computes exactly what this one would.
-    """
+def _write_profiles(
+    bulk: Bulk, rules: ProfileMapping, profiles: Sequence[_Profile], now: str, run_id: str
+) -> int:
+    """Upsert the profiles whose traits or record count changed; returns how many."""
+    events = _load_events(bulk, [p.id for p in profiles]) if _reads_events(rules) else {}
     rows = []
-    for chunk in _batches(profiles, PROFILE_CHUNK):
-        for (profile, _, stored), members in zip(chunk, _decoded(chunk), strict=True):
-            traits, _ = merge_traits(rules, members)
-            for name, spec in rules.computed.items():
-                traits[name] = compute(spec, members, events.get(profile, []), now)
-            text, digest = encode_traits(traits)
-            if stored != (digest, len(members)):
-                rows.append((profile, text, digest, len(members), now, run_id))
-    return rows
-
-
-class Workers(Protocol):
-    """Worker processes that compute tasks in parallel and give results in task order."""
-
-    def ordered(
-        self,
-        function: Callable[..., list[ProfileRow]],
-        tasks: Iterable[tuple[Any, ...]],
-    ) -> Iterator[list[ProfileRow]]: ...
-
-
-def _every_touched_profile(bulk: Bulk, touched: Set[str]) -> Iterator[_Profile]:
-    visited = 0
-    for profile in _touched_profiles(bulk, touched):
-        visited += 1
-        yield profile
-    if visited < len(touched):
-        # Touched, yet no node carries it any more: the profile keeps a row all the same.
-        yield from _nodeless_profiles(bulk, touched)
+    for profile, members, stored in profiles:
+        traits, _ = merge_traits(rules, members)
+        for name, spec in rules.computed.items():
+            traits[name] = compute(spec, members, events.get(profile, []), now)
+        text, digest = encode_traits(traits)
+        if stored != (digest, len(members)):
+            rows.append((profile, text, digest, len(members), now, run_id))
+    bulk.upsert(
+        "profile",
+        ("id", "traits", "traits_hash", "record_count", "updated_at", "run_id"),
+        rows,
+        ("id",),
+    )
+    return len(rows)
 
 
 def refresh_profiles(
-    bulk: Bulk,
-    rules: ProfileMapping,
-    touched: set[str],
-    removed: set[str],
-    run_id: str,
-    workers: Workers | None = None,
+    bulk: Bulk, rules: ProfileMapping, touched: set[str], removed: set[str], run_id: str
 ) -> tuple[int, int]:
-    """Recompute the touched profiles, drop removed ones; returns (written, deleted).
-
-    With `workers`, traits are computed in those processes while this one reads records and
-    writes rows: a first load touches every profile, and this is then most of the work.
-    """
+    """Recompute the touched profiles, drop removed ones; returns (written, deleted)."""
     now = format_timestamp(utcnow())
     gone = sorted(removed - touched)
     bulk.execute_in("DELETE FROM profile WHERE id IN ({in})", gone)
-    reads_events = _reads_events(rules)
-    chunks = _batches(
-        _every_touched_profile(bulk, touched), SHIPPED_PROFILES if workers else PROFILE_CHUNK
-    )
-    tasks = (
-        (
-            rules,
-            chunk,
-            _load_events(bulk, [p.id for p in chunk]) if reads_events else {},
-            now,
-            run_id,
-        )
-        for chunk in chunks
-    )
-    results = workers.ordered(profile_rows, tasks) if workers else (profile_rows(*t) for t in tasks)
     written = 0
-    for rows in results:
-        bulk.upsert(
-            "profile",
-            ("id", "traits", "traits_hash", "record_count", "updated_at", "run_id"),
-            rows,
-            ("id",),
-        )
-        written += len(rows)
+    visited = 0
+    for chunk in _batches(_touched_profiles(bulk, touched), PROFILE_CHUNK):
+        written += _write_profiles(bulk, rules, chunk, now, run_id)
+        visited += len(chunk)
+    if visited < len(touched):
+        # Touched, yet no node carries it any more: the profile keeps a row all the same.
+        for chunk in _batches(_nodeless_profiles(bulk, touched), PROFILE_CHUNK):
+            written += _write_profiles(bulk, rules, chunk, now, run_id)
     return written, len(gone)

@@ -68,12 +68,6 @@ class SilentProgress:
         """Report nothing."""
 
 
-PARALLEL_PROFILES = 5_000
-"""Touched profiles from which their traits are computed in the run's worker processes."""
-PARALLEL_PROFILES_TO_START = 100_000
-"""The same, when the workers are not running yet."""
-
-
 @dataclass
 class RunSummary:
     """What a run did; `status` is ok or failed."""
@@ -211,9 +205,9 @@ class Pipeline:
                     self._fail(summary, name, error)
                 finally:
                     source.close()
+            self.mapper.close()
             if not dry_run:
                 self._resolve(summary)
-            self.mapper.close()
             if push:
                 self._push(summary, only_destinations, dry_run)
         return self._finish(summary)
@@ -332,15 +326,6 @@ class Pipeline:
         writer.set_cursor(source, stream, page.cursor)
         return counts
 
-    def _profile_workers(self, touched: int) -> PageMapper | None:
-        """The run's workers compute profile traits when there are many: running already (the
-        pull used them), or worth the second or so it takes to start them."""
-        if self.config.workers < 2 or touched < PARALLEL_PROFILES:
-            return None
-        if self.mapper.running or touched >= PARALLEL_PROFILES_TO_START:
-            return self.mapper
-        return None
-
     def _resolve(self, summary: RunSummary, everything: bool = False) -> None:
         """Identity and profiles in one transaction: a crash leaves the records marked to redo."""
         self.progress.stage("unify")
@@ -351,14 +336,12 @@ class Pipeline:
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
                 self.progress.stage("profiles")
-                touched = result.touched | event_profiles | aged
                 written, removed = refresh_profiles(
                     bulk,
                     self.mappings.profile,
-                    touched,
+                    result.touched | event_profiles | aged,
                     result.removed,
                     summary.run_id,
-                    self._profile_workers(len(touched)),
                 )
                 clear_pending_events(bulk, events)
         summary.bump("merges", result.merges)
@@ -457,12 +440,7 @@ class Pipeline:
             summary.bump("records_remapped", counts.changed)
         result = unify(bulk, self.config.identity, summary.run_id, everything=True)
         written, removed = refresh_profiles(
-            bulk,
-            self.mappings.profile,
-            result.touched,
-            result.removed,
-            summary.run_id,
-            self._profile_workers(len(result.touched)),
+            bulk, self.mappings.profile, result.touched, result.removed, summary.run_id
         )
         summary.bump("profiles_written", written)
         summary.bump("profiles_removed", removed)

@@ -16,9 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from syncd.errors import ConfigError, Problem, RecordError
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
@@ -43,8 +42,6 @@ class StagedPage:
     quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
     unchanged: Unchanged = field(default_factory=Unchanged)
 
-
-R = TypeVar("R")
 
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""
@@ -174,10 +171,7 @@ def _stage_in_worker(
 
 
 class PageMapper:
-    """Stages pages in order; from a stream's second page on, in `workers` processes.
-
-    The same processes serve `ordered` for other work of the run (the profile refresh).
-    """
+    """Stages pages in order; from a stream's second page on, in `workers` processes."""
 
     def __init__(self, config_path: Path, workers: int) -> None:
         self._config_path = config_path
@@ -215,36 +209,19 @@ class PageMapper:
                 for page in iterator:
                     yield page, stage_page(compiled, page)
             return
-        key = (compiled.source, compiled.stream, compiled.fingerprint, look_up)
-        sent: deque[Any] = deque()
-
-        def tasks() -> Iterator[tuple[Any, ...]]:
-            for page in chain((first, second), iterator):
-                sent.append(page)
-                yield (*key, page)
-
-        for staged in self.ordered(_stage_in_worker, tasks()):
-            yield sent.popleft(), staged
-
-    @property
-    def running(self) -> bool:
-        """Whether the worker processes have been started (by an earlier stage of the run)."""
-        return self._pool is not None
-
-    def ordered(self, function: Callable[..., R], tasks: Iterable[tuple[Any, ...]]) -> Iterator[R]:
-        """`function(*task)` of each task, computed in the workers, given back in task order.
-
-        A task is sent only when fewer than workers + 1 are under way, so however many there
-        are, a few are held in memory at a time.
-        """
         pool = self._ensure_pool()
-        pending: deque[Future[R]] = deque()
-        for task in tasks:
-            pending.append(pool.submit(function, *task))
+        key = (compiled.source, compiled.stream, compiled.fingerprint, look_up)
+        pending: deque[tuple[Any, Future[StagedPage]]] = deque()
+        for page in (first, second):
+            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
+        for page in iterator:
+            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
             if len(pending) > self._workers:
-                yield pending.popleft().result()
+                done, future = pending.popleft()
+                yield done, future.result()
         while pending:
-            yield pending.popleft().result()
+            done, future = pending.popleft()
+            yield done, future.result()
 
     def close(self) -> None:
         if self._pool is not None:

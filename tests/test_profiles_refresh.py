@@ -8,7 +8,6 @@ import hashlib
 import json
 import random
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +16,8 @@ from sqlalchemy import Engine
 import syncd.profiles
 from syncd.mapping.model import ProfileMapping
 from syncd.profiles import RecordView, encode_traits, merge_traits, refresh_profiles
-from syncd.staging import PageMapper
 from syncd.store.db import Bulk, to_json, transaction
 from syncd.store.tables import encode_ids
-from tests.support.project import write_project
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RULES = ProfileMapping.model_validate(
@@ -208,11 +205,12 @@ def _snapshot(engine: Engine) -> dict[str, tuple[Any, ...]]:
         return _rows(bulk)
 
 
-@pytest.mark.parametrize("chunk", [2000, 2])
+@pytest.mark.parametrize(("decode", "chunk"), [(5000, 2000), (3, 2)])
 def test_one_pass_and_lookups_write_the_same_profiles(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, chunk: int
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, decode: int, chunk: int
 ) -> None:
-    # Small chunks split profiles across parses and upserts.
+    # Small batches split profiles across parses and chunks.
+    monkeypatch.setattr(syncd.profiles, "DECODE_ROWS", decode)
     monkeypatch.setattr(syncd.profiles, "PROFILE_CHUNK", chunk)
     _store(engine)
     touched = {*PROFILES, NOWHERE}
@@ -323,25 +321,3 @@ def test_survivorship_over_several_records() -> None:
         "tags": [1],
     }
     assert origin == {"city": 2, "email": 3, "low": 1, "name": 1, "score": 1, "tags": 3}
-
-
-def test_traits_computed_in_worker_processes_are_those_computed_here(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The refresh of a first load runs in the run's workers: chunks of 7 profiles, so that
-    both workers compute several of them."""
-    _store(engine)
-    touched = {*PROFILES, NOWHERE}
-    monkeypatch.setattr(syncd.profiles, "SHIPPED_PROFILES", 7)
-    workers = PageMapper(write_project(tmp_path, "sqlite://"), 2)
-    rows = {}
-    try:
-        for pool in (None, workers):
-            with transaction(engine, commit=False) as bulk:
-                refresh_profiles(bulk, RULES, touched, set(), "r1", pool)
-                rows[pool is None] = _rows(bulk)
-        assert workers.running
-    finally:
-        workers.close()
-    assert rows[True] == rows[False]
-    assert set(rows[True]) == touched
