@@ -48,6 +48,10 @@ class WriteCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+Identified = tuple[tuple[int, str, str], ...]
+"""Identifiers as (id, kind, value)."""
+
+
 class StagedRecord(NamedTuple):
     """A mapped record ready to store: ids, hash and JSON already computed.
 
@@ -66,7 +70,7 @@ class StagedRecord(NamedTuple):
     traits_json: str
     notes_json: str | None
     identifier_ids: str | None
-    identifiers: tuple[tuple[int, str, str], ...]
+    identifiers: Identified
 
 
 @dataclass
@@ -103,14 +107,19 @@ def content_hash(fingerprint: str, payload: Mapping[str, Any]) -> tuple[str, str
     return payload_json, digest
 
 
+def identified(pairs: Iterable[tuple[str, str]]) -> Identified:
+    return tuple((identifier_id(kind, value), kind, value) for kind, value in pairs)
+
+
+def listed_ids(identifiers: Identified) -> str | None:
+    """The `identifier_ids` a node carrying these identifiers stores on its row."""
+    return encode_ids(sorted({key for key, _, _ in identifiers}))
+
+
 def stage_record(
     source: str, stream: str, mapped: MappedRecord, payload_json: str, digest: str
 ) -> StagedRecord:
-    identifiers = (
-        ()
-        if mapped.deleted
-        else tuple((identifier_id(kind, value), kind, value) for kind, value in mapped.identifiers)
-    )
+    identifiers = () if mapped.deleted else identified(mapped.identifiers)
     return StagedRecord(
         record_id(source, stream, mapped.external_id),
         mapped.external_id,
@@ -120,7 +129,7 @@ def stage_record(
         payload_json,
         to_json(mapped.traits),
         to_json(mapped.notes) if mapped.notes else None,
-        encode_ids(sorted({key for key, _, _ in identifiers})),
+        listed_ids(identifiers),
         identifiers,
     )
 
@@ -360,9 +369,9 @@ class PageWriter:
         )
         self._write_identifiers(
             [
-                (key, identifier_id(kind, value), kind, value)
+                (key, *identifier)
                 for key, e in fresh.items()
-                for kind, value in e.identifiers
+                for identifier in identified(e.identifiers)
             ],
             "event_identifier",
             ("event_id", "identifier_id"),
@@ -380,7 +389,7 @@ class PageWriter:
         if not links:
             return
         known = self._existing("source_record", links)
-        new_links = {key: pairs for key, pairs in links.items() if key not in known}
+        new_links = {key: identified(pairs) for key, pairs in links.items() if key not in known}
         self.bulk.insert_ignore(
             "source_record",
             (
@@ -410,17 +419,17 @@ class PageWriter:
                     Bulk.encode({}),
                     True,
                     self.run_id,
-                    encode_ids(sorted({identifier_id(kind, value) for kind, value in pairs})),
+                    listed_ids(identifiers),
                 )
-                for key, pairs in new_links.items()
+                for key, identifiers in new_links.items()
             ],
             ("id",),
         )
         self._write_identifiers(
             [
-                (key, identifier_id(kind, value), kind, value)
-                for key, pairs in new_links.items()
-                for kind, value in pairs
+                (key, *identifier)
+                for key, identifiers in new_links.items()
+                for identifier in identifiers
             ],
             "record_identifier",
             ("identifier_id", "record_id"),
