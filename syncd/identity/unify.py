@@ -45,26 +45,33 @@ class Marked:
     dict would take five times the 16 both arrays take), and which of them were deleted.
 
     `stored` keeps the same ids in the order the store gave them, which is the order their
-    rows lie in: the write-back visits rows in that order, so on a first load it walks the
-    table once instead of jumping to a random page for every record.
+    rows lie in, and `rows` the locator of each (`Bulk.row_locator`): the write-back visits
+    rows in that order and finds each without a lookup of its id, so on a first load it walks
+    the table once instead of jumping to a random page for every record.
     """
 
-    def __init__(self, ids: Iterable[int], deleted: set[int]) -> None:
+    def __init__(
+        self, ids: Iterable[int], deleted: set[int], rows: Iterable[int] | None = None
+    ) -> None:
         self.stored = array("q", ids)
+        self.rows = self.stored if rows is None else array("q", rows)
         self.ids = array("q", sorted(self.stored))
         self.deleted = deleted
 
     @classmethod
     def read(cls, bulk: Bulk) -> Marked:
         ids: list[int] = []
+        rows: list[int] = []
         deleted: set[int] = set()
-        for key, is_deleted in bulk.stream(
-            f"SELECT id, deleted FROM source_record WHERE needs_unify = {bulk.true}"
+        for key, row, is_deleted in bulk.stream(
+            f"SELECT id, {bulk.row_locator}, deleted FROM source_record "
+            f"WHERE needs_unify = {bulk.true}"
         ):
             ids.append(int(key))
+            rows.append(int(row))
             if is_deleted:
                 deleted.add(int(key))
-        return cls(ids, deleted)
+        return cls(ids, deleted, rows)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -235,16 +242,21 @@ def _write(
         # (a deleted one leaves its profile); another record only moves when its profile did.
         bulk.executemany(
             bulk.sql(
-                f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE id = ?"
+                f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} "
+                f"WHERE {bulk.row_locator} = ?"
             ),
-            ((new.get(node), node) for node in dirty.stored),
+            ((new.get(node), row) for node, row in zip(dirty.stored, dirty.rows, strict=True)),
         )
+        # A record that is not marked was resolved before, so it has an old profile: walking
+        # `old` finds every one that moved, and costs nothing on a first load.
         bulk.executemany(
             bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
             (
                 (profile, node)
-                for node, profile in new.items()
-                if node not in dirty and old.get(node) != profile
+                for node, before in old.items()
+                if (profile := new.get(node)) is not None
+                and profile != before
+                and node not in dirty
             ),
         )
 

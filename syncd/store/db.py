@@ -249,6 +249,13 @@ class Bulk:
         finally:
             cursor.close()
 
+    @property
+    def row_locator(self) -> str:
+        """The column that finds a source_record row fastest. On SQLite its rowid: `id` is a
+        separate index there (rows lie in arrival order), and an update by rowid skips a
+        lookup in it, a third of a full write-back. Only valid within one transaction."""
+        return "rowid" if self.dialect == "sqlite" else "id"
+
     def sql(self, text: str) -> str:
         """`text` written with `?` placeholders, in this driver's style."""
         return text if self._placeholder == "?" else text.replace("?", "%s")
