@@ -275,29 +275,28 @@ class Pipeline:
             for page, staged in pages:
                 writer = PageWriter(groups.page(), summary.run_id, written)
                 counts = self._store(writer, compiled, page, staged)
-                groups.page_done(len(page.records))
-                self._report_page(summary, source_name, stream, page, staged, counts)
+                groups.page_done(staged.read)
+                self._report_page(summary, source_name, stream, staged, counts)
 
     def _report_page(
         self,
         summary: RunSummary,
         source_name: str,
         stream: str,
-        page: Page,
         staged: StagedPage,
         counts: WriteCounts,
     ) -> None:
-        summary.bump("records_read", len(page.records))
+        summary.bump("records_read", staged.read)
         summary.bump("quarantined", len(staged.quarantined))
         for name, value in vars(counts).items():
             if value:
                 summary.bump(name, value)
-        self.progress.page_done(source_name, stream, len(page.records), counts)
+        self.progress.page_done(source_name, stream, staged.read, counts)
         self.log.info(
             "page stored",
             source=source_name,
             stream=stream,
-            records=len(page.records),
+            records=staged.read,
             quarantined=len(staged.quarantined),
             **vars(counts),
         )

@@ -35,8 +35,11 @@ from syncd.store.writer import (
 
 @dataclass
 class StagedPage:
-    """A page after mapping: what to store, what the store holds already, what to quarantine."""
+    """A page after mapping: what to store, what the store holds already, what to quarantine,
+    and how many records the page held (counted where it was mapped: a page may be parsed
+    there first)."""
 
+    read: int = 0
     records: list[StagedRecord] = field(default_factory=list)
     events: list[MappedEvent] = field(default_factory=list)
     quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -55,7 +58,7 @@ def stage_page(
     With `stored_hashes`, a record whose content the store already holds is not mapped at
     all: a re-read of unchanged data (`run-once --full`) then costs a hash per record.
     """
-    staged = StagedPage()
+    staged = StagedPage(read=len(page.records))
     hashes = (
         {}
         if compiled.is_events

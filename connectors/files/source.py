@@ -9,21 +9,23 @@
   the cursor after each page names the file and line, so a killed run resumes mid-file.
 - A malformed row (wrong column count, bad JSON) comes back as a RawRecord with an error and
   its file and line; the rest of the file loads.
+- A page is the lines it spans (`FileBlock`): reading only finds where pages end, and rows
+  become records where the page is mapped, in a worker process on a large load.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from syncd.connector import JsonValue, Page, RawRecord
+from syncd.connector import JsonValue, Page
 
+from .blocks import FileBlock, is_blank
 from .options import FilesOptions, StreamFiles
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
@@ -37,41 +39,76 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _csv_rows(
-    path: Path, spec: StreamFiles
-) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+Cut = Iterator[tuple[FileBlock, int]]
+"""Blocks of a file, each with the line number of its last record."""
+
+
+def _cut(
+    records: Iterator[tuple[int, bool]],
+    taken: list[str],
+    first: int,
+    size: int,
+    skip_to: int,
+    block: Callable[[int, list[str]], FileBlock],
+) -> Cut:
+    """Blocks of `size` records from `records`, (last line, blank) of each record as it is
+    read, while `taken` collects the lines read so far. Records up to line `skip_to` were
+    loaded by an earlier run; the last block holds what is left, maybe nothing."""
+    count, last = 0, skip_to
+    for line, blank in records:
+        if blank:
+            continue
+        if line <= skip_to:
+            taken.clear()
+            first = line + 1
+            continue
+        count += 1
+        last = line
+        if count == size:
+            yield block(first, taken), last
+            taken.clear()
+            first, count = line + 1, 0
+    yield block(first, taken), last
+
+
+def _taking(lines: Iterable[str], taken: list[str]) -> Iterator[str]:
+    for line in lines:
+        taken.append(line)
+        yield line
+
+
+def _csv_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut:
     with path.open(newline="", encoding=spec.encoding) as handle:
-        reader = csv.reader(handle, delimiter=spec.delimiter)
+        taken: list[str] = []
+        # csv reads a line only when its record needs it, so `taken` always ends with the
+        # last line of the record just read.
+        reader = csv.reader(_taking(handle, taken), delimiter=spec.delimiter)
         header = next(reader, None)
         if header is None:
             return
-        header = [name.strip() for name in header]
-        for row in reader:
-            line = reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != len(header):
-                yield line, None, f"expected {len(header)} columns, found {len(row)}"
-                continue
-            yield line, dict(zip(header, row, strict=True)), None
+        names = [name.strip() for name in header]
+        taken.clear()
+        yield from _cut(
+            ((reader.line_num, is_blank(row)) for row in reader),
+            taken,
+            reader.line_num + 1,
+            size,
+            skip_to,
+            lambda first, lines: FileBlock(path.name, first, lines, names, spec.delimiter),
+        )
 
 
-def _jsonl_rows(
-    path: Path, spec: StreamFiles
-) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+def _jsonl_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut:
     with path.open(encoding=spec.encoding) as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as error:
-                yield line, None, f"invalid JSON: {error.msg} at column {error.colno}"
-                continue
-            if not isinstance(value, dict):
-                yield line, None, "a JSON line must be an object"
-                continue
-            yield line, value, None
+        taken: list[str] = []
+        yield from _cut(
+            ((line, not text.strip()) for line, text in enumerate(_taking(handle, taken), 1)),
+            taken,
+            1,
+            size,
+            skip_to,
+            lambda first, lines: FileBlock(path.name, first, lines),
+        )
 
 
 class FilesSource:
@@ -116,20 +153,15 @@ class FilesSource:
             fmt = spec.format or (
                 "jsonl" if path.suffix in {".jsonl", ".ndjson", ".json"} else "csv"
             )
-            rows = _jsonl_rows(path, spec) if fmt == "jsonl" else _csv_rows(path, spec)
-            batch: list[RawRecord] = []
-            last_line = skip_to
-            for line, payload, error in rows:
-                if line <= skip_to:
-                    continue
-                location = f"{path.name}:{line}"
-                batch.append(RawRecord(payload or {}, location, error))
-                last_line = line
-                if len(batch) >= self.options.batch_size:
+            cut = _jsonl_blocks if fmt == "jsonl" else _csv_blocks
+            held: tuple[FileBlock, int] | None = None
+            # One block behind, so that the file's last page is the one that says it is done.
+            for block in cut(path, spec, self.options.batch_size, skip_to):
+                if held is not None:
                     yield Page(
-                        batch, {"done": done, "current": {"hash": digest, "line": last_line}}
+                        held[0], {"done": done, "current": {"hash": digest, "line": held[1]}}
                     )
-                    batch = []
+                held = block
             done = [*done, digest]
-            yield Page(batch, {"done": done, "current": None})
+            yield Page(held[0] if held else [], {"done": done, "current": None})
             current = {}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import pickle
 import time
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from connectors.files import FilesOptions, FilesSource
+from connectors.files.blocks import FileBlock
 from syncd.connector import Page
 
 
@@ -90,3 +97,81 @@ def test_memory_stays_flat_because_rows_stream(tmp_path: Path) -> None:
     first = next(reader)
     assert len(first.records) == 100
     assert sum(len(p.records) for p in reader) == 9_900
+
+
+def whole_file(path: Path) -> list[tuple[str, dict[str, str] | None, str | None]]:
+    """What reading the file in one go with csv gives: (location, row, error) per record."""
+    found = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader)]
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            location = f"{path.name}:{reader.line_num}"
+            if len(row) != len(header):
+                found.append((location, None, f"expected {len(header)} columns, found {len(row)}"))
+            else:
+                found.append((location, dict(zip(header, row, strict=True)), None))
+    return found
+
+
+FIELDS = st.text(alphabet='ab ,"\n\r\t\u00e9', max_size=6)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    table=st.lists(st.one_of(st.lists(FIELDS, min_size=1, max_size=4), st.just([])), max_size=25),
+    batch=st.integers(min_value=1, max_value=4),
+)
+def test_pages_cut_between_records_give_what_one_whole_read_gives(
+    tmp_path: Path, table: list[list[str]], batch: int
+) -> None:
+    # Quoted fields spanning lines, blank rows, short and long rows, CR line ends: each page
+    # ends where csv ends a record, so pages parsed apart (as in a worker) equal one read.
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "email", "name"])
+    for row in table:
+        writer.writerow(row)
+    path = tmp_path / "people1.csv"
+    path.write_bytes(buffer.getvalue().encode())
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    pages = list(source(tmp_path, batch=batch).read("people", None))
+    parsed = [
+        (r.location, dict(r.payload) if r.error is None else None, r.error)
+        for page in pages
+        for r in pickle.loads(pickle.dumps(page.records))
+    ]
+    assert parsed == whole_file(path)
+    assert [len(page.records) for page in pages[:-1]] == [batch] * (len(pages) - 1)
+    assert len(pages[-1].records) <= batch
+    for page in pages[:-1]:
+        assert page.cursor["current"]["line"] == int(page.records[-1].location.split(":")[1])
+    # Resuming after any page gives exactly the records after it.
+    for at, page in enumerate(pages[:-1]):
+        resumed = list(source(tmp_path, batch=batch).read("people", page.cursor))
+        expected = [r.location for later in pages[at + 1 :] for r in later.records]
+        assert [r.location for p in resumed for r in p.records] == expected
+    path.unlink()
+
+
+def test_a_page_crosses_to_a_worker_as_its_lines_and_never_shows_them(tmp_path: Path) -> None:
+    write(tmp_path / "people1.csv", 'id,email\n1,"ann@x.com"\n2,bob@x.com\n')
+    (page, *_) = list(source(tmp_path, batch=5).read("people", None))
+    block = page.records
+    assert isinstance(block, FileBlock)
+    copy = pickle.loads(pickle.dumps(block))
+    assert [r.payload for r in copy] == [
+        {"id": "1", "email": "ann@x.com"},
+        {"id": "2", "email": "bob@x.com"},
+    ]
+    # Parsed records stay where they were parsed: the pickle is the lines alone.
+    assert b"ann@x.com" in pickle.dumps(block)
+    assert len(pickle.dumps(block)) == len(
+        pickle.dumps(FileBlock("people1.csv", 2, block.lines, ["id", "email"]))
+    )
+    assert "ann" not in repr(block) and "bob" not in repr(block)
