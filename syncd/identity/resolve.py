@@ -130,21 +130,33 @@ def resolve(
     the sorted edges of a subset again, for the components that need the second pass.
     """
     found = _UnionFind()
+    find, parent = found.find, found.parent
     result = Resolution()
     # One (kind, first node) per identifier, in flat arrays: a million-record store has
     # millions of identifiers, and tuples of Python ints would cost several times more.
+    # Most identifiers belong to one node and join nothing: the loop only looks for a root
+    # when an identifier's second node comes (the runs of `_runs`, without a list per run).
     run_kinds = array("b")
     run_nodes = array("q")
-    for kind, identifier, members in _runs(edges):
-        run_kinds.append(kind)
-        run_nodes.append(members[0])
-        root = found.find(members[0])
-        for node in members[1:]:
-            other = found.find(node)
-            if other != root:
-                root = found.union(root, other)
-                result.unions.append((members[0], node, identifier))
+    current: int | None = None
+    first = root = 0
+    for kind, identifier, node in edges:
+        if identifier != current:
+            current, first, root = identifier, node, 0
+            run_kinds.append(kind)
+            run_nodes.append(node)
+            continue
+        if not root:
+            root = find(first)
+        other = find(node)
+        if other != root:
+            root = found.union(root, other)
+            result.unions.append((first, node, identifier))
 
+    # Only a component of several nodes can be over a limit in a way that matters: a lone
+    # node over one (a record with two loyalty numbers) merges nothing either way.
+    grouped = set(parent)
+    grouped.update(parent.values())
     # Distinct identifiers per component, one kind at a time (runs come kind by kind), so only
     # one kind's counts are ever held.
     conflicted: set[int] = set()
@@ -152,17 +164,19 @@ def resolve(
     while start < len(run_kinds):
         kind = run_kinds[start]
         end = bisect_right(run_kinds, kind, start)
-        counts = Counter(found.find(first) for first in run_nodes[start:end])
+        counts = Counter(find(first) for first in run_nodes[start:end] if first in grouped)
         conflicted.update(root for root, count in counts.items() if count > limits[kind])
         del counts
         start = end
     del run_kinds, run_nodes
 
-    # Each component's anchor, without holding its member list.
+    # Each component's anchor, without holding its member list; a lone node is its own.
     anchors: dict[int, tuple[bool, int]] = {}
     conflict_nodes = set()
     for node in nodes:
-        root = found.find(node)
+        if node not in grouped:
+            continue
+        root = find(node)
         if root in conflicted:
             conflict_nodes.add(node)
             continue
@@ -172,11 +186,13 @@ def resolve(
             anchors[root] = candidate
     profiles = {root: profile_id_for(anchor) for root, (_, anchor) in anchors.items()}
     del anchors
+    profile_of = result.profile_of
     for node in nodes:
-        root = found.find(node)
-        if root not in conflicted:
-            result.profile_of[node] = profiles[root]
-    del profiles
+        if node not in grouped:
+            profile_of[node] = profile_id_for(node)
+        elif (root := find(node)) not in conflicted:
+            profile_of[node] = profiles[root]
+    del profiles, grouped
     if conflicted:
         kept = Unions()
         for union in result.unions:
