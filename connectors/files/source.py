@@ -39,8 +39,9 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-Cut = Iterator[tuple[FileBlock, int]]
-"""Blocks of a file, each with the line number of its last record."""
+Cut = Iterator[tuple[FileBlock, int | None]]
+"""Blocks of a file, each with the line number of its last record; None marks the last
+block, which is always there (maybe empty) and says the file is done."""
 
 
 def _cut(
@@ -53,8 +54,9 @@ def _cut(
 ) -> Cut:
     """Blocks of `size` records from `records`, (last line, blank) of each record as it is
     read, while `taken` collects the lines read so far. Records up to line `skip_to` were
-    loaded by an earlier run; the last block holds what is left, maybe nothing."""
-    count, last = 0, skip_to
+    loaded by an earlier run. A full block goes out at once, so a read that fails further
+    on keeps it; the last block holds what is left."""
+    count = 0
     for line, blank in records:
         if blank:
             continue
@@ -63,12 +65,11 @@ def _cut(
             first = line + 1
             continue
         count += 1
-        last = line
         if count == size:
-            yield block(first, taken), last
+            yield block(first, taken), line
             taken.clear()
             first, count = line + 1, 0
-    yield block(first, taken), last
+    yield block(first, taken), None
 
 
 def _taking(lines: Iterable[str], taken: list[str]) -> Iterator[str]:
@@ -83,10 +84,8 @@ def _csv_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut:
         # csv reads a line only when its record needs it, so `taken` always ends with the
         # last line of the record just read.
         reader = csv.reader(_taking(handle, taken), delimiter=spec.delimiter)
-        header = next(reader, None)
-        if header is None:
-            return
-        names = [name.strip() for name in header]
+        # A file without even a header is one empty block.
+        names = [name.strip() for name in next(reader, [])]
         taken.clear()
         yield from _cut(
             ((reader.line_num, is_blank(row)) for row in reader),
@@ -154,14 +153,12 @@ class FilesSource:
                 "jsonl" if path.suffix in {".jsonl", ".ndjson", ".json"} else "csv"
             )
             cut = _jsonl_blocks if fmt == "jsonl" else _csv_blocks
-            held: tuple[FileBlock, int] | None = None
-            # One block behind, so that the file's last page is the one that says it is done.
-            for block in cut(path, spec, self.options.batch_size, skip_to):
-                if held is not None:
+            for block, last_line in cut(path, spec, self.options.batch_size, skip_to):
+                if last_line is None:
+                    done = [*done, digest]
+                    yield Page(block, {"done": done, "current": None})
+                else:
                     yield Page(
-                        held[0], {"done": done, "current": {"hash": digest, "line": held[1]}}
+                        block, {"done": done, "current": {"hash": digest, "line": last_line}}
                     )
-                held = block
-            done = [*done, digest]
-            yield Page(held[0] if held else [], {"done": done, "current": None})
             current = {}

@@ -9,6 +9,7 @@ import pickle
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -175,3 +176,14 @@ def test_a_page_crosses_to_a_worker_as_its_lines_and_never_shows_them(tmp_path: 
         pickle.dumps(FileBlock("people1.csv", 2, block.lines, ["id", "email"]))
     )
     assert "ann" not in repr(block) and "bob" not in repr(block)
+
+
+def test_pages_before_a_row_that_cannot_be_read_are_handed_on_first(tmp_path: Path) -> None:
+    # A full page goes out as soon as it is cut, so a pull that fails further on (here on a
+    # field over csv's size limit) has stored the pages before it.
+    write(tmp_path / "people1.csv", "id,note\n1,a\n2,b\n3," + "x" * 200_000 + "\n")
+    got: list[Page] = []
+    with pytest.raises(csv.Error):
+        got.extend(source(tmp_path, batch=1).read("people", None))
+    assert rows(got) == ["1", "2"]
+    assert got[-1].cursor["current"]["line"] == 3
