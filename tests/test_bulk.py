@@ -51,3 +51,18 @@ def test_a_new_sqlite_store_has_large_pages_and_an_existing_one_keeps_its_own(
 
     assert page_size(fresh) == SQLITE_PAGE_SIZE != 4096
     assert page_size(older) == 4096
+
+
+def test_executemany_counts_the_rows_it_changed_on_either_backend(engine: Engine) -> None:
+    # The write-back trusts this count to know that every marked row was found.
+    with transaction(engine, commit=False) as bulk:
+        bulk.executemany(
+            bulk.sql("INSERT INTO cursor (source, stream, value, updated_at) VALUES (?, ?, ?, ?)"),
+            [("s", f"stream{n}", "1", "2026-01-01T00:00:00+00:00") for n in range(45_000)],
+        )
+        changed = bulk.executemany(
+            bulk.sql("UPDATE cursor SET value = ? WHERE source = ? AND stream = ?"),
+            [("2", "s", f"stream{n}") for n in range(0, 45_000, 2)]
+            + [("2", "s", "no such stream")],
+        )
+    assert changed == 22_500

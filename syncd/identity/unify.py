@@ -240,13 +240,19 @@ def _write(
     with bulk.indexes_set_aside("source_record", touched_indexes):
         # One statement per row: a changed record gets its profile and loses its mark at once
         # (a deleted one leaves its profile); another record only moves when its profile did.
-        bulk.executemany(
-            bulk.sql(
-                f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} "
-                f"WHERE {bulk.row_locator} = ?"
+        resolved = f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE "
+        found = bulk.executemany(
+            bulk.sql(resolved + f"{bulk.row_locator} = ? AND id = ?"),
+            (
+                (new.get(node), row, node)
+                for node, row in zip(dirty.stored, dirty.rows, strict=True)
             ),
-            ((new.get(node), row) for node, row in zip(dirty.stored, dirty.rows, strict=True)),
         )
+        if found != len(dirty):
+            # Rows renumbered since they were read (a VACUUM beside the run): by id, then.
+            bulk.executemany(
+                bulk.sql(resolved + "id = ?"), ((new.get(node), node) for node in dirty.stored)
+            )
         # A record that is not marked was resolved before, so it has an old profile: walking
         # `old` finds every one that moved, and costs nothing on a first load.
         bulk.executemany(

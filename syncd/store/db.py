@@ -143,12 +143,14 @@ class Bulk:
             return to_json(value)
         return value
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Sent in slices, so rows from a generator (a first load's million) are never all
-        built at once."""
+        built at once. Returns the rows changed, as the driver counts them."""
         iterator = iter(rows)
+        changed = 0
         while chunk := list(itertools.islice(iterator, BATCH_ROWS)):
-            self.connection.exec_driver_sql(sql, chunk)
+            changed += self.connection.exec_driver_sql(sql, chunk).rowcount
+        return changed
 
     def upsert(
         self,
@@ -253,7 +255,8 @@ class Bulk:
     def row_locator(self) -> str:
         """The column that finds a source_record row fastest. On SQLite its rowid: `id` is a
         separate index there (rows lie in arrival order), and an update by rowid skips a
-        lookup in it, a third of a full write-back. Only valid within one transaction."""
+        lookup in it, a third of a full write-back. Rows are never deleted or replaced, so a
+        rowid keeps naming its row; only a VACUUM could renumber them."""
         return "rowid" if self.dialect == "sqlite" else "id"
 
     def sql(self, text: str) -> str:

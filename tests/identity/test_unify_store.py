@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from syncd.identity.unify import Marked
 from syncd.inspect import explain, export_profiles
-from syncd.store.db import transaction
+from syncd.store.db import Bulk, transaction
 from tests.support.project import Project, records_page
 
 
@@ -198,3 +199,36 @@ def test_changing_blocked_values_is_applied_by_rebuild(project: Project, tmp_pat
         assert changed.pipeline().verify() == []
     finally:
         changed.close()
+
+
+def test_rows_renumbered_after_they_were_read_are_found_by_id(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write-back finds marked rows by the locator read with their marks; should the rows
+    # have moved since (a VACUUM beside the run), no row is missed and no wrong one is written.
+    read = Marked.read
+
+    def moved(bulk: Bulk) -> Marked:
+        marked = read(bulk)
+        return Marked(marked.stored, marked.deleted, [row + 1 for row in marked.rows])
+
+    monkeypatch.setattr(Marked, "read", staticmethod(moved))
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "ada@x.com"},
+                        {"id": "b", "email": "ada@x.com"},
+                        {"id": "c", "email": "cy@x.com"},
+                    ]
+                )
+            ]
+        }
+    )
+    assert sorted(profiles(project).values()) == [["a", "b"], ["c"]]
+    with transaction(project.engine) as bulk:
+        marked = bulk.connection.exec_driver_sql(
+            f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.true}"
+        ).scalar_one()
+    assert marked == 0
