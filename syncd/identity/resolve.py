@@ -19,13 +19,31 @@ so it survives every change that does not remove that record or merge it with a 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 Edge = tuple[int, int, int]
 """(kind index, identifier id, node id); kind indexes are ranked by priority."""
+
+
+class EdgesByKind:
+    """Edges in resolution order as flat columns: for each kind index, in priority order, the
+    identifier ids and node ids of its edges, sorted by (identifier, node). 16 bytes an edge
+    and no tuple per edge: a million-record store has millions of edges."""
+
+    def __init__(self, kinds: int) -> None:
+        self.columns = [(array("q"), array("q")) for _ in range(kinds)]
+
+    @classmethod
+    def of(cls, edges: Iterable[Edge], kinds: int) -> EdgesByKind:
+        """From edges sorted by (kind index, identifier id, node id)."""
+        found = cls(kinds)
+        for kind, identifier, node in edges:
+            identifiers, nodes = found.columns[kind]
+            identifiers.append(identifier)
+            nodes.append(node)
+        return found
 
 
 @dataclass(frozen=True)
@@ -119,56 +137,55 @@ def _runs(edges: Iterable[Edge]) -> Iterable[tuple[int, int, list[int]]]:
 def resolve(
     nodes: Sequence[int],
     links: set[int],
-    edges: Iterable[Edge],
+    edges: EdgesByKind,
     limits: Sequence[int],
     kind_names: Sequence[str],
     edges_of: Callable[[set[int]], list[Edge]],
 ) -> Resolution:
     """Resolve the nodes into profiles.
 
-    `edges` must be sorted by (kind index, identifier id, node id); `edges_of(nodes)` returns
-    the sorted edges of a subset again, for the components that need the second pass.
+    `edges_of(nodes)` returns the edges of a subset again, sorted by (kind index, identifier
+    id, node id), for the components that need the second pass.
     """
     found = _UnionFind()
     find, parent = found.find, found.parent
     result = Resolution()
-    # One (kind, first node) per identifier, in flat arrays: a million-record store has
-    # millions of identifiers, and tuples of Python ints would cost several times more.
+    # The first node of each identifier, in a flat array, and where each kind's ends: a
+    # million-record store has millions of identifiers.
     # Most identifiers belong to one node and join nothing: the loop only looks for a root
     # when an identifier's second node comes (the runs of `_runs`, without a list per run).
-    run_kinds = array("b")
     run_nodes = array("q")
+    kind_ends: list[int] = []
     current: int | None = None
     first = root = 0
-    for kind, identifier, node in edges:
-        if identifier != current:
-            current, first, root = identifier, node, 0
-            run_kinds.append(kind)
-            run_nodes.append(node)
-            continue
-        if not root:
-            root = find(first)
-        other = find(node)
-        if other != root:
-            root = found.union(root, other)
-            result.unions.append((first, node, identifier))
+    for identifiers, carriers in edges.columns:
+        for identifier, node in zip(identifiers, carriers, strict=True):
+            if identifier != current:
+                current, first, root = identifier, node, 0
+                run_nodes.append(node)
+                continue
+            if not root:
+                root = find(first)
+            other = find(node)
+            if other != root:
+                root = found.union(root, other)
+                result.unions.append((first, node, identifier))
+        kind_ends.append(len(run_nodes))
 
     # Only a component of several nodes can be over a limit in a way that matters: a lone
     # node over one (a record with two loyalty numbers) merges nothing either way.
     grouped = set(parent)
     grouped.update(parent.values())
-    # Distinct identifiers per component, one kind at a time (runs come kind by kind), so only
-    # one kind's counts are ever held.
+    # Distinct identifiers per component, one kind at a time, so only one kind's counts are
+    # ever held.
     conflicted: set[int] = set()
     start = 0
-    while start < len(run_kinds):
-        kind = run_kinds[start]
-        end = bisect_right(run_kinds, kind, start)
+    for kind, end in enumerate(kind_ends):
         counts = Counter(find(first) for first in run_nodes[start:end] if first in grouped)
         conflicted.update(root for root, count in counts.items() if count > limits[kind])
         del counts
         start = end
-    del run_kinds, run_nodes
+    del run_nodes
 
     # Each component's anchor, without holding its member list; a lone node is its own.
     anchors: dict[int, tuple[bool, int]] = {}

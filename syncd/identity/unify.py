@@ -12,12 +12,12 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
 from syncd.config import IdentityConfig
-from syncd.identity.resolve import Edge, Resolution, resolve
+from syncd.identity.resolve import Edge, EdgesByKind, Resolution, resolve
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 from syncd.store.graph import identifiers_of, kinds_and_values
@@ -91,14 +91,13 @@ class KindOrder:
         self.rank = {name: index for index, name in enumerate(self.names)}
 
 
-def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
+def _all_edges(bulk: Bulk, order: KindOrder) -> EdgesByKind:
     """Every edge in resolution order, with memory for the edges alone (16 bytes each).
 
     Identifiers and edges are both read in identifier order straight off their keys and
-    merged here, so the database never sorts; each edge is then set aside by its kind's
-    priority in flat arrays and handed out kind by kind.
+    merged here, so the database never sorts; each edge goes to its kind's columns.
     """
-    by_rank = [(array("q"), array("q")) for _ in order.names]
+    edges = EdgesByKind(len(order.names))
     kinds = bulk.stream("SELECT id, kind FROM identifier ORDER BY id")
     current, rank = None, None
     for identifier, node in bulk.stream(
@@ -108,13 +107,11 @@ def _stream_all_edges(bulk: Bulk, order: KindOrder) -> Iterator[Edge]:
             current, kind = next(kinds)
             rank = order.rank.get(kind)
         if rank is not None:
-            identifiers, nodes = by_rank[rank]
+            identifiers, nodes = edges.columns[rank]
             identifiers.append(identifier)
             nodes.append(node)
     kinds.close()
-    for rank, (identifiers, nodes) in enumerate(by_rank):
-        for identifier, node in zip(identifiers, nodes, strict=True):
-            yield rank, identifier, node
+    return edges
 
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
@@ -188,7 +185,7 @@ def unify(
                 f"SELECT id FROM source_record WHERE node_kind = 'link' AND deleted = {false}"
             )
         }
-        edges: Iterator[Edge] | list[Edge] = _stream_all_edges(bulk, order)
+        edges = _all_edges(bulk, order)
     else:
         for node, profile in bulk.select_in(
             "SELECT id, profile_id FROM source_record "
@@ -216,7 +213,7 @@ def unify(
                 live[int(node)] = kind
         nodes = sorted(live)
         links = {node for node, kind in live.items() if kind == "link"}
-        edges = _edges_of(bulk, order, set(nodes))
+        edges = EdgesByKind.of(_edges_of(bulk, order, set(nodes)), len(order.names))
 
     resolution = resolve(
         nodes, links, edges, order.limits, order.names, lambda part: _edges_of(bulk, order, part)

@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.identity.resolve import Edge, profile_id_for, resolve
+from syncd.identity.resolve import Edge, EdgesByKind, profile_id_for, resolve
 
 KINDS = ["user_id", "email", "phone"]
 LIMITS = [1, 5, 5]
@@ -21,7 +21,8 @@ def run(node_edges: dict[int, list[tuple[int, int]]], links: set[int] = frozense
     def edges_of(nodes: set[int]) -> list[Edge]:
         return [edge for edge in edges if edge[2] in nodes]
 
-    return resolve(sorted(node_edges), set(links), edges, LIMITS, KINDS, edges_of)
+    columns = EdgesByKind.of(edges, len(KINDS))
+    return resolve(sorted(node_edges), set(links), columns, LIMITS, KINDS, edges_of)
 
 
 def test_records_sharing_an_email_form_one_profile_named_after_the_smallest_record() -> None:
