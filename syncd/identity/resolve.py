@@ -144,8 +144,9 @@ def resolve(
 ) -> Resolution:
     """Resolve the nodes into profiles.
 
-    `edges_of(nodes)` returns the edges of a subset again, sorted by (kind index, identifier
-    id, node id), for the components that need the second pass.
+    `edges` is emptied on the way. `edges_of(nodes)` returns the edges of a subset again,
+    sorted by (kind index, identifier id, node id), for the components that need the second
+    pass.
     """
     found = _UnionFind()
     find, parent = found.find, found.parent
@@ -171,6 +172,9 @@ def resolve(
                 root = found.union(root, other)
                 result.unions.append((first, node, identifier))
         kind_ends.append(len(run_nodes))
+    # Consumed, as an iterator of edges would be: their memory goes before the profile map
+    # grows (a million-record store has 40 MB of them).
+    edges.columns.clear()
 
     # Only a component of several nodes can be over a limit in a way that matters: a lone
     # node over one (a record with two loyalty numbers) merges nothing either way.
