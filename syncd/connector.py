@@ -146,6 +146,8 @@ class ConnectorContext:
     store_url: str | None = None
     """The profile store's URL, for a connector that reads what syncd itself stored (the
     ingest spool); other connectors ignore it."""
+    read_only: bool = False
+    """The run stores nothing (a dry run): a source must not change what it reads from."""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class Pipeline:
         mappings: Mappings,
         engine: Engine,
         progress: Progress | None = None,
-        make_source: Callable[[ConnectorEntry, Config], Source] | None = None,
+        make_source: Callable[[ConnectorEntry, Config, bool], Source] | None = None,
         destinations: DestinationMappings | None = None,
     ) -> None:
         self.config = config
@@ -191,7 +191,7 @@ class Pipeline:
                 if (only_sources and name not in only_sources) or not entry.enabled:
                     continue
                 try:
-                    source = self.make_source(entry, self.config)
+                    source = self.make_source(entry, self.config, dry_run)
                 except ConnectorError as error:
                     self._fail(summary, name, error)
                     continue
@@ -510,7 +510,9 @@ def _differences(before: Snapshot, after: Snapshot, most: int = 20) -> list[str]
     return found[:most] + ([f"... and {len(found) - most} more"] if len(found) > most else [])
 
 
-def _make_source(entry: ConnectorEntry, config: Config) -> Source:
+def _make_source(entry: ConnectorEntry, config: Config, read_only: bool) -> Source:
     factory = entry.spec.make_source
     assert factory is not None  # config validation refuses a connector without one
-    return factory(ConnectorContext(entry.name, entry.options, config.base_dir, config.store_url))
+    return factory(
+        ConnectorContext(entry.name, entry.options, config.base_dir, config.store_url, read_only)
+    )

@@ -241,6 +241,39 @@ def test_a_replayed_message_changes_nothing(web: Web) -> None:
     assert after.traits == before.traits
 
 
+def test_a_retry_after_its_message_left_the_spool_changes_nothing(web: Web) -> None:
+    # The spool keeps what it has read for a week; an SDK's retry that comes later is
+    # stored again, read again, and skipped by the store as an event it has.
+    old = [
+        parse_message(
+            {"messageId": f"pv-old-{n}", "timestamp": at(240), "userId": "u-ann"},
+            kind="page",
+            received_at=NOW - timedelta(days=10),
+        )
+        for n in range(3)
+    ]
+    web.deliver([*old, *VISIT["login"]])
+    # The next pass reads the page stream from its stored cursor, and prunes behind it.
+    web.deliver([msg("page", "pv-new", 1, userId="u-ann")])
+    with transaction(web.engine) as bulk:
+        before = explain(bulk, web.config.identity, web.mappings.profile, "u-ann")
+        kept = {
+            str(row[0])
+            for row in bulk.connection.exec_driver_sql("SELECT message_id FROM ingest_spool")
+        }
+    assert kept.isdisjoint({"pv-old-0", "pv-old-1", "pv-old-2"})
+    assert "pv-new" in kept
+    web.deliver(old[:1])
+    with transaction(web.engine) as bulk:
+        after = explain(bulk, web.config.identity, web.mappings.profile, "u-ann")
+        spooled = bulk.connection.exec_driver_sql(
+            "SELECT count(*) FROM ingest_spool WHERE message_id = 'pv-old-0'"
+        ).scalar()
+    assert spooled == 1  # stored again: the spool no longer knew it
+    assert after.event_count == before.event_count == 4  # the three old views and pv-new
+    assert after.traits == before.traits
+
+
 SUMMED = PEOPLE_MAPPING.replace(
     'score = { from = "score", type = "int" }', 'amount = { from = "amount", type = "float" }'
 )

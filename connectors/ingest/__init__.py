@@ -10,6 +10,8 @@ connector in its `ConnectorContext`.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from connectors.ingest.options import MESSAGE_TYPES, IngestOptions
 from connectors.ingest.source import IngestSource
 from syncd.config import anchor_sqlite_path
@@ -46,7 +48,10 @@ def _make_source(context: ConnectorContext) -> Source:
     if not isinstance(options, IngestOptions):
         raise TypeError(f"{context.name}: expected IngestOptions, got {type(options).__name__}")
     engine = open_engine(store_url(context))
-    return IngestSource(engine, options.streams, options.page_size, owns_engine=True)
+    retention = None if context.read_only else timedelta(hours=options.spool_retention_hours)
+    return IngestSource(
+        engine, options.streams, options.page_size, retention=retention, owns_engine=True
+    )
 
 
 def _declared_streams(options: IngestOptions) -> list[str]:

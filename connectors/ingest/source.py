@@ -4,9 +4,16 @@ Streams: identify, track, page, screen, group, alias. Each record is the message
 sent it (with `messageId`, `timestamp` and `receivedAt` filled in by the endpoint), so each
 type maps through its own mapping file like any source's stream.
 
-The spool is append-only and its ids grow in commit order, so the cursor is simply
-`{"after_id": N}`: every message of the stream with an id up to N has been read. Messages
-are never changed or deleted, so no record ever comes back and no deletion is reported.
+The spool's ids grow in commit order, so the cursor is simply `{"after_id": N}`: every
+message of the stream with an id up to N has been read. Messages are never changed, so no
+record ever comes back and no deletion is reported.
+
+Once a stream's stored cursor covers a message and it is older than the retention, the next
+read of that stream deletes it: the spool holds what is unread plus a window of what was
+read, not every message ever sent. A retry that arrives later is stored and read again, and
+the store skips it as an event it has (by messageId). The newest row of the spool always
+stays, because SQLite would hand out the ids of deleted newest rows again and a cursor
+would then skip new messages.
 """
 
 from __future__ import annotations
@@ -14,18 +21,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from syncd.connector import JsonValue, Page, RawRecord
 from syncd.errors import FatalConnectorError, RetryableError
+from syncd.ingest.store_sink import received_at_text
 from syncd.retry import RetryPolicy, call_with_retry
 from syncd.store.db import Bulk
+from syncd.timeutil import utcnow
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 
 def cursor_after_id(cursor: JsonValue | None) -> int:
@@ -53,7 +64,8 @@ def _record(row: Row) -> RawRecord:
 class IngestSource:
     """Reads the spool of the store behind `engine`, `page_size` messages per page.
 
-    The engine is disposed on `close` only when `owns_engine` is true.
+    `retention`: how long a message read and stored stays; None keeps everything (a dry run
+    changes nothing). The engine is disposed on `close` only when `owns_engine` is true.
     """
 
     def __init__(
@@ -62,16 +74,20 @@ class IngestSource:
         streams: Sequence[str],
         page_size: int,
         *,
+        retention: timedelta | None = None,
         owns_engine: bool = False,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._engine = engine
         self._streams = list(streams)
         self._page_size = page_size
+        self._retention = retention
         self._owns_engine = owns_engine
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
+        self._clock = clock
 
     def streams(self) -> Sequence[str]:
         """The message types this source reads."""
@@ -82,6 +98,8 @@ class IngestSource:
         if stream not in self._streams:
             raise FatalConnectorError(f"the ingest source has no stream {stream!r}")
         after = cursor_after_id(cursor)
+        if after and self._retention is not None:
+            self._prune(stream, after, self._clock() - self._retention)
         while True:
             rows = self._fetch(stream, after)
             if not rows:
@@ -92,26 +110,46 @@ class IngestSource:
                 return
 
     def _fetch(self, stream: str, after: int) -> list[Row]:
-        def query() -> list[Row]:
+        def query(connection: Connection) -> list[Row]:
+            return list(
+                connection.exec_driver_sql(
+                    Bulk(connection).sql(
+                        "SELECT id, message FROM ingest_spool "
+                        "WHERE type = ? AND id > ? ORDER BY id LIMIT ?"
+                    ),
+                    (stream, after, self._page_size),
+                ).all()
+            )
+
+        return self._retried("spool read", query)
+
+    def _prune(self, stream: str, read_up_to: int, received_before: datetime) -> None:
+        """Delete the stream's messages its stored cursor covers, received before a time."""
+
+        def delete(connection: Connection) -> None:
+            with connection.begin():
+                connection.exec_driver_sql(
+                    Bulk(connection).sql(
+                        "DELETE FROM ingest_spool WHERE type = ? AND id <= ? AND received_at < ? "
+                        "AND id < (SELECT MAX(id) FROM ingest_spool)"
+                    ),
+                    (stream, read_up_to, received_at_text(received_before)),
+                )
+
+        self._retried("spool prune", delete)
+
+    def _retried(self, what: str, work: Callable[[Connection], T]) -> T:
+        def attempt() -> T:
             try:
                 with self._engine.connect() as connection:
-                    bulk = Bulk(connection)
-                    return list(
-                        connection.exec_driver_sql(
-                            bulk.sql(
-                                "SELECT id, message FROM ingest_spool "
-                                "WHERE type = ? AND id > ? ORDER BY id LIMIT ?"
-                            ),
-                            (stream, after, self._page_size),
-                        ).all()
-                    )
+                    return work(connection)
             except (OperationalError, PoolTimeout) as error:
                 # A locked SQLite file, a dropped or timed-out PostgreSQL connection.
-                raise RetryableError(f"spool read failed: {_reason(error)}") from error
+                raise RetryableError(f"{what} failed: {_reason(error)}") from error
             except DBAPIError as error:
-                raise FatalConnectorError(f"spool read refused: {_reason(error)}") from error
+                raise FatalConnectorError(f"{what} refused: {_reason(error)}") from error
 
-        return call_with_retry(query, self._policy, self._sleep)
+        return call_with_retry(attempt, self._policy, self._sleep)
 
     def close(self) -> None:
         """Release the store connections when this source opened them."""

@@ -2,7 +2,9 @@
 
 Each group commit of the endpoint is one transaction appending its messages to
 `ingest_spool`, with `INSERT … ON CONFLICT (message_id) DO NOTHING`, so an SDK retrying a
-request stores nothing twice. The ingest source (`connectors/ingest/`) reads the spool like
+request stores nothing twice (while the spool holds the first: the ingest source deletes
+what it has read once it is older than the retention; the store then skips a late retry as
+an event it has). The ingest source (`connectors/ingest/`) reads the spool like
 any other source reads its system, so events are mapped, stored and unified by the pipeline.
 
 Durability: PostgreSQL fsyncs every commit (synchronous_commit's default). The store runs
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -23,11 +26,16 @@ from syncd.store.db import Bulk
 _COLUMNS = ("message_id", "type", "received_at", "message")
 
 
+def received_at_text(when: datetime) -> str:
+    """How the spool writes a UTC time: text that sorts as the times do."""
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _row(message: IngestMessage) -> tuple[str, str, str, str]:
     return (
         message.message_id,
         message.type,
-        message.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        received_at_text(message.received_at),
         json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False),
     )
 

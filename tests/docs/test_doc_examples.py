@@ -172,7 +172,7 @@ def test_the_documented_profile_comes_out_of_one_run(
             source, _, stream = block.tag.partition(":")[2].strip().partition("/")
             inputs.setdefault(source, {}).setdefault(stream, []).append(json.loads(block.text))
 
-    def make_source(entry: ConnectorEntry, _config: Config) -> Source:
+    def make_source(entry: ConnectorEntry, _config: Config, _read_only: bool) -> Source:
         return DocSource(inputs.get(entry.name, {}))
 
     engine = open_store(f"sqlite:///{tmp_path / 'doc.db'}")

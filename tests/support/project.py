@@ -117,7 +117,7 @@ class Project:
         if pages is not None:
             script = ScriptedSource(pages)
 
-            def make(entry: ConnectorEntry, config: Config) -> Source:
+            def make(entry: ConnectorEntry, config: Config, read_only: bool) -> Source:
                 return script
 
         return Pipeline(self.config, self.mappings, self.engine, make_source=make).run_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ import connectors.ingest
 from connectors.ingest import CONNECTOR, IngestOptions, IngestSource
 from syncd.connector import ConnectorContext, Page
 from syncd.errors import ConfigError, FatalConnectorError
+from syncd.ingest.store_sink import StoreEventSink
+from syncd.store.db import open_store
 from syncd.testing import FakeSleep
 
-from .conftest import Append, SourceFactory, message
+from .conftest import START, Append, SourceFactory, message
 
 
 def ids(pages: list[Page]) -> list[str]:
@@ -116,3 +119,74 @@ def test_the_options_declare_the_streams_and_refuse_literal_keys() -> None:
         IngestOptions.model_validate({"write_keys": []})
     with pytest.raises(ValidationError, match="streams"):
         IngestOptions.model_validate({"write_keys": [{"env": "K"}], "streams": ["pageview"]})
+
+
+def spooled(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT message_id FROM ingest_spool ORDER BY id")
+        return [str(row[0]) for row in rows]
+
+
+def pruning(engine: Engine, retention: timedelta, now: datetime) -> IngestSource:
+    streams = ["track", "page"]
+    return IngestSource(
+        engine, streams, 10, retention=retention, clock=lambda: now, sleep=FakeSleep()
+    )
+
+
+def test_messages_read_and_older_than_the_retention_leave_the_spool(
+    engine: Engine, append: Append
+) -> None:
+    append([message("track", n) for n in range(5)] + [message("page", 0)])
+    source = pruning(engine, timedelta(hours=1), START + timedelta(hours=2))
+    first = list(source.read("track", None))
+    assert ids(first) == [f"track-{n}" for n in range(5)]
+    assert len(spooled(engine)) == 6  # a first read has no stored cursor: nothing goes
+    append([message("track", 5)])  # as old, but not read yet
+    assert ids(list(source.read("track", first[-1].cursor))) == ["track-5"]
+    # The page stream never stored a cursor, so its message stays however old it is.
+    assert spooled(engine) == ["page-0", "track-5"]
+
+
+def test_messages_within_the_retention_stay(engine: Engine, append: Append) -> None:
+    append([message("track", n) for n in range(3)])
+    source = pruning(engine, timedelta(hours=1), START + timedelta(minutes=30))
+    first = list(source.read("track", None))
+    assert list(source.read("track", first[-1].cursor)) == []
+    assert spooled(engine) == ["track-0", "track-1", "track-2"]
+
+
+def test_the_newest_message_stays_so_that_no_id_is_handed_out_again(
+    engine: Engine, append: Append
+) -> None:
+    # SQLite gives a new row the largest id plus one: were every row deleted, new messages
+    # would get ids the cursor already covers, and never be read.
+    append([message("track", n) for n in range(3)])
+    source = pruning(engine, timedelta(0), START + timedelta(days=1))
+    first = list(source.read("track", None))
+    assert list(source.read("track", first[-1].cursor)) == []
+    assert spooled(engine) == ["track-2"]
+    append([message("track", 3)])
+    assert ids(list(source.read("track", first[-1].cursor))) == ["track-3"]
+
+
+@pytest.mark.parametrize(("read_only", "left"), [(True, 3), (False, 1)])
+def test_a_dry_run_deletes_nothing_from_the_spool(
+    tmp_path: Path, read_only: bool, left: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = open_store(url)
+    try:
+        StoreEventSink(engine).write([message("track", n) for n in range(3)])
+        options = IngestOptions.model_validate({"write_keys": [{"env": "K"}]})
+        assert CONNECTOR.make_source is not None
+        source = CONNECTOR.make_source(ConnectorContext("web", options, tmp_path, url, read_only))
+        try:
+            first = list(source.read("track", None))
+            list(source.read("track", first[-1].cursor))
+        finally:
+            source.close()
+        # The messages are months older than the default retention of a week.
+        assert len(spooled(engine)) == left
+    finally:
+        engine.dispose()
