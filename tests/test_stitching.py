@@ -253,8 +253,15 @@ def test_a_retry_after_its_message_left_the_spool_changes_nothing(web: Web) -> N
         for n in range(3)
     ]
     web.deliver([*old, *VISIT["login"]])
-    # The next pass reads the page stream from its stored cursor, and prunes behind it.
-    web.deliver([msg("page", "pv-new", 1, userId="u-ann")])
+    # The next pass reads the page stream from its stored cursor, and prunes behind it; a
+    # dry run first, which deletes nothing.
+    web.sink.write([msg("page", "pv-new", 1, userId="u-ann")])
+    dry = Pipeline(web.config, web.mappings, web.engine).run_once(dry_run=True)
+    assert dry.status == "ok", dry.errors
+    with transaction(web.engine) as bulk:
+        count = bulk.connection.exec_driver_sql("SELECT count(*) FROM ingest_spool").scalar()
+    assert count == 5  # three old views, the login, pv-new
+    web.deliver([])
     with transaction(web.engine) as bulk:
         before = explain(bulk, web.config.identity, web.mappings.profile, "u-ann")
         kept = {

@@ -21,8 +21,9 @@ class IngestOptions(ConnectorOptions):
     the config, which the engine hands over in the connector context.
     `max_commit_messages` and `max_pending_requests` bound one group commit and the queue of
     requests waiting for one (beyond it, the endpoint answers 503 with Retry-After).
-    `spool_retention_hours`: how long a message stays in the spool once its stream has read
-    and stored it; until then the spool also drops an SDK's retry of it by its messageId.
+    `spool_retention_hours`: how long a message stays in the spool once every source reading
+    it has stored it; until then the spool also drops an SDK's retry of it by its messageId.
+    Ten years (87,600 hours) at the most: that keeps every message.
     """
 
     write_keys: list[EnvRef] = Field(min_length=1)
@@ -33,7 +34,7 @@ class IngestOptions(ConnectorOptions):
     page_size: int = Field(default=1000, ge=1, le=50_000)
     max_commit_messages: int = Field(default=5000, ge=1)
     max_pending_requests: int = Field(default=10_000, ge=1)
-    spool_retention_hours: float = Field(default=168, ge=0)
+    spool_retention_hours: float = Field(default=168, ge=0, le=87_600)
 
     @field_validator("streams")
     @classmethod

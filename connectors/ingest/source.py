@@ -8,12 +8,13 @@ The spool's ids grow in commit order, so the cursor is simply `{"after_id": N}`:
 message of the stream with an id up to N has been read. Messages are never changed, so no
 record ever comes back and no deletion is reported.
 
-Once a stream's stored cursor covers a message and it is older than the retention, the next
-read of that stream deletes it: the spool holds what is unread plus a window of what was
-read, not every message ever sent. A retry that arrives later is stored and read again, and
-the store skips it as an event it has (by messageId). The newest row of the spool always
-stays, because SQLite would hand out the ids of deleted newest rows again and a cursor
-would then skip new messages.
+Once every stored ingest cursor of its type covers a message and it is older than the
+retention, the next read of that stream deletes it: the spool holds what is unread plus a
+window of what was read, not every message ever sent. A reader whose cursors live in another
+store is not seen: give such a spool a retention longer than that reader's pauses. A retry
+that arrives later is stored and read again, and the store skips it as an event it has (by
+messageId). The newest row of the spool always stays, because SQLite would hand out the
+ids of deleted newest rows again and a cursor would then skip new messages.
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ def cursor_after_id(cursor: JsonValue | None) -> int:
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise FatalConnectorError(f"not an ingest spool cursor: {cursor!r}")
     return after
+
+
+def _stored_positions(bulk: Bulk, stream: str) -> list[int]:
+    """The spool ids that the ingest cursors stored for a message type have reached."""
+    positions = []
+    for (value,) in bulk.connection.exec_driver_sql(
+        bulk.sql("SELECT value FROM cursor WHERE stream = ?"), (stream,)
+    ):
+        cursor = json.loads(value) if isinstance(value, str) else value
+        if isinstance(cursor, dict) and set(cursor) == {"after_id"}:
+            positions.append(cursor_after_id(cursor))
+    return positions
 
 
 def _record(row: Row) -> RawRecord:
@@ -124,16 +137,25 @@ class IngestSource:
         return self._retried("spool read", query)
 
     def _prune(self, stream: str, read_up_to: int, received_before: datetime) -> None:
-        """Delete the stream's messages its stored cursor covers, received before a time."""
+        """Delete messages of the stream that every reader has stored, received before a time.
+
+        Every reader: each ingest cursor the spool's store holds for this message type (two
+        sources may read one spool), and this one's. The scan stops at the type's first
+        message young enough to stay, so a pass reads only what it deletes.
+        """
 
         def delete(connection: Connection) -> None:
+            bulk = Bulk(connection)
             with connection.begin():
+                bound = min([read_up_to, *_stored_positions(bulk, stream)])
                 connection.exec_driver_sql(
-                    Bulk(connection).sql(
-                        "DELETE FROM ingest_spool WHERE type = ? AND id <= ? AND received_at < ? "
-                        "AND id < (SELECT MAX(id) FROM ingest_spool)"
+                    bulk.sql(
+                        "DELETE FROM ingest_spool WHERE type = ? AND id <= ? "
+                        "AND id < (SELECT MAX(id) FROM ingest_spool) "
+                        "AND id < COALESCE((SELECT MIN(id) FROM ingest_spool "
+                        "WHERE type = ? AND received_at >= ?), ?)"
                     ),
-                    (stream, read_up_to, received_at_text(received_before)),
+                    (stream, bound, stream, received_at_text(received_before), bound + 1),
                 )
 
         self._retried("spool prune", delete)

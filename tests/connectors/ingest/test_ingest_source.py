@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from connectors.ingest import CONNECTOR, IngestOptions, IngestSource
 from syncd.connector import ConnectorContext, Page
 from syncd.errors import ConfigError, FatalConnectorError
 from syncd.ingest.store_sink import StoreEventSink
-from syncd.store.db import open_store
+from syncd.store.db import Bulk, open_store
 from syncd.testing import FakeSleep
 
 from .conftest import START, Append, SourceFactory, message
@@ -119,6 +120,11 @@ def test_the_options_declare_the_streams_and_refuse_literal_keys() -> None:
         IngestOptions.model_validate({"write_keys": []})
     with pytest.raises(ValidationError, match="streams"):
         IngestOptions.model_validate({"write_keys": [{"env": "K"}], "streams": ["pageview"]})
+    for hours in (-1, float("inf"), 1e9):
+        with pytest.raises(ValidationError, match="spool_retention_hours"):
+            IngestOptions.model_validate(
+                {"write_keys": [{"env": "K"}], "spool_retention_hours": hours}
+            )
 
 
 def spooled(engine: Engine) -> list[str]:
@@ -127,25 +133,48 @@ def spooled(engine: Engine) -> list[str]:
         return [str(row[0]) for row in rows]
 
 
-def pruning(engine: Engine, retention: timedelta, now: datetime) -> IngestSource:
+def pruning(
+    engine: Engine, retention: timedelta, now: datetime, page_size: int = 10
+) -> IngestSource:
     streams = ["track", "page"]
     return IngestSource(
-        engine, streams, 10, retention=retention, clock=lambda: now, sleep=FakeSleep()
+        engine, streams, page_size, retention=retention, clock=lambda: now, sleep=FakeSleep()
     )
 
 
 def test_messages_read_and_older_than_the_retention_leave_the_spool(
     engine: Engine, append: Append
 ) -> None:
-    append([message("track", n) for n in range(5)] + [message("page", 0)])
+    append([message("page", 0)] + [message("track", n) for n in range(5)])
     source = pruning(engine, timedelta(hours=1), START + timedelta(hours=2))
     first = list(source.read("track", None))
     assert ids(first) == [f"track-{n}" for n in range(5)]
     assert len(spooled(engine)) == 6  # a first read has no stored cursor: nothing goes
-    append([message("track", 5)])  # as old, but not read yet
+    append([message("track", 5), message("page", 1)])  # as old, but not read yet
     assert ids(list(source.read("track", first[-1].cursor))) == ["track-5"]
-    # The page stream never stored a cursor, so its message stays however old it is.
-    assert spooled(engine) == ["page-0", "track-5"]
+    # Only what the track cursor covers goes: the unread track-5, and the pages, which no
+    # cursor covers, stay however old they are.
+    assert spooled(engine) == ["page-0", "track-5", "page-1"]
+
+
+def test_a_message_goes_only_once_every_reader_of_the_spool_has_stored_it(
+    engine: Engine, append: Append
+) -> None:
+    append([message("track", n) for n in range(6)])
+    source = pruning(engine, timedelta(hours=1), START + timedelta(hours=2), page_size=2)
+    first = list(source.read("track", None))
+    # Two sources read this spool: "web" stored all six, "app" only its first page. (A
+    # cursor of another shape, another connector's stream of the same name, is no reader.)
+    stored = {"web": first[-1].cursor, "app": first[0].cursor, "crm": {"page": 9}}
+    with engine.begin() as connection:
+        Bulk(connection).upsert(
+            "cursor",
+            ("source", "stream", "value", "updated_at"),
+            [(name, "track", json.dumps(value), "2026-03-01") for name, value in stored.items()],
+            ("source", "stream"),
+        )
+    list(source.read("track", first[-1].cursor))
+    assert spooled(engine) == [f"track-{n}" for n in range(2, 6)]
 
 
 def test_messages_within_the_retention_stay(engine: Engine, append: Append) -> None:
@@ -154,6 +183,18 @@ def test_messages_within_the_retention_stay(engine: Engine, append: Append) -> N
     first = list(source.read("track", None))
     assert list(source.read("track", first[-1].cursor)) == []
     assert spooled(engine) == ["track-0", "track-1", "track-2"]
+
+
+def test_old_messages_not_yet_read_stay_while_younger_ones_follow(
+    engine: Engine, append: Append
+) -> None:
+    append([message("track", n) for n in range(3)])
+    # Messages are n seconds after START: with this clock, those before 5 s are old.
+    source = pruning(engine, timedelta(hours=1), START + timedelta(hours=1, seconds=5))
+    first = list(source.read("track", None))
+    append([message("track", 3), message("track", 10)])
+    assert ids(list(source.read("track", first[-1].cursor))) == ["track-3", "track-10"]
+    assert spooled(engine) == ["track-3", "track-10"]
 
 
 def test_the_newest_message_stays_so_that_no_id_is_handed_out_again(
