@@ -152,8 +152,8 @@ class IngestSource:
                     bulk.sql(
                         "DELETE FROM ingest_spool WHERE type = ? AND id <= ? "
                         "AND id < (SELECT MAX(id) FROM ingest_spool) "
-                        "AND id < COALESCE((SELECT MIN(id) FROM ingest_spool "
-                        "WHERE type = ? AND received_at >= ?), ?)"
+                        "AND id < COALESCE((SELECT id FROM ingest_spool "
+                        "WHERE type = ? AND received_at >= ? ORDER BY id LIMIT 1), ?)"
                     ),
                     (stream, bound, stream, received_at_text(received_before), bound + 1),
                 )
