@@ -26,6 +26,7 @@ from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import CompiledStream, Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.mapping.transforms import format_timestamp
+from syncd.plan.ledger import follow_renames
 from syncd.profiles import (
     clear_pending_events,
     leaving_windows,
@@ -331,6 +332,7 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             with summary.timed("unify"):
                 result = unify(bulk, self.config.identity, summary.run_id, everything)
+                follow_renames(bulk, result.renamed)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
@@ -438,6 +440,7 @@ class Pipeline:
             writer.quarantine(source, stream, staged.quarantined)
             summary.bump("records_remapped", counts.changed)
         result = unify(bulk, self.config.identity, summary.run_id, everything=True)
+        follow_renames(bulk, result.renamed)
         written, removed = refresh_profiles(
             bulk, self.mappings.profile, result.touched, result.removed, summary.run_id
         )

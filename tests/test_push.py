@@ -6,6 +6,7 @@ against their emulators in test_push_echo.py); the store runs on SQLite and Post
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,10 +19,12 @@ import syncd.push as push_module
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import Destination, Outcome, PushItem, PushResult
 from syncd.errors import FatalConnectorError, RetryableError
+from syncd.identity.resolve import profile_id_for
 from syncd.mapping.destinations import compile_destinations
 from syncd.plan.planner import plan_chunks
 from syncd.push import PushReport, preview, push_destinations, run_push
 from syncd.store.db import transaction
+from syncd.store.tables import stable_id
 from tests.support.project import Project, records_page
 
 DESTINATIONS = """
@@ -253,3 +256,36 @@ def test_batches_stay_full_across_planner_chunks(
     monkeypatch.setattr(push_module, "plan_chunks", partial(plan_chunks, chunk_size=3))
     setup.push()
     assert [len(items) for _, items in setup.fakes["alpha"].calls] == [2, 2, 1]
+
+
+def test_a_profile_that_only_changed_its_id_is_not_pushed_again(setup: Setup) -> None:
+    setup.push()
+    alpha = setup.fakes["alpha"]
+    alpha.calls.clear()
+    before = setup.ledger("alpha")
+    # A second record of person 0, the same in every pushed field, whose id is smaller than
+    # the first one's: the profile is now named after it.
+    first = stable_id("crm", "people", "0")
+    twin = next(str(n) for n in itertools.count(100) if stable_id("crm", "people", str(n)) < first)
+    setup.pull([dict(PEOPLE[0], id=twin)])
+    after = setup.ledger("alpha")
+    renamed = profile_id_for(stable_id("crm", "people", twin))
+    assert renamed in after and renamed not in before
+    assert after[renamed] == before[profile_id_for(first)]
+    report = setup.push()
+    assert alpha.calls == []
+    assert report.counts["unchanged"] == 10
+
+
+def test_two_pushed_profiles_that_merge_keep_the_survivors_entry(setup: Setup) -> None:
+    setup.push()
+    before = setup.ledger("alpha")
+    # Persons 0 and 1 turn out to share a phone: one profile, named after the smaller of
+    # their records; the other's entry cannot take that name, which has its own.
+    setup.pull([dict(PEOPLE[0], phone="+14155550100"), dict(PEOPLE[1], phone="+14155550100")])
+    after = setup.ledger("alpha")
+    survivor = profile_id_for(min(stable_id("crm", "people", n) for n in ("0", "1")))
+    assert after[survivor] == before[survivor]
+    assert set(after) == set(before)
+    report = setup.push()
+    assert report.counts["pushed_ok"] == 2  # the merged profile changed, at both destinations

@@ -34,6 +34,8 @@ class UnifyResult:
 
     touched: set[str] = field(default_factory=set)
     removed: set[str] = field(default_factory=set)
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Profiles whose records all went to one other profile id: old id to new."""
     merges: int = 0
     splits: int = 0
     refusals: int = 0
@@ -313,6 +315,7 @@ def _write(
                 for successor in live_successors
             )
         elif live_successors and live_successors[0] != profile:
+            result.renamed[profile] = live_successors[0]
             reason = f"merged or re-anchored into {live_successors[0]}"
             logs.append(
                 (run_id, at, "renamed", profile, live_successors[0], None, None, None, reason)

@@ -8,7 +8,7 @@ the profile changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from syncd.connector import Outcome
@@ -70,6 +70,20 @@ def load_entries(
         before=(destination, target),
     )
     return {row[0]: LedgerEntry(row[1], row[2]) for row in rows}
+
+
+def follow_renames(bulk: Bulk, renamed: Mapping[str, str]) -> None:
+    """Entries of profiles that only changed their id go with them, so the next push does not
+    send the same person again as new. Where the new id has an entry already (the profile it
+    merged into), that one stays and the push compares against it."""
+    bulk.executemany(
+        bulk.sql(
+            "UPDATE push_ledger SET profile_id = ? WHERE profile_id = ? AND NOT EXISTS ("
+            "SELECT 1 FROM push_ledger AS taken WHERE taken.destination = push_ledger.destination "
+            "AND taken.target = push_ledger.target AND taken.profile_id = ?)"
+        ),
+        [(new, old, new) for old, new in sorted(renamed.items())],
+    )
 
 
 def record_outcomes(
