@@ -332,7 +332,7 @@ class Pipeline:
         with transaction(self.engine) as bulk:
             with summary.timed("unify"):
                 result = unify(bulk, self.config.identity, summary.run_id, everything)
-                follow_renames(bulk, result.renamed)
+                follow_renames(bulk, result.renamed, result.survivors)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
@@ -440,7 +440,7 @@ class Pipeline:
             writer.quarantine(source, stream, staged.quarantined)
             summary.bump("records_remapped", counts.changed)
         result = unify(bulk, self.config.identity, summary.run_id, everything=True)
-        follow_renames(bulk, result.renamed)
+        follow_renames(bulk, result.renamed, result.survivors)
         written, removed = refresh_profiles(
             bulk, self.mappings.profile, result.touched, result.removed, summary.run_id
         )

@@ -281,11 +281,69 @@ def test_two_pushed_profiles_that_merge_keep_the_survivors_entry(setup: Setup) -
     setup.push()
     before = setup.ledger("alpha")
     # Persons 0 and 1 turn out to share a phone: one profile, named after the smaller of
-    # their records; the other's entry cannot take that name, which has its own.
+    # their records; the other's entry cannot take that name, which has its own, and goes.
     setup.pull([dict(PEOPLE[0], phone="+14155550100"), dict(PEOPLE[1], phone="+14155550100")])
     after = setup.ledger("alpha")
-    survivor = profile_id_for(min(stable_id("crm", "people", n) for n in ("0", "1")))
+    anchor, other = sorted(stable_id("crm", "people", n) for n in ("0", "1"))
+    survivor, merged_away = profile_id_for(anchor), profile_id_for(other)
     assert after[survivor] == before[survivor]
-    assert set(after) == set(before)
+    assert set(after) == set(before) - {merged_away}
     report = setup.push()
     assert report.counts["pushed_ok"] == 2  # the merged profile changed, at both destinations
+
+
+def test_a_profile_named_again_after_a_merge_is_compared_with_what_was_pushed_last(
+    setup: Setup,
+) -> None:
+    # Two people, the one with the larger email anchoring (smaller record id) and scoring
+    # more. They merge: the merged state goes to the smaller email's record. Then the anchor
+    # is deleted: the profile takes the other's old name, and the destination still holds
+    # the merged state, so the person's own state must go out again.
+    small, large = next(
+        (f"a{n}", f"b{n}")
+        for n in itertools.count()
+        if stable_id("crm", "people", f"b{n}") < stable_id("crm", "people", f"a{n}")
+    )
+    people = [
+        {"id": small, "email": f"{small}@example.com", "name": "small", "score": "1"},
+        {"id": large, "email": f"{large}@example.com", "name": "large", "score": "9"},
+    ]
+    setup.pull(people)
+    setup.push()
+    setup.pull([dict(person, phone="+14155550100") for person in people])
+    merged = setup.push()
+    assert merged.counts["pushed_ok"] == 2
+    alpha = setup.fakes["alpha"]
+    assert alpha.pushed[-1] == f"{small}@example.com"
+    alpha.calls.clear()
+    summary = setup.project.run({"people": [records_page([], deleted=[large])]})
+    assert summary.status == "ok"
+    again = setup.push()
+    assert again.counts["pushed_ok"] == 2
+    (sent,) = [item for _, items in alpha.calls for item in items]
+    assert (sent.match_value, sent.fields["score"]) == (f"{small}@example.com", 1)
+
+
+def test_a_name_left_by_a_removed_profile_is_taken_with_the_renamed_profiles_entries(
+    setup: Setup,
+) -> None:
+    # x is pushed, deleted (its profile goes, its entry stays), then comes back as a copy of
+    # y under a smaller record id: y's profile takes x's old name. Compared with x's old
+    # entry it would look changed; what the destination holds is y's, so nothing goes out.
+    x, y = next(
+        (f"x{n}", f"y{n}")
+        for n in itertools.count()
+        if stable_id("crm", "people", f"x{n}") < stable_id("crm", "people", f"y{n}")
+    )
+    person_y = {"id": y, "email": f"{y}@example.com", "name": "why", "score": "2"}
+    setup.pull([{"id": x, "email": f"{x}@example.com", "name": "ex", "score": "1"}])
+    setup.push()
+    assert setup.project.run({"people": [records_page([], deleted=[x])]}).status == "ok"
+    setup.pull([person_y])
+    setup.push()
+    alpha = setup.fakes["alpha"]
+    alpha.calls.clear()
+    setup.pull([dict(person_y, id=x)])
+    report = setup.push()
+    assert alpha.calls == []
+    assert report.counts["planned"] == 0

@@ -36,6 +36,8 @@ class UnifyResult:
     removed: set[str] = field(default_factory=set)
     renamed: dict[str, str] = field(default_factory=dict)
     """Profiles whose records all went to one other profile id: old id to new."""
+    survivors: set[str] = field(default_factory=set)
+    """The new ids in `renamed` that were profiles before (merged into, not named anew)."""
     merges: int = 0
     splits: int = 0
     refusals: int = 0
@@ -316,6 +318,8 @@ def _write(
             )
         elif live_successors and live_successors[0] != profile:
             result.renamed[profile] = live_successors[0]
+            if live_successors[0] in old_members:
+                result.survivors.add(live_successors[0])
             reason = f"merged or re-anchored into {live_successors[0]}"
             logs.append(
                 (run_id, at, "renamed", profile, live_successors[0], None, None, None, reason)

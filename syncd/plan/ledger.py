@@ -8,7 +8,7 @@ the profile changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from syncd.connector import Outcome
@@ -72,10 +72,16 @@ def load_entries(
     return {row[0]: LedgerEntry(row[1], row[2]) for row in rows}
 
 
-def follow_renames(bulk: Bulk, renamed: Mapping[str, str]) -> None:
-    """Entries of profiles that only changed their id go with them, so the next push does not
-    send the same person again as new. Where the new id has an entry already (the profile it
-    merged into), that one stays and the push compares against it."""
+def follow_renames(bulk: Bulk, renamed: Mapping[str, str], survivors: Set[str]) -> None:
+    """Entries of profiles that only changed their id (old id to new in `renamed`) go with
+    them, so the next push does not send the same person again as new.
+
+    `survivors` are the new ids that were profiles already (the profile merged into): their
+    own entries stay and the push compares against them; the merged-away ones go. Any other
+    new id's entries are left from a profile that no longer exists, and are replaced.
+    """
+    fresh = sorted({new for new in renamed.values() if new not in survivors})
+    bulk.execute_in("DELETE FROM push_ledger WHERE profile_id IN ({in})", fresh)
     bulk.executemany(
         bulk.sql(
             "UPDATE push_ledger SET profile_id = ? WHERE profile_id = ? AND NOT EXISTS ("
@@ -84,6 +90,7 @@ def follow_renames(bulk: Bulk, renamed: Mapping[str, str]) -> None:
         ),
         [(new, old, new) for old, new in sorted(renamed.items())],
     )
+    bulk.execute_in("DELETE FROM push_ledger WHERE profile_id IN ({in})", sorted(renamed))
 
 
 def record_outcomes(
