@@ -106,6 +106,10 @@ class Setup:
         summary = self.project.run({"people": [records_page(people)]})
         assert summary.status == "ok"
 
+    def delete(self, ids: list[str]) -> None:
+        summary = self.project.run({"people": [records_page([], deleted=ids)]})
+        assert summary.status == "ok"
+
     def push(self, **kwargs: object) -> PushReport:
         return run_push(
             self.project.config,
@@ -126,6 +130,16 @@ class Setup:
                 (destination,),
             ).all()
         return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def anchored_first(first: str, second: str) -> tuple[str, str]:
+    """Two record ids, `first` and `second` with the same number, the first one's record id
+    the smaller: a profile of both is named after the first."""
+    return next(
+        (f"{first}{n}", f"{second}{n}")
+        for n in itertools.count()
+        if stable_id("crm", "people", f"{first}{n}") < stable_id("crm", "people", f"{second}{n}")
+    )
 
 
 @pytest.fixture
@@ -299,11 +313,7 @@ def test_a_profile_named_again_after_a_merge_is_compared_with_what_was_pushed_la
     # more. They merge: the merged state goes to the smaller email's record. Then the anchor
     # is deleted: the profile takes the other's old name, and the destination still holds
     # the merged state, so the person's own state must go out again.
-    small, large = next(
-        (f"a{n}", f"b{n}")
-        for n in itertools.count()
-        if stable_id("crm", "people", f"b{n}") < stable_id("crm", "people", f"a{n}")
-    )
+    large, small = anchored_first("b", "a")
     people = [
         {"id": small, "email": f"{small}@example.com", "name": "small", "score": "1"},
         {"id": large, "email": f"{large}@example.com", "name": "large", "score": "9"},
@@ -316,8 +326,7 @@ def test_a_profile_named_again_after_a_merge_is_compared_with_what_was_pushed_la
     alpha = setup.fakes["alpha"]
     assert alpha.pushed[-1] == f"{small}@example.com"
     alpha.calls.clear()
-    summary = setup.project.run({"people": [records_page([], deleted=[large])]})
-    assert summary.status == "ok"
+    setup.delete([large])
     again = setup.push()
     assert again.counts["pushed_ok"] == 2
     (sent,) = [item for _, items in alpha.calls for item in items]
@@ -330,15 +339,11 @@ def test_a_name_left_by_a_removed_profile_is_taken_with_the_renamed_profiles_ent
     # x is pushed, deleted (its profile goes, its entry stays), then comes back as a copy of
     # y under a smaller record id: y's profile takes x's old name. Compared with x's old
     # entry it would look changed; what the destination holds is y's, so nothing goes out.
-    x, y = next(
-        (f"x{n}", f"y{n}")
-        for n in itertools.count()
-        if stable_id("crm", "people", f"x{n}") < stable_id("crm", "people", f"y{n}")
-    )
+    x, y = anchored_first("x", "y")
     person_y = {"id": y, "email": f"{y}@example.com", "name": "why", "score": "2"}
     setup.pull([{"id": x, "email": f"{x}@example.com", "name": "ex", "score": "1"}])
     setup.push()
-    assert setup.project.run({"people": [records_page([], deleted=[x])]}).status == "ok"
+    setup.delete([x])
     setup.pull([person_y])
     setup.push()
     alpha = setup.fakes["alpha"]
