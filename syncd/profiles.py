@@ -113,9 +113,20 @@ def survive(rule: TraitRule, candidates: Sequence[tuple[RecordView, Any]]) -> tu
 
 
 def merge_traits(
-    rules: ProfileMapping, records: Iterable[RecordView]
+    rules: ProfileMapping, records: Sequence[RecordView]
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Profile traits from its records, and for each trait the record it came from."""
+    if len(records) == 1 and all(rule.rule != "union" for rule in rules.traits.values()):
+        # Most profiles are one record: every rule but union keeps its values as they are.
+        (record,) = records
+        kept = {name: value for name, value in sorted(record.traits.items()) if value is not None}
+        return kept, dict.fromkeys(kept, record.id)
+    return _survivors(rules, records)
+
+
+def _survivors(
+    rules: ProfileMapping, records: Sequence[RecordView]
+) -> tuple[dict[str, Any], dict[str, int]]:
     ordered = sorted(records, key=lambda r: (r.updated_at or "", r.id))
     found: dict[str, Any] = {}
     origin: dict[str, int] = {}

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 import syncd.profiles
@@ -321,3 +323,37 @@ def test_survivorship_over_several_records() -> None:
         "tags": [1],
     }
     assert origin == {"city": 2, "email": 3, "low": 1, "name": 1, "score": 1, "tags": 3}
+
+
+TRAIT_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    traits=st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), TRAIT_VALUES),
+    rules=st.dictionaries(
+        st.sampled_from(["a", "b", "c", "x"]),
+        st.sampled_from(["latest", "first_non_null", "max", "min", "source_priority"]),
+    ),
+)
+def test_a_lone_record_takes_the_short_way_to_what_the_rules_give(
+    traits: dict[str, Any], rules: dict[str, str]
+) -> None:
+    # One record without a union rule skips survivorship: it must give what the rules give.
+    mapping = ProfileMapping.model_validate(
+        {
+            "traits": {
+                name: {"rule": rule, **({"sources": ["crm"]} if rule == "source_priority" else {})}
+                for name, rule in rules.items()
+            }
+        }
+    )
+    record = RecordView(7, "crm", "people", "2026-01-01T00:00:00+00:00", traits)
+    assert merge_traits(mapping, [record]) == syncd.profiles._survivors(mapping, [record])
