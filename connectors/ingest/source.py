@@ -31,7 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from syncd.connector import JsonValue, Page, RawRecord
 from syncd.errors import FatalConnectorError, RetryableError
-from syncd.ingest.store_sink import received_at_text
+from syncd.mapping.transforms import format_timestamp
 from syncd.retry import RetryPolicy, call_with_retry
 from syncd.store.db import Bulk
 from syncd.timeutil import utcnow
@@ -155,7 +155,7 @@ class IngestSource:
                         "AND id < COALESCE((SELECT id FROM ingest_spool "
                         "WHERE type = ? AND received_at >= ? ORDER BY id LIMIT 1), ?)"
                     ),
-                    (stream, bound, stream, received_at_text(received_before), bound + 1),
+                    (stream, bound, stream, format_timestamp(received_before), bound + 1),
                 )
 
         self._retried("spool prune", delete)

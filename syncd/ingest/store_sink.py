@@ -16,26 +16,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import Engine
 
 from syncd.ingest.spec import IngestMessage
+from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 
 _COLUMNS = ("message_id", "type", "received_at", "message")
-
-
-def received_at_text(when: datetime) -> str:
-    """How the spool writes a UTC time: text that sorts as the times do."""
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _row(message: IngestMessage) -> tuple[str, str, str, str]:
     return (
         message.message_id,
         message.type,
-        received_at_text(message.received_at),
+        format_timestamp(message.received_at),
         json.dumps(message.payload, separators=(",", ":"), ensure_ascii=False),
     )
 
