@@ -546,7 +546,7 @@ def _demo_example(bulk: Bulk) -> str | None:
         "SELECT p.traits FROM profile p WHERE p.record_count > 2 ORDER BY p.id"
     )
     for (traits,) in rows:
-        loaded = json.loads(traits) if isinstance(traits, str) else traits
+        loaded = Bulk.decode(traits)
         sources = set(loaded.get("sources") or [])
         if {"web", "salesforce"} <= sources and loaded.get("email"):
             return str(loaded["email"])

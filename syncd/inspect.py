@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +18,6 @@ from syncd.store.writer import identifier_id
 
 EXPORT_CHUNK = 500
 EVENTS_SHOWN = 20
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
 
 
 class NotFoundError(SyncdError):
@@ -94,7 +89,7 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
     row = bulk.connection.exec_driver_sql(
         bulk.sql("SELECT traits FROM profile WHERE id = ?"), (profile_id,)
     ).first()
-    traits = _json(row[0]) if row else {}
+    traits = Bulk.decode(row[0]) if row else {}
     records = []
     views = []
     names: dict[int, str] = {}
@@ -122,11 +117,13 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
                 "id": external_id,
                 "kind": kind,
                 "updated_at": updated_at,
-                "notes": _json(notes) or [],
+                "notes": Bulk.decode(notes) or [],
             }
         )
         if kind == "record":
-            views.append(RecordView(int(key), source, stream, updated_at, _json(record_traits)))
+            views.append(
+                RecordView(int(key), source, stream, updated_at, Bulk.decode(record_traits))
+            )
     _, origin = merge_traits(rules, views)
     identifiers = sorted(profile_identifiers(bulk, [profile_id]).get(profile_id, ()))
     merges = []
@@ -157,7 +154,12 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
             }
         )
     events = [
-        {"name": name, "occurred_at": occurred_at, "stream": stream, "properties": _json(props)}
+        {
+            "name": name,
+            "occurred_at": occurred_at,
+            "stream": stream,
+            "properties": Bulk.decode(props),
+        }
         for name, occurred_at, stream, props in bulk.connection.exec_driver_sql(
             bulk.sql(
                 "SELECT e.name, e.occurred_at, e.stream, e.properties FROM event e "
@@ -204,7 +206,7 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
         for pid, traits in chunk:
             yield {
                 "profile_id": pid,
-                "traits": _json(traits),
+                "traits": Bulk.decode(traits),
                 "identifiers": [
                     {"kind": k, "value": v} for k, v in sorted(identifiers.get(pid, ()))
                 ],
@@ -245,7 +247,7 @@ def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
                 "status": st,
                 "started_at": sa,
                 "finished_at": fa,
-                "counts": _json(c),
+                "counts": Bulk.decode(c),
                 "error": e,
             }
             for i, k, st, sa, fa, c, e in bulk.connection.exec_driver_sql(

@@ -306,8 +306,7 @@ def _load_events(bulk: Bulk, profiles: Sequence[str]) -> dict[str, list[EventVie
     for identifier, key, name, stream, occurred_at, properties in rows:
         event = int(key)
         if event not in views:
-            loaded = json.loads(properties) if isinstance(properties, str) else properties
-            views[event] = EventView(name, stream, occurred_at, loaded)
+            views[event] = EventView(name, stream, occurred_at, Bulk.decode(properties))
         for profile in owners[int(identifier)]:
             grouped[profile][event] = views[event]
     # In event id order: a sum of floats depends on the order it adds in, and the order rows

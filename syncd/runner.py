@@ -379,9 +379,7 @@ class Pipeline:
                 if (source, stream) not in self.mappings.streams:
                     continue
                 compiled = self.mappings.for_stream(source, stream)
-                raw = RawRecord(
-                    json.loads(payload) if isinstance(payload, str) else payload, location
-                )
+                raw = RawRecord(Bulk.decode(payload), location)
                 staged = stage_page(compiled, Page([raw], None))
                 if staged.quarantined:
                     continue
@@ -427,10 +425,7 @@ class Pipeline:
             ).all()
             page = Page(
                 [
-                    RawRecord(
-                        json.loads(payload) if isinstance(payload, str) else payload,
-                        f"{source}/{stream}/{external_id}",
-                    )
+                    RawRecord(Bulk.decode(payload), f"{source}/{stream}/{external_id}")
                     for external_id, payload in rows
                 ],
                 None,

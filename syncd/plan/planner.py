@@ -7,7 +7,6 @@ so pushes and ledger writes can run between chunks.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ def _profiles_after(bulk: Bulk, after: str, limit: int) -> list[tuple[str, dict[
         bulk.sql("SELECT id, traits FROM profile WHERE id > ? ORDER BY id LIMIT ?"),
         (after, limit),
     ).all()
-    return [(row[0], json.loads(row[1]) if isinstance(row[1], str) else row[1]) for row in rows]
+    return [(row[0], Bulk.decode(row[1])) for row in rows]
 
 
 def identifier_values(bulk: Bulk, kind: str, profiles: Sequence[str]) -> dict[str, str]:

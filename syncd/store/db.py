@@ -8,6 +8,7 @@ docs/BENCHMARKS.md), and Core adds a third on top of the driver.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -142,6 +143,11 @@ class Bulk:
         if isinstance(value, dict | list):
             return to_json(value)
         return value
+
+    @staticmethod
+    def decode(value: Any) -> Any:
+        """A JSON column's value: SQLite gives its text, PostgreSQL the value decoded."""
+        return json.loads(value) if isinstance(value, str) else value
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Sent in slices, so rows from a generator (a first load's million) are never all

@@ -469,5 +469,4 @@ def load_cursor(bulk: Bulk, source: str, stream: str) -> Any:
     ).first()
     if row is None or row[0] is None:
         return None
-    value = row[0]
-    return json.loads(value) if isinstance(value, str) else value
+    return Bulk.decode(row[0])
