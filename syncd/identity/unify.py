@@ -54,11 +54,9 @@ class Marked:
     the table once instead of jumping to a random page for every record.
     """
 
-    def __init__(
-        self, ids: Iterable[int], deleted: set[int], rows: Iterable[int] | None = None
-    ) -> None:
+    def __init__(self, ids: Iterable[int], deleted: set[int], rows: Iterable[int]) -> None:
         self.stored = array("q", ids)
-        self.rows = self.stored if rows is None else array("q", rows)
+        self.rows = array("q", rows)
         self.ids = array("q", sorted(self.stored))
         self.deleted = deleted
 
