@@ -11,7 +11,6 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 from syncd.mapping.compiler import MappedEvent, MappedRecord
@@ -177,6 +176,19 @@ class WrittenIds:
         )
 
 
+def insert_identifiers(bulk: Bulk, identifiers: list[tuple[int, str, str]]) -> None:
+    """Identifier rows, once each, in key order: ids are hashes, and inserting them sorted
+    walks the key's B-tree once instead of jumping across it for every row."""
+    identifiers.sort()
+    unique = []
+    last = None
+    for row in identifiers:
+        if row[0] != last:
+            unique.append(row)
+            last = row[0]
+    bulk.insert_ignore("identifier", ("id", "kind", "value"), unique, ("id",))
+
+
 class PageWriter:
     """Stores mapped records, events, deletions, quarantined rows and cursors."""
 
@@ -185,33 +197,23 @@ class PageWriter:
         self.run_id = run_id
         self.written = written
 
+    def _insert_edges(self, carriers: Iterable[tuple[int, Identified]]) -> None:
+        """Identity edges of records (or links), `(owner id, its identifiers)`, with the
+        identifiers; in key order, as `insert_identifiers` explains."""
+        identifiers: list[tuple[int, str, str]] = []
+        links: list[tuple[int, int]] = []
+        for owner, carried in carriers:
+            identifiers.extend(carried)
+            links.extend((identifier, owner) for identifier, _, _ in carried)
+        insert_identifiers(self.bulk, identifiers)
+        links.sort()
+        key = ("identifier_id", "record_id")
+        self.bulk.insert_ignore("record_identifier", key, links, key)
+
     def _existing(self, table: str, ids: Iterable[int], condition: str = "") -> set[int]:
         """Which of `ids` are already rows of `table` (and meet `condition`)."""
         sql = f"SELECT id FROM {table} WHERE id IN ({{in}}) {condition}"
         return {int(row[0]) for row in self.bulk.select_in(sql, ids)}
-
-    def _write_identifiers(
-        self, edges: Sequence[tuple[int, int, str, str]], table: str, key: tuple[str, str]
-    ) -> None:
-        """Edges are (owner id, identifier id, kind, value); `key` names the edge table's key
-        columns, the owner's and "identifier_id" in the table's order.
-
-        Rows go in key order: ids are hashes, and inserting them sorted walks each B-tree
-        once instead of jumping across it for every row.
-        """
-        by_identifier = sorted(edges, key=itemgetter(1, 0))
-        identifiers = []
-        last = None
-        for _, identifier, kind, value in by_identifier:
-            if identifier != last:
-                identifiers.append((identifier, kind, value))
-                last = identifier
-        self.bulk.insert_ignore("identifier", ("id", "kind", "value"), identifiers, ("id",))
-        if key[0] == "identifier_id":
-            links = [(identifier, owner) for owner, identifier, _, _ in by_identifier]
-        else:
-            links = sorted((owner, identifier) for owner, identifier, _, _ in edges)
-        self.bulk.insert_ignore(table, key, links, key)
 
     def _drop_edges(self, records: Sequence[int]) -> None:
         """Remove the identity edges of some records, found through their identifier lists."""
@@ -258,7 +260,7 @@ class PageWriter:
             self.bulk, [key for key in latest if written is None or written.may_be_stored(key)]
         )
         rows = []
-        edges: list[tuple[int, int, str, str]] = []
+        stored: list[StagedRecord] = []
         for key, item in latest.items():
             previous = existing.get(key)
             if previous == item.hash:
@@ -268,6 +270,7 @@ class PageWriter:
                 counts.new += 1
             else:
                 counts.changed += 1
+            stored.append(item)
             rows.append(
                 (
                     key,
@@ -286,7 +289,6 @@ class PageWriter:
                     item.identifier_ids,
                 )
             )
-            edges.extend((key, *identifier) for identifier in item.identifiers)
         self._drop_edges([row[0] for row in rows if row[0] in existing])
         rows.sort(key=lambda row: row[0])
         self._remember(row[0] for row in rows)
@@ -311,7 +313,7 @@ class PageWriter:
             rows,
             ("id",),
         )
-        self._write_identifiers(edges, "record_identifier", ("identifier_id", "record_id"))
+        self._insert_edges((item.id, item.identifiers) for item in stored)
         return counts
 
     def delete_records(self, source: str, stream: str, external_ids: Iterable[str]) -> int:
@@ -367,14 +369,14 @@ class PageWriter:
             ],
             ("id",),
         )
-        self._write_identifiers(
-            [
-                (key, *identifier)
-                for key, e in fresh.items()
-                for identifier in identified(e.identifiers)
-            ],
+        carried = {key: identified(e.identifiers) for key, e in fresh.items()}
+        insert_identifiers(self.bulk, [row for rows in carried.values() for row in rows])
+        key = ("event_id", "identifier_id")
+        self.bulk.insert_ignore(
             "event_identifier",
-            ("event_id", "identifier_id"),
+            key,
+            sorted((event, row[0]) for event, rows in carried.items() for row in rows),
+            key,
         )
         self._write_links(source, stream, fresh.values())
         return WriteCounts(events_new=len(fresh), events_seen=len(seen))
@@ -425,15 +427,7 @@ class PageWriter:
             ],
             ("id",),
         )
-        self._write_identifiers(
-            [
-                (key, *identifier)
-                for key, identifiers in new_links.items()
-                for identifier in identifiers
-            ],
-            "record_identifier",
-            ("identifier_id", "record_id"),
-        )
+        self._insert_edges(new_links.items())
 
     def quarantine(
         self, source: str, stream: str, items: Sequence[tuple[str, str, Mapping[str, Any]]]
