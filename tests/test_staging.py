@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from syncd.connector import Page, RawRecord
 from syncd.staging import stage_page
 from syncd.store.db import PageGroups, transaction
 from syncd.store.tables import stable_id
-from syncd.store.writer import PageWriter, WrittenIds, content_hash, record_id
+from syncd.store.writer import (
+    PageWriter,
+    StagedRecord,
+    WrittenIds,
+    content_hash,
+    record_id,
+)
 from tests.support.project import Project, records_page
 
 ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
@@ -118,6 +125,23 @@ def test_a_record_deleted_by_an_earlier_page_and_sent_again_unchanged_is_restore
             "SELECT deleted FROM source_record WHERE external_id = '1'"
         ).scalar_one()
     assert not deleted
+    project.close()
+
+
+def test_a_staged_page_crosses_from_a_worker_whole(tmp_path: Path) -> None:
+    """Pages pickle their records as plain tuples (cheaper) and come back as staged records."""
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    compiled = project.mappings.for_stream("crm", "people")
+    _, ann_hash = content_hash(compiled.fingerprint, ANN)
+    page = Page([RawRecord(ANN, "a:1"), RawRecord(BOB, "a:2"), RawRecord({}, "a:3")], None)
+    staged = stage_page(compiled, page, lambda ids: {record_id("crm", "people", "1"): ann_hash})
+
+    crossed = pickle.loads(pickle.dumps(staged))
+
+    assert crossed == staged and len(crossed.records) == 1 and crossed.quarantined
+    assert list(crossed.unchanged) == list(staged.unchanged) != []
+    assert all(type(record) is StagedRecord for record in crossed.records)
+    assert crossed.records[0].identifiers == staged.records[0].identifiers != ()
     project.close()
 
 
