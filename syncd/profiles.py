@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby, islice
@@ -27,6 +27,7 @@ from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
 from syncd.store.graph import identifiers_of_profiles
+from syncd.store.tables import decode_ids
 from syncd.timeutil import utcnow
 
 T = TypeVar("T")
@@ -290,9 +291,10 @@ def _nodeless_profiles(bulk: Bulk, touched: Set[str]) -> Iterator[_Profile]:
             yield _Profile(profile, [], stored.get(profile))
 
 
-def _load_events(bulk: Bulk, profiles: Sequence[str]) -> dict[str, list[EventView]]:
+def _load_events(bulk: Bulk, carried: Mapping[str, Iterable[int]]) -> dict[str, list[EventView]]:
+    """The events of each profile, found through the identifier ids its nodes carry."""
     owners: dict[int, list[str]] = defaultdict(list)
-    for profile, identifiers in identifiers_of_profiles(bulk, profiles).items():
+    for profile, identifiers in carried.items():
         for identifier in identifiers:
             owners[identifier].append(profile)
     grouped: dict[str, dict[int, EventView]] = defaultdict(dict)
@@ -376,11 +378,19 @@ def _reads_events(rules: ProfileMapping) -> bool:
     return any(spec.over == "events" for spec in rules.computed.values())
 
 
-def _write_profiles(
-    bulk: Bulk, rules: ProfileMapping, profiles: Sequence[_Profile], now: str, run_id: str
-) -> int:
-    """Upsert the profiles whose traits or record count changed; returns how many."""
-    events = _load_events(bulk, [p.id for p in profiles]) if _reads_events(rules) else {}
+ProfileRow = tuple[str, str, str, int, str, str]
+"""A profile row to upsert: id, traits text, traits hash, record count, updated_at, run id."""
+PROFILE_COLUMNS = ("id", "traits", "traits_hash", "record_count", "updated_at", "run_id")
+
+
+def _changed_rows(
+    rules: ProfileMapping,
+    profiles: Sequence[_Profile],
+    events: Mapping[str, list[EventView]],
+    now: str,
+    run_id: str,
+) -> list[ProfileRow]:
+    """The rows of the profiles whose traits or record count changed."""
     rows = []
     for profile, members, stored in profiles:
         traits, _ = merge_traits(rules, members)
@@ -389,23 +399,98 @@ def _write_profiles(
         text, digest = encode_traits(traits)
         if stored != (digest, len(members)):
             rows.append((profile, text, digest, len(members), now, run_id))
-    bulk.upsert(
-        "profile",
-        ("id", "traits", "traits_hash", "record_count", "updated_at", "run_id"),
-        rows,
-        ("id",),
-    )
+    return rows
+
+
+def _write_profiles(
+    bulk: Bulk, rules: ProfileMapping, profiles: Sequence[_Profile], now: str, run_id: str
+) -> int:
+    """Upsert the profiles whose traits or record count changed; returns how many."""
+    events = {}
+    if _reads_events(rules):
+        events = _load_events(bulk, identifiers_of_profiles(bulk, [p.id for p in profiles]))
+    rows = _changed_rows(rules, profiles, events, now, run_id)
+    bulk.upsert("profile", PROFILE_COLUMNS, rows, ("id",))
     return len(rows)
 
 
+def rows_of_members(
+    bulk: Bulk,
+    rules: ProfileMapping,
+    members: Sequence[tuple[str, Sequence[int]]],
+    now: str,
+    run_id: str,
+) -> list[ProfileRow]:
+    """The changed rows of profiles given with their nodes, `(profile, node ids)` sorted by
+    profile, read by node id: a reader beside the transaction that has just resolved them,
+    which sees their records (resolution changes no trait) but not their new profile ids."""
+    rows: list[ProfileRow] = []
+    for chunk in _batches(members, PROFILE_CHUNK):
+        nodes = {
+            int(row[0]): row
+            for row in bulk.select_in(
+                "SELECT id, source, stream, updated_at, "
+                f"CASE WHEN deleted = {bulk.false} AND node_kind = 'record' "
+                "THEN CAST(traits AS TEXT) END, identifier_ids FROM source_record "
+                "WHERE id IN ({in})",
+                sorted(node for _, held in chunk for node in held),
+            )
+        }
+        stored = {
+            row[0]: (row[1], int(row[2]))
+            for row in bulk.select_in(
+                "SELECT id, traits_hash, record_count FROM profile WHERE id IN ({in})",
+                [profile for profile, _ in chunk],
+            )
+        }
+        live = [[nodes[node] for node in held if nodes[node][4] is not None] for _, held in chunk]
+        decoded = iter(json.loads("[" + ",".join(row[4] for rows in live for row in rows) + "]"))
+        profiles = [
+            _Profile(
+                profile,
+                [RecordView(int(row[0]), row[1], row[2], row[3], next(decoded)) for row in rows],
+                stored.get(profile),
+            )
+            for (profile, _), rows in zip(chunk, live, strict=True)
+        ]
+        events = {}
+        if _reads_events(rules):
+            carried = {
+                profile: [key for node in held for key in decode_ids(nodes[node][5])]
+                for profile, held in chunk
+            }
+            events = _load_events(bulk, carried)
+        rows.extend(_changed_rows(rules, profiles, events, now, run_id))
+    return rows
+
+
+ComputedElsewhere = Callable[[str], Iterable[tuple[Sequence[str], list[ProfileRow]]]]
+"""Given the refresh's timestamp, batches of (profiles computed, their changed rows)."""
+
+
 def refresh_profiles(
-    bulk: Bulk, rules: ProfileMapping, touched: set[str], removed: set[str], run_id: str
+    bulk: Bulk,
+    rules: ProfileMapping,
+    touched: set[str],
+    removed: set[str],
+    run_id: str,
+    elsewhere: ComputedElsewhere | None = None,
 ) -> tuple[int, int]:
-    """Recompute the touched profiles, drop removed ones; returns (written, deleted)."""
+    """Recompute the touched profiles, drop removed ones; returns (written, deleted).
+
+    `elsewhere` computes some of them in other processes (`rows_of_members`); their rows
+    are written here, and the rest computed here as usual.
+    """
     now = format_timestamp(utcnow())
     gone = sorted(removed - touched)
     bulk.execute_in("DELETE FROM profile WHERE id IN ({in})", gone)
     written = 0
+    if elsewhere is not None:
+        touched = set(touched)
+        for profiles, rows in elsewhere(now):
+            bulk.upsert("profile", PROFILE_COLUMNS, rows, ("id",))
+            written += len(rows)
+            touched.difference_update(profiles)
     visited = 0
     for chunk in _batches(_touched_profiles(bulk, touched), PROFILE_CHUNK):
         written += _write_profiles(bulk, rules, chunk, now, run_id)

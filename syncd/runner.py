@@ -47,6 +47,10 @@ from syncd.store.writer import (
 )
 from syncd.timeutil import utcnow
 
+PARALLEL_PROFILE_NODES = 100_000
+"""From this many nodes resolved on, the mapping workers compute the profiles: below it,
+starting them and handing them the work costs more than they save."""
+
 
 class Progress(Protocol):
     """How a run reports what it does as it goes (a progress bar, or plain lines)."""
@@ -136,7 +140,7 @@ class Pipeline:
         self.engine = engine
         self.progress = progress or SilentProgress()
         self.make_source = make_source or _make_source
-        self.mapper = PageMapper(config.path, config.workers)
+        self.mapper = PageMapper(config.path, config.workers, config.store_url)
         self.destinations = destinations
         self.log = get_logger()
 
@@ -206,9 +210,9 @@ class Pipeline:
                     self._fail(summary, name, error)
                 finally:
                     source.close()
-            self.mapper.close()
             if not dry_run:
                 self._resolve(summary)
+            self.mapper.close()
             if push:
                 self._push(summary, only_destinations, dry_run)
         return self._finish(summary)
@@ -337,12 +341,20 @@ class Pipeline:
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
                 self.progress.stage("profiles")
+                # Every record this resolution read was committed before it began, so the
+                # workers, reading beside this transaction, see what it sees.
+                elsewhere = None
+                if len(result.profile_of) >= PARALLEL_PROFILE_NODES:
+                    elsewhere = self.mapper.profile_rows(
+                        self.mappings.profile, result.profile_of, summary.run_id
+                    )
                 written, removed = refresh_profiles(
                     bulk,
                     self.mappings.profile,
                     result.touched | event_profiles | aged,
                     result.removed,
                     summary.run_id,
+                    elsewhere,
                 )
                 clear_pending_events(bulk, events)
         summary.bump("merges", result.merges)

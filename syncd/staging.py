@@ -12,16 +12,22 @@ import multiprocessing
 import os
 import threading
 import time
-from collections import deque
+from array import array
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from syncd.errors import ConfigError, Problem, RecordError
+from syncd.identity.resolve import profile_range
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
+from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
+from syncd.profiles import ComputedElsewhere, ProfileRow, rows_of_members
 from syncd.store.db import Bulk, open_engine
 from syncd.store.writer import (
     StagedRecord,
@@ -65,6 +71,9 @@ def _staged_page(
 
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""
+PROFILE_RANGES = 16
+"""Tasks a resolution's profiles are split into for the workers: enough to keep both busy
+to the end, few enough that each reads its records in long sorted runs."""
 
 
 def stage_page(
@@ -134,7 +143,7 @@ def _unchanged(
 
 
 _worker_mappings: Mappings | None = None
-_worker_stored_hashes: StoredHashes | None = None
+_worker_engine: Engine | None = None
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -145,29 +154,23 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _store_reader(url: str) -> StoredHashes | None:
-    """Content hashes read straight from the store, beside the run's writer (WAL on SQLite)."""
-    if ":memory:" in url:
-        return None
-    engine = open_engine(url)
-
-    def read(ids: Sequence[int]) -> Mapping[int, str]:
-        with engine.connect() as connection:
-            return stored_hashes(Bulk(connection), ids)
-
-    return read
-
-
 def _start_worker(config_path: str) -> None:
-    global _worker_mappings, _worker_stored_hashes  # one of each per worker process
+    global _worker_mappings, _worker_engine  # one of each per worker process
     from syncd.config import load_config
     from syncd.mapping.compiler import compile_mappings
 
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     config = load_config(Path(config_path))
     _worker_mappings = compile_mappings(config)
-    _worker_stored_hashes = _store_reader(config.store_url)
+    # Reads straight from the store, beside the run's writer (WAL on SQLite).
+    _worker_engine = None if ":memory:" in config.store_url else open_engine(config.store_url)
     tune_garbage_collector()
+
+
+def _stored_hashes_in_worker(ids: Sequence[int]) -> Mapping[int, str]:
+    assert _worker_engine is not None
+    with _worker_engine.connect() as connection:
+        return stored_hashes(Bulk(connection), ids)
 
 
 def _stage_in_worker(
@@ -187,15 +190,31 @@ def _stage_in_worker(
                 )
             ]
         )
-    return stage_page(compiled, page, _worker_stored_hashes if look_up else None)
+    reader = _stored_hashes_in_worker if look_up and _worker_engine is not None else None
+    return stage_page(compiled, page, reader)
+
+
+def _profiles_in_worker(
+    rules: ProfileMapping, nodes: Sequence[int], profiles: Sequence[str], now: str, run_id: str
+) -> tuple[list[str], list[ProfileRow]]:
+    """The profiles of some nodes (`profiles[i]` holds `nodes[i]`), and their changed rows."""
+    assert _worker_engine is not None
+    held: dict[str, list[int]] = defaultdict(list)
+    for node, profile in zip(nodes, profiles, strict=True):
+        held[profile].append(node)
+    with _worker_engine.connect() as connection:
+        rows = rows_of_members(Bulk(connection), rules, sorted(held.items()), now, run_id)
+    return list(held), rows
 
 
 class PageMapper:
-    """Stages pages in order; from a stream's second page on, in `workers` processes."""
+    """Stages pages in order; from a stream's second page on, in `workers` processes. The
+    same processes compute the profiles of a large resolution (`profile_rows`)."""
 
-    def __init__(self, config_path: Path, workers: int) -> None:
+    def __init__(self, config_path: Path, workers: int, store_url: str) -> None:
         self._config_path = config_path
         self._workers = workers
+        self._store_url = store_url
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
@@ -242,6 +261,36 @@ class PageMapper:
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+
+    def profile_rows(
+        self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
+    ) -> ComputedElsewhere | None:
+        """The profiles of a large resolution computed in the workers, one range of profile
+        ids per task, in id order; None where workers cannot help (one worker, or a store
+        in memory that only this process sees).
+
+        The workers read the records through connections of their own, so they see what is
+        committed: use it only where the records were committed before the resolution.
+        """
+        if self._workers < 2 or ":memory:" in self._store_url:
+            return None
+
+        def computed(now: str) -> Iterator[tuple[list[str], list[ProfileRow]]]:
+            ranges = [(array("q"), list[str]()) for _ in range(PROFILE_RANGES)]
+            for node, profile in profile_of.items():
+                nodes, profiles = ranges[profile_range(profile, PROFILE_RANGES)]
+                nodes.append(node)
+                profiles.append(profile)
+            pool = self._ensure_pool()
+            futures = [
+                pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id)
+                for nodes, profiles in ranges
+            ]
+            del ranges
+            for future in futures:
+                yield future.result()
+
+        return computed
 
     def close(self) -> None:
         if self._pool is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,14 @@ from sqlalchemy import Engine
 
 import syncd.profiles
 from syncd.mapping.model import ProfileMapping
-from syncd.profiles import RecordView, encode_traits, merge_traits, refresh_profiles
+from syncd.profiles import (
+    ComputedElsewhere,
+    RecordView,
+    encode_traits,
+    merge_traits,
+    refresh_profiles,
+    rows_of_members,
+)
 from syncd.store.db import Bulk, to_json, transaction
 from syncd.store.tables import encode_ids
 
@@ -187,19 +195,40 @@ def _rows(bulk: Bulk) -> dict[str, tuple[Any, ...]]:
     }
 
 
-@pytest.fixture(params=["one pass", "lookups"])
+def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> ComputedElsewhere:
+    """What the mapping workers compute for a large resolution: the touched profiles that
+    hold live nodes, read by node id as `rows_of_members` reads them."""
+    held: dict[str, list[int]] = {}
+    for profile, node in bulk.connection.exec_driver_sql(
+        f"SELECT profile_id, id FROM source_record WHERE deleted = {bulk.false}"
+    ):
+        if profile in touched:
+            held.setdefault(profile, []).append(int(node))
+    members = sorted(held.items())
+    return lambda now: [(list(held), rows_of_members(bulk, RULES, members, now, run_id))]
+
+
+WAYS = ["one pass", "lookups", "by members"]
+
+
+@pytest.fixture(params=WAYS)
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test once per way of reading the records, whatever share of the store it touches."""
     one_pass = request.param == "one pass"
     monkeypatch.setattr(syncd.profiles, "_one_pass_pays", lambda _bulk, _touched: one_pass)
+    monkeypatch.setattr(sys.modules[__name__], "BY_MEMBERS", request.param == "by members")
     return str(request.param)
+
+
+BY_MEMBERS = False
 
 
 def _refresh(
     engine: Engine, touched: set[str], run_id: str, removed: frozenset[str] = frozenset()
 ) -> tuple[int, int]:
     with transaction(engine) as bulk:
-        return refresh_profiles(bulk, RULES, touched, set(removed), run_id)
+        elsewhere = _by_members(bulk, touched, run_id) if BY_MEMBERS else None
+        return refresh_profiles(bulk, RULES, touched, set(removed), run_id, elsewhere)
 
 
 def _snapshot(engine: Engine) -> dict[str, tuple[Any, ...]]:
@@ -218,16 +247,18 @@ def test_one_pass_and_lookups_write_the_same_profiles(
     touched = {*PROFILES, NOWHERE}
     written = {}
     rows = {}
-    for one_pass in (True, False):
+    for way in WAYS:
+        one_pass = way == "one pass"
         monkeypatch.setattr(syncd.profiles, "_one_pass_pays", lambda _b, _t, v=one_pass: v)
         with transaction(engine, commit=False) as bulk:
-            written[one_pass], _ = refresh_profiles(bulk, RULES, touched, set(), "r1")
-            rows[one_pass] = _rows(bulk)
-    assert rows[True] == rows[False]
-    assert written[True] == written[False] == len(touched)
-    assert set(rows[True]) == touched
+            elsewhere = _by_members(bulk, touched, "r1") if way == "by members" else None
+            written[way], _ = refresh_profiles(bulk, RULES, touched, set(), "r1", elsewhere)
+            rows[way] = _rows(bulk)
+    assert rows["one pass"] == rows["lookups"] == rows["by members"]
+    assert set(written.values()) == {len(touched)}
+    assert set(rows["one pass"]) == touched
     for profile in ONLY_LINKS:
-        traits, _, count, *_ = rows[True][profile]
+        traits, _, count, *_ = rows["one pass"][profile]
         assert count == 0
         assert traits["records"] == 0
         assert traits["sources"] == []

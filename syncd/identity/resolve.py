@@ -87,6 +87,12 @@ def profile_id_for(anchor: int) -> str:
     return f"p_{anchor & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+def profile_range(profile: str, ranges: int) -> int:
+    """Which of `ranges` equal ranges of the profile id order holds `profile`: ids are hashes
+    in hexadecimal, so the ranges hold about as many profiles each."""
+    return int(profile[2:6], 16) * ranges >> 16
+
+
 def _anchor_rank(node: int, links: set[int]) -> tuple[bool, int]:
     """The smallest rank names a profile: its smallest record, or its smallest link when it
     has no record (links sort after records by the flag)."""

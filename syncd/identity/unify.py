@@ -12,7 +12,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -38,6 +38,8 @@ class UnifyResult:
     """Profiles whose records all went to one other profile id: old id to new."""
     survivors: set[str] = field(default_factory=set)
     """The new ids in `renamed` that were profiles before (merged into, not named anew)."""
+    profile_of: Mapping[int, str] = field(default_factory=dict)
+    """The profile of every node resolved: the store's live nodes on a full pass."""
     merges: int = 0
     splits: int = 0
     refusals: int = 0
@@ -232,7 +234,7 @@ def _write(
     full: bool,
 ) -> UnifyResult:
     new = resolution.profile_of
-    result = UnifyResult(nodes=len(new))
+    result = UnifyResult(nodes=len(new), profile_of=new)
     # A full pass updates a large share of the rows: the two indexes it changes are built
     # again once instead (2 s of 9 on a first load of 1M records).
     touched_indexes = ("ix_source_record_profile", "ix_source_record_unify") if full else ()

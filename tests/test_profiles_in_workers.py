@@ -1,0 +1,86 @@
+"""A large resolution's profiles are computed by the mapping workers, reading beside the run's
+transaction, and come out exactly as the run itself would compute them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import syncd.runner
+from syncd.mapping.model import ProfileMapping
+from syncd.profiles import ComputedElsewhere, ProfileRow
+from syncd.staging import PageMapper
+from syncd.store.db import transaction
+from tests.support.project import Project, records_page
+
+PEOPLE = [
+    {"id": "1", "email": "ann@example.com", "name": "ann", "score": "3"},
+    {"id": "2", "email": "ANN@example.com", "name": "Ann B", "score": "9"},
+    {"id": "3", "email": "bob@example.com", "name": "bob", "score": "5"},
+    {"id": "4", "phone": "+1 212 555 0100", "name": "carol", "score": "1"},
+    {"id": "5", "phone": "212-555-0100", "user_id": "u5", "name": "Carol", "score": "2"},
+]
+
+
+@pytest.fixture
+def computed_by_workers(monkeypatch: pytest.MonkeyPatch) -> list[ProfileRow]:
+    """Every resolution counts as large, and the rows the workers computed are kept here."""
+    monkeypatch.setattr(syncd.runner, "PARALLEL_PROFILE_NODES", 1)
+    seen: list[ProfileRow] = []
+    original = PageMapper.profile_rows
+
+    def spied(
+        self: PageMapper, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
+    ) -> ComputedElsewhere | None:
+        computed = original(self, rules, profile_of, run_id)
+        assert computed is not None, "two workers and a store on disk: the workers compute"
+
+        def recorded(now: str) -> Iterator[tuple[Sequence[str], list[ProfileRow]]]:
+            for profiles, rows in computed(now):
+                seen.extend(rows)
+                yield profiles, rows
+
+        return recorded
+
+    monkeypatch.setattr(PageMapper, "profile_rows", spied)
+    return seen
+
+
+def _profiles(project: Project) -> dict[str, tuple[Any, int]]:
+    with transaction(project.engine, commit=False) as bulk:
+        rows: Iterable[Sequence[Any]] = bulk.connection.exec_driver_sql(
+            "SELECT id, traits, record_count FROM profile"
+        )
+        return {
+            row[0]: (json.loads(row[1]) if isinstance(row[1], str) else row[1], row[2])
+            for row in rows
+        }
+
+
+def test_profiles_computed_by_the_workers_equal_a_rebuild(
+    tmp_path: Path, store_url: str, computed_by_workers: list[ProfileRow]
+) -> None:
+    project = Project(tmp_path, store_url)
+
+    project.run({"people": [records_page(PEOPLE)]})
+
+    profiles = _profiles(project)
+    assert sorted(count for _, count in profiles.values()) == [1, 2, 2]
+    assert {traits["score"] for traits, _ in profiles.values()} == {9, 5, 2}
+    assert sorted(row[0] for row in computed_by_workers) == sorted(profiles)
+    assert project.pipeline().verify() == []
+
+    # Ann's second record leaves, Bob changes: two profiles change, the third is not rewritten.
+    computed_by_workers.clear()
+    project.run({"people": [records_page([{**PEOPLE[2], "score": "8"}], deleted=["2"])]})
+
+    after = _profiles(project)
+    assert sorted(count for _, count in after.values()) == [1, 1, 2]
+    assert {traits["score"] for traits, _ in after.values()} == {3, 8, 2}
+    assert len(computed_by_workers) == 2
+    assert project.pipeline().verify() == []
+    project.close()
