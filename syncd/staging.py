@@ -282,13 +282,18 @@ class PageMapper:
                 nodes.append(node)
                 profiles.append(profile)
             pool = self._ensure_pool()
-            futures = [
-                pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id)
-                for nodes, profiles in ranges
-            ]
+            # A few tasks ahead of the one being written, and none kept once written: the
+            # rows of a million profiles held at once would double the run's memory.
+            pending: deque[Future[tuple[list[str], list[ProfileRow]]]] = deque()
+            for nodes, profiles in ranges:
+                pending.append(
+                    pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id)
+                )
+                if len(pending) > self._workers:
+                    yield pending.popleft().result()
             del ranges
-            for future in futures:
-                yield future.result()
+            while pending:
+                yield pending.popleft().result()
 
         return computed
 
