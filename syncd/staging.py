@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from array import array
@@ -28,7 +29,7 @@ from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
 from syncd.profiles import ComputedElsewhere, ProfileRow, rows_of_members
-from syncd.store.db import Bulk, open_engine
+from syncd.store.db import Bulk, in_memory, open_engine
 from syncd.store.writer import (
     StagedRecord,
     Unchanged,
@@ -71,9 +72,9 @@ def _staged_page(
 
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""
-PROFILE_RANGES = 16
-"""Tasks a resolution's profiles are split into for the workers: enough to keep both busy
-to the end, few enough that each reads its records in long sorted runs."""
+RANGES_PER_WORKER = 8
+"""Tasks per worker a resolution's profiles are split into: enough to keep every worker busy
+to the end, while the rows of only a few tasks wait in memory to be written."""
 
 
 def stage_page(
@@ -154,16 +155,19 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(config_path: str) -> None:
+def _start_worker(config_path: str, store_url: str | None) -> None:
     global _worker_mappings, _worker_engine  # one of each per worker process
     from syncd.config import load_config
     from syncd.mapping.compiler import compile_mappings
 
+    # The run decides when to stop: a Ctrl-C or a service manager's SIGTERM reaches every
+    # process of the group, and a pass under way must still finish (its workers with it).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    config = load_config(Path(config_path))
-    _worker_mappings = compile_mappings(config)
-    # Reads straight from the store, beside the run's writer (WAL on SQLite).
-    _worker_engine = None if ":memory:" in config.store_url else open_engine(config.store_url)
+    _worker_mappings = compile_mappings(load_config(Path(config_path)))
+    # The run's own store, not the one the file names now: read beside the run's writer.
+    _worker_engine = None if store_url is None else open_engine(store_url)
     tune_garbage_collector()
 
 
@@ -214,7 +218,8 @@ class PageMapper:
     def __init__(self, config_path: Path, workers: int, store_url: str) -> None:
         self._config_path = config_path
         self._workers = workers
-        self._store_url = store_url
+        # A store in memory lives in this process alone: workers cannot read it.
+        self._store_url = None if in_memory(store_url) else store_url
         self._pool: ProcessPoolExecutor | None = None
 
     def _ensure_pool(self) -> ProcessPoolExecutor:
@@ -224,7 +229,7 @@ class PageMapper:
                 self._workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(str(self._config_path),),
+                initargs=(str(self._config_path), self._store_url),
             )
         return self._pool
 
@@ -266,19 +271,21 @@ class PageMapper:
         self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
     ) -> ComputedElsewhere | None:
         """The profiles of a large resolution computed in the workers, one range of profile
-        ids per task, in id order; None where workers cannot help (one worker, or a store
-        in memory that only this process sees).
+        ids per task, in id order; None unless the pull started them (a pull that needed
+        none is small, and starting them late would read the config files again) and they
+        can read the store.
 
         The workers read the records through connections of their own, so they see what is
         committed: use it only where the records were committed before the resolution.
         """
-        if self._workers < 2 or ":memory:" in self._store_url:
+        if self._pool is None or self._store_url is None:
             return None
+        parts = RANGES_PER_WORKER * self._workers
 
         def computed(now: str) -> Iterator[tuple[list[str], list[ProfileRow]]]:
-            ranges = [(array("q"), list[str]()) for _ in range(PROFILE_RANGES)]
+            ranges = [(array("q"), list[str]()) for _ in range(parts)]
             for node, profile in profile_of.items():
-                nodes, profiles = ranges[profile_range(profile, PROFILE_RANGES)]
+                nodes, profiles = ranges[profile_range(profile, parts)]
                 nodes.append(node)
                 profiles.append(profile)
             pool = self._ensure_pool()

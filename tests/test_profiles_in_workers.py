@@ -37,7 +37,7 @@ def computed_by_workers(monkeypatch: pytest.MonkeyPatch) -> list[ProfileRow]:
         self: PageMapper, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
     ) -> ComputedElsewhere | None:
         computed = original(self, rules, profile_of, run_id)
-        assert computed is not None, "two workers and a store on disk: the workers compute"
+        assert computed is not None, "the pull started the workers: they compute"
 
         def recorded(now: str) -> Iterator[tuple[Sequence[str], list[ProfileRow]]]:
             for profiles, rows in computed(now):
@@ -66,7 +66,8 @@ def test_profiles_computed_by_the_workers_equal_a_rebuild(
 ) -> None:
     project = Project(tmp_path, store_url)
 
-    project.run({"people": [records_page(PEOPLE)]})
+    # Two pages: the pull starts the workers, which only a pull does.
+    project.run({"people": [records_page(PEOPLE[:3]), records_page(PEOPLE[3:])]})
 
     profiles = _profiles(project)
     assert sorted(count for _, count in profiles.values()) == [1, 2, 2]
@@ -76,7 +77,8 @@ def test_profiles_computed_by_the_workers_equal_a_rebuild(
 
     # Ann's second record leaves, Bob changes: two profiles change, the third is not rewritten.
     computed_by_workers.clear()
-    project.run({"people": [records_page([{**PEOPLE[2], "score": "8"}], deleted=["2"])]})
+    changed = records_page([{**PEOPLE[2], "score": "8"}])
+    project.run({"people": [changed, records_page([], deleted=["2"])]})
 
     after = _profiles(project)
     assert sorted(count for _, count in after.values()) == [1, 1, 2]
@@ -84,3 +86,19 @@ def test_profiles_computed_by_the_workers_equal_a_rebuild(
     assert len(computed_by_workers) == 2
     assert project.pipeline().verify() == []
     project.close()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_workers_never_compute_profiles_of_a_store_only_the_run_can_see(
+    tmp_path: Path, url: str
+) -> None:
+    mapper = PageMapper(tmp_path / "syncd.toml", 2, url)
+    mapper._ensure_pool()  # as a pull leaves it; no process starts before a task comes
+    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1") is None
+    mapper.close()
+
+
+def test_workers_are_not_started_for_profiles_alone(tmp_path: Path) -> None:
+    """A pull small enough to need no workers leaves its profiles to the run itself."""
+    mapper = PageMapper(tmp_path / "syncd.toml", 2, f"sqlite:///{tmp_path / 'store.db'}")
+    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1") is None

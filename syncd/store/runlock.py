@@ -17,6 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from syncd.store.db import in_memory
+
 ADVISORY_KEY = 0x73796E6364  # "syncd": the lock's number among the server's advisory locks
 
 
@@ -27,11 +29,10 @@ def run_lock(engine: Engine, waiting: Callable[[], None]) -> Iterator[None]:
         with _advisory_lock(engine, waiting):
             yield
         return
-    database = engine.url.database
-    if not database or database == ":memory:":
+    if in_memory(engine.url):
         yield  # a store only this process can see
         return
-    with _file_lock(Path(f"{database}.run-lock"), waiting):
+    with _file_lock(Path(f"{engine.url.database}.run-lock"), waiting):
         yield
 
 
