@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 import syncd.runner
+from syncd.connector import Page, RawRecord
 from syncd.mapping.model import ProfileMapping
 from syncd.profiles import ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
 from syncd.store.db import transaction
-from tests.support.project import Project, records_page
+from tests.support.project import PEOPLE_MAPPING, Project, records_page
 
 PEOPLE = [
     {"id": "1", "email": "ann@example.com", "name": "ann", "score": "3"},
@@ -24,6 +25,33 @@ PEOPLE = [
     {"id": "4", "phone": "+1 212 555 0100", "name": "carol", "score": "1"},
     {"id": "5", "phone": "212-555-0100", "user_id": "u5", "name": "Carol", "score": "2"},
 ]
+
+
+VISITS = """
+source = "crm"
+stream = "visits"
+type = "events"
+event_id = "id"
+event_name = "'Page Viewed'"
+timestamp = "at | datetime"
+
+[identifiers]
+email = "email"
+user_id = "user_id"
+"""
+
+RULES = """
+[traits.score]
+rule = "max"
+
+[computed.views]
+op = "count"
+event = "Page Viewed"
+
+[computed.records]
+op = "count"
+over = "records"
+"""
 
 
 @pytest.fixture
@@ -83,6 +111,38 @@ def test_profiles_computed_by_the_workers_equal_a_rebuild(
     after = _profiles(project)
     assert sorted(count for _, count in after.values()) == [1, 1, 2]
     assert {traits["score"] for traits, _ in after.values()} == {3, 8, 2}
+    assert len(computed_by_workers) == 2
+    assert project.pipeline().verify() == []
+    project.close()
+
+
+def test_workers_count_events_and_follow_links_as_the_run_does(
+    tmp_path: Path, store_url: str, computed_by_workers: list[ProfileRow]
+) -> None:
+    """A visit seen with Bob's email and Carol's user id links them (a link node): one
+    profile, whose views the workers count through the identifiers of all its nodes."""
+    project = Project(
+        tmp_path,
+        store_url,
+        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
+        extra_config='visits = { pattern = "visits*.jsonl" }\n',
+    )
+    visits = [
+        {"id": "v1", "email": "bob@example.com", "user_id": "u5", "at": "2026-01-02T10:00:00Z"},
+        {"id": "v2", "email": "ann@example.com", "at": "2026-01-03T10:00:00Z"},
+        {"id": "v3", "user_id": "u5", "at": "2026-01-04T10:00:00Z"},
+    ]
+    project.run(
+        {
+            "people": [records_page(PEOPLE[:3]), records_page(PEOPLE[3:])],
+            "visits": [Page([RawRecord(v, f"test:{v['id']}") for v in visits], None)],
+        }
+    )
+
+    profiles = sorted(
+        (traits["records"], traits["views"]) for traits, _ in _profiles(project).values()
+    )
+    assert profiles == [(2, 1), (3, 2)]
     assert len(computed_by_workers) == 2
     assert project.pipeline().verify() == []
     project.close()
