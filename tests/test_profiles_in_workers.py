@@ -16,7 +16,7 @@ from syncd.mapping.model import ProfileMapping
 from syncd.profiles import ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
 from syncd.store.db import transaction
-from tests.support.project import PEOPLE_MAPPING, Project, records_page
+from tests.support.project import Project, records_page, visits_project
 
 PEOPLE = [
     {"id": "1", "email": "ann@example.com", "name": "ann", "score": "3"},
@@ -26,19 +26,6 @@ PEOPLE = [
     {"id": "5", "phone": "212-555-0100", "user_id": "u5", "name": "Carol", "score": "2"},
 ]
 
-
-VISITS = """
-source = "crm"
-stream = "visits"
-type = "events"
-event_id = "id"
-event_name = "'Page Viewed'"
-timestamp = "at | datetime"
-
-[identifiers]
-email = "email"
-user_id = "user_id"
-"""
 
 RULES = """
 [traits.score]
@@ -121,12 +108,7 @@ def test_workers_count_events_and_follow_links_as_the_run_does(
 ) -> None:
     """A visit seen with Bob's email and Carol's user id links them (a link node): one
     profile, whose views the workers count through the identifiers of all its nodes."""
-    project = Project(
-        tmp_path,
-        store_url,
-        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
-        extra_config='visits = { pattern = "visits*.jsonl" }\n',
-    )
+    project = visits_project(tmp_path, store_url, RULES)
     visits = [
         {"id": "v1", "email": "bob@example.com", "user_id": "u5", "at": "2026-01-02T10:00:00Z"},
         {"id": "v2", "email": "ann@example.com", "at": "2026-01-03T10:00:00Z"},

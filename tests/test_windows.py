@@ -14,19 +14,7 @@ from syncd.inspect import export_profiles
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import transaction
 from syncd.timeutil import utcnow
-from tests.support.project import PEOPLE_MAPPING, Project, records_page
-
-VISITS = """
-source = "crm"
-stream = "visits"
-type = "events"
-event_id = "id"
-event_name = "'Page Viewed'"
-timestamp = "at | datetime"
-
-[identifiers]
-email = "email"
-"""
+from tests.support.project import records_page, visits_project
 
 RULES = """
 [computed.views_1d]
@@ -39,12 +27,7 @@ within_days = 1
 def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = Project(
-        tmp_path,
-        store_url,
-        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
-        extra_config='visits = { pattern = "visits*.jsonl" }\n',
-    )
+    project = visits_project(tmp_path, store_url, RULES)
     try:
         start = utcnow()
         visit = {
@@ -70,12 +53,7 @@ def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
 
 
 def test_the_first_run_counts_the_event(store_url: str, tmp_path: Path) -> None:
-    project = Project(
-        tmp_path,
-        store_url,
-        mappings={"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS, "profile.toml": RULES},
-        extra_config='visits = { pattern = "visits*.jsonl" }\n',
-    )
+    project = visits_project(tmp_path, store_url, RULES)
     try:
         visit = {"id": "v1", "email": "ada@x.com", "at": format_timestamp(utcnow())}
         project.run(

@@ -31,6 +31,20 @@ email = { from = "email | email", on_error = "null" }
 score = { from = "score", type = "int" }
 """
 
+VISITS_MAPPING = """
+source = "crm"
+stream = "visits"
+type = "events"
+event_id = "id"
+event_name = "'Page Viewed'"
+timestamp = "at | datetime"
+
+[identifiers]
+email = "email"
+user_id = "user_id"
+"""
+"""Page views with the identifiers the visitor had (see `visits_project`)."""
+
 PROFILE_RULES = """
 [traits.score]
 rule = "max"
@@ -129,3 +143,17 @@ class Project:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def visits_project(folder: Path, store_url: str, profile_rules: str) -> Project:
+    """A project of people records and page-view events, with these profile rules."""
+    return Project(
+        folder,
+        store_url,
+        mappings={
+            "people.toml": PEOPLE_MAPPING,
+            "visits.toml": VISITS_MAPPING,
+            "profile.toml": profile_rules,
+        },
+        extra_config='visits = { pattern = "visits*.jsonl" }\n',
+    )
