@@ -18,8 +18,9 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -70,6 +71,8 @@ def _staged_page(
     return StagedPage(read, list(map(StagedRecord._make, records)), events, quarantined, unchanged)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""
 RANGES_PER_WORKER = 8
@@ -255,17 +258,24 @@ class PageMapper:
             return
         pool = self._ensure_pool()
         key = (compiled.source, compiled.stream, compiled.fingerprint, look_up)
-        pending: deque[tuple[Any, Future[StagedPage]]] = deque()
-        for page in (first, second):
-            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
-        for page in iterator:
-            pending.append((page, pool.submit(_stage_in_worker, *key, page)))
+        yield from self._in_order(
+            (page, pool.submit(_stage_in_worker, *key, page))
+            for page in chain((first, second), iterator)
+        )
+
+    def _in_order(self, submitted: Iterable[tuple[T, Future[R]]]) -> Iterator[tuple[T, R]]:
+        """The results of tasks as (tag, result), in the order they were submitted, with one
+        task more than there are workers submitted ahead: every worker stays busy, and no
+        result waits in memory long (`submitted` submits as it is iterated)."""
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for task in submitted:
+            pending.append(task)
             if len(pending) > self._workers:
-                done, future = pending.popleft()
-                yield done, future.result()
+                tag, future = pending.popleft()
+                yield tag, future.result()
         while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+            tag, future = pending.popleft()
+            yield tag, future.result()
 
     def profile_rows(
         self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
@@ -289,18 +299,13 @@ class PageMapper:
                 nodes.append(node)
                 profiles.append(profile)
             pool = self._ensure_pool()
-            # A few tasks ahead of the one being written, and none kept once written: the
-            # rows of a million profiles held at once would double the run's memory.
-            pending: deque[Future[tuple[list[str], list[ProfileRow]]]] = deque()
-            for nodes, profiles in ranges:
-                pending.append(
-                    pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id)
-                )
-                if len(pending) > self._workers:
-                    yield pending.popleft().result()
-            del ranges
-            while pending:
-                yield pending.popleft().result()
+            # No task's rows are kept once written: the rows of a million profiles held at
+            # once would double the run's memory.
+            for _, computed_rows in self._in_order(
+                (None, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
+                for nodes, profiles in ranges
+            ):
+                yield computed_rows
 
         return computed
 
