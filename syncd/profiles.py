@@ -49,16 +49,20 @@ ONE_PASS_SHARE = {"sqlite": 0.75, "postgresql": 0.125}
 record to cost less than looking the touched ones up (as measured on 100k records). Lookups
 cost PostgreSQL a round trip and a long IN list to parse per few hundred profiles; SQLite,
 in process, about what the pass spends on the records it skips."""
+LIVE_TRAITS = (
+    "CASE WHEN sr.deleted = {false} AND sr.node_kind = 'record' THEN CAST(sr.traits AS TEXT) END"
+)
+"""A node's traits, for live records only (links and deleted records just show the profile
+is still held), and as text on every backend, so that one parse decodes a whole batch
+(`_parsed`)."""
 NODES = (
     "SELECT sr.profile_id, sr.id, sr.source, sr.stream, sr.updated_at, "
-    "CASE WHEN sr.deleted = {false} AND sr.node_kind = 'record' THEN CAST(sr.traits AS TEXT) END, "
-    "p.traits_hash, p.record_count "
+    + LIVE_TRAITS
+    + ", p.traits_hash, p.record_count "
     "FROM source_record sr LEFT JOIN profile p ON p.id = sr.profile_id "
     "WHERE {which} ORDER BY sr.profile_id"
 )
-"""The nodes of profiles, each profile's rows together, with the stored profile row. Traits
-come for live records only (links and deleted records just show the profile is still held),
-and as text on every backend, so that one parse decodes a whole batch."""
+"""The nodes of profiles, each profile's rows together, with the stored profile row."""
 
 
 class RecordView(NamedTuple):
@@ -247,14 +251,18 @@ def _node_rows(bulk: Bulk, touched: Set[str]) -> Iterator[list[Sequence[Any]]]:
     return _batches(rows, DECODE_ROWS)
 
 
+def _parsed(texts: Iterable[str]) -> Iterator[Any]:
+    """The values of JSON texts, in order: one parse of a JSON array costs a third of a
+    json.loads per text."""
+    return iter(json.loads("[" + ",".join(texts) + "]"))
+
+
 def _nodes(
     batch: Sequence[Sequence[Any]], touched: Set[str]
 ) -> Iterator[tuple[str, RecordView | None, tuple[str, int] | None]]:
     """(profile, live record or None, stored row) of each node of a touched profile."""
     rows = [row for row in batch if row[0] in touched]
-    # One parse of a JSON array costs a third of a json.loads per record.
-    texts = ",".join(row[5] for row in rows if row[5] is not None)
-    decoded = iter(json.loads(f"[{texts}]"))
+    decoded = _parsed(row[5] for row in rows if row[5] is not None)
     for profile, key, source, stream, updated_at, traits, digest, count in rows:
         record = None
         if traits is not None:
@@ -429,10 +437,9 @@ def rows_of_members(
         nodes = {
             int(row[0]): row
             for row in bulk.select_in(
-                "SELECT id, source, stream, updated_at, "
-                f"CASE WHEN deleted = {bulk.false} AND node_kind = 'record' "
-                "THEN CAST(traits AS TEXT) END, identifier_ids FROM source_record "
-                "WHERE id IN ({in})",
+                "SELECT sr.id, sr.source, sr.stream, sr.updated_at, "
+                + LIVE_TRAITS.format(false=bulk.false)
+                + ", sr.identifier_ids FROM source_record sr WHERE sr.id IN ({in})",
                 sorted(node for _, held in chunk for node in held),
             )
         }
@@ -444,7 +451,7 @@ def rows_of_members(
             )
         }
         live = [[nodes[node] for node in held if nodes[node][4] is not None] for _, held in chunk]
-        decoded = iter(json.loads("[" + ",".join(row[4] for rows in live for row in rows) + "]"))
+        decoded = _parsed(row[4] for rows in live for row in rows)
         profiles = [
             _Profile(
                 profile,
