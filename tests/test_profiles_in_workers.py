@@ -3,7 +3,6 @@ transaction, and come out exactly as the run itself would compute them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from syncd.connector import Page, RawRecord
 from syncd.mapping.model import ProfileMapping
 from syncd.profiles import ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
-from syncd.store.db import transaction
+from syncd.store.db import Bulk, transaction
 from tests.support.project import Project, records_page, visits_project
 
 PEOPLE = [
@@ -70,10 +69,7 @@ def _profiles(project: Project) -> dict[str, tuple[Any, int]]:
         rows: Iterable[Sequence[Any]] = bulk.connection.exec_driver_sql(
             "SELECT id, traits, record_count FROM profile"
         )
-        return {
-            row[0]: (json.loads(row[1]) if isinstance(row[1], str) else row[1], row[2])
-            for row in rows
-        }
+        return {row[0]: (Bulk.decode(row[1]), row[2]) for row in rows}
 
 
 def test_profiles_computed_by_the_workers_equal_a_rebuild(

@@ -188,7 +188,7 @@ def _record(
 
 def _rows(bulk: Bulk) -> dict[str, tuple[Any, ...]]:
     return {
-        row[0]: (json.loads(row[1]) if isinstance(row[1], str) else row[1], *row[2:])
+        row[0]: (Bulk.decode(row[1]), *row[2:])
         for row in bulk.connection.exec_driver_sql(
             "SELECT id, traits, traits_hash, record_count, updated_at, run_id FROM profile"
         )

@@ -17,7 +17,7 @@ import connectors.matomo
 import connectors.salesforce
 from syncd.connector import Page, RawRecord
 from syncd.staging import stage_page
-from syncd.store.db import PageGroups, transaction
+from syncd.store.db import Bulk, PageGroups, transaction
 from syncd.store.tables import stable_id
 from syncd.store.writer import (
     PageWriter,
@@ -37,10 +37,7 @@ def _stored(project: Project) -> dict[str, tuple[str, dict[str, object]]]:
         rows = bulk.connection.exec_driver_sql(
             "SELECT external_id, content_hash, traits FROM source_record"
         ).all()
-    return {
-        key: (digest, json.loads(traits) if isinstance(traits, str) else traits)
-        for key, digest, traits in rows
-    }
+    return {key: (digest, Bulk.decode(traits)) for key, digest, traits in rows}
 
 
 def test_a_record_whose_content_the_store_holds_is_not_mapped(tmp_path: Path) -> None:
