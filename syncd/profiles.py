@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby, islice
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from syncd.jsontext import canonical_json
 from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
@@ -471,8 +471,49 @@ def rows_of_members(
     return rows
 
 
-ComputedElsewhere = Callable[[str], Iterable[tuple[Sequence[str], list[ProfileRow]]]]
-"""Given the refresh's timestamp, batches of (profiles computed, their changed rows)."""
+Computed = tuple[Sequence[str], list[ProfileRow]]
+"""Some profiles (a name may repeat) and the rows of those that changed."""
+
+
+class ComputedElsewhere(Protocol):
+    """Profiles computed in other processes (`rows_of_members`), in batches, in order."""
+
+    def ready(self) -> Iterator[Computed]:
+        """The batches finished by now, without waiting for any."""
+        ...
+
+    def rest(self) -> Iterator[Computed]:
+        """Every batch not yet taken, waiting for each."""
+        ...
+
+
+class RowsFromElsewhere:
+    """Writes the rows of profiles computed in other processes into the run's transaction as
+    they come: the run goes on with its own writes meanwhile (a resolution's write-back,
+    calling `write_ready` between slices), and `refresh_profiles` takes the rest."""
+
+    def __init__(self, bulk: Bulk, computed: ComputedElsewhere) -> None:
+        self._bulk = bulk
+        self._computed = computed
+        self.written = 0
+        self.profiles: set[str] = set()
+
+    def write_ready(self) -> None:
+        self._write(self._computed.ready())
+
+    def write_rest(self) -> None:
+        self._write(self._computed.rest())
+
+    def _write(self, batches: Iterable[Computed]) -> None:
+        for profiles, rows in batches:
+            self._bulk.upsert("profile", PROFILE_COLUMNS, rows, ("id",))
+            self.written += len(rows)
+            self.profiles.update(profiles)
+
+
+def refresh_time() -> str:
+    """The time a refresh computes its profiles at: computed traits' windows end there."""
+    return format_timestamp(utcnow())
 
 
 def refresh_profiles(
@@ -481,23 +522,22 @@ def refresh_profiles(
     touched: set[str],
     removed: set[str],
     run_id: str,
-    elsewhere: ComputedElsewhere | None = None,
+    elsewhere: RowsFromElsewhere | None = None,
+    now: str | None = None,
 ) -> tuple[int, int]:
     """Recompute the touched profiles, drop removed ones; returns (written, deleted).
 
-    `elsewhere` computes some of them in other processes (`rows_of_members`); their rows
-    are written here, and the rest computed here as usual.
+    `elsewhere` has some of them computed in other processes, at `now` (the time every
+    profile of one refresh is computed at); the rest are computed here as usual.
     """
-    now = format_timestamp(utcnow())
+    now = now or refresh_time()
     gone = sorted(removed - touched)
     bulk.execute_in("DELETE FROM profile WHERE id IN ({in})", gone)
     written = 0
     if elsewhere is not None:
-        touched = set(touched)
-        for profiles, rows in elsewhere(now):
-            bulk.upsert("profile", PROFILE_COLUMNS, rows, ("id",))
-            written += len(rows)
-            touched.difference_update(profiles)
+        elsewhere.write_rest()
+        written += elsewhere.written
+        touched = touched - elsewhere.profiles
     visited = 0
     for chunk in _batches(_touched_profiles(bulk, touched), PROFILE_CHUNK):
         written += _write_profiles(bulk, rules, chunk, now, run_id)

@@ -21,17 +21,19 @@ from sqlalchemy import Engine
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import ConnectorContext, Page, RawRecord, Source
 from syncd.errors import ConnectorError
-from syncd.identity.unify import unify
+from syncd.identity.unify import UnifyResult, resolve_marked, unify, write_resolution
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import CompiledStream, Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.mapping.transforms import format_timestamp
 from syncd.plan.ledger import follow_renames
 from syncd.profiles import (
+    RowsFromElsewhere,
     clear_pending_events,
     leaving_windows,
     pending_events,
     refresh_profiles,
+    refresh_time,
 )
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
@@ -335,19 +337,27 @@ class Pipeline:
         self.progress.stage("unify")
         with transaction(self.engine) as bulk:
             with summary.timed("unify"):
-                result = unify(bulk, self.config.identity, summary.run_id, everything)
+                resolved = resolve_marked(bulk, self.config.identity, everything)
+                now = refresh_time()
+                elsewhere = None
+                if resolved is not None and len(resolved.profile_of) >= PARALLEL_PROFILE_NODES:
+                    # Every record this resolution read was committed before it began, so
+                    # the workers, reading beside this transaction, see what it sees; they
+                    # compute while this process writes the resolution back.
+                    computed = self.mapper.profile_rows(
+                        self.mappings.profile, resolved.profile_of, summary.run_id, now
+                    )
+                    if computed is not None:
+                        elsewhere = RowsFromElsewhere(bulk, computed)
+                result = UnifyResult()
+                if resolved is not None:
+                    between = elsewhere.write_ready if elsewhere is not None else None
+                    result = write_resolution(bulk, summary.run_id, resolved, between)
                 follow_renames(bulk, result.renamed, result.survivors)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
                 self.progress.stage("profiles")
-                # Every record this resolution read was committed before it began, so the
-                # workers, reading beside this transaction, see what it sees.
-                elsewhere = None
-                if len(result.profile_of) >= PARALLEL_PROFILE_NODES:
-                    elsewhere = self.mapper.profile_rows(
-                        self.mappings.profile, result.profile_of, summary.run_id
-                    )
                 written, removed = refresh_profiles(
                     bulk,
                     self.mappings.profile,
@@ -355,6 +365,7 @@ class Pipeline:
                     result.removed,
                     summary.run_id,
                     elsewhere,
+                    now,
                 )
                 clear_pending_events(bulk, events)
         summary.bump("merges", result.merges)

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 
@@ -203,15 +203,46 @@ def _stage_in_worker(
 
 def _profiles_in_worker(
     rules: ProfileMapping, nodes: Sequence[int], profiles: Sequence[str], now: str, run_id: str
-) -> tuple[list[str], list[ProfileRow]]:
-    """The profiles of some nodes (`profiles[i]` holds `nodes[i]`), and their changed rows."""
+) -> list[ProfileRow]:
+    """The changed rows of the profiles of some nodes (`profiles[i]` holds `nodes[i]`)."""
     assert _worker_engine is not None
     held: dict[str, list[int]] = defaultdict(list)
     for node, profile in zip(nodes, profiles, strict=True):
         held[profile].append(node)
     with _worker_engine.connect() as connection:
-        rows = rows_of_members(Bulk(connection), rules, sorted(held.items()), now, run_id)
-    return list(held), rows
+        return rows_of_members(Bulk(connection), rules, sorted(held.items()), now, run_id)
+
+
+class InOrder(Generic[T, R]):
+    """The results of tasks as (tag, result), in the order they were submitted, with `ahead`
+    tasks submitted at a time: one more than there are workers keeps every worker busy, and
+    no result waits in memory long. `submitted` submits a task as it is iterated."""
+
+    def __init__(self, submitted: Iterator[tuple[T, Future[R]]], ahead: int) -> None:
+        self._submitted = submitted
+        self._ahead = ahead
+        self._pending: deque[tuple[T, Future[R]]] = deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._ahead and (task := next(self._submitted, None)):
+            self._pending.append(task)
+
+    def _take(self) -> tuple[T, R]:
+        tag, future = self._pending.popleft()
+        result = future.result()
+        self._fill()
+        return tag, result
+
+    def ready(self) -> Iterator[tuple[T, R]]:
+        """The results finished by now, without waiting for any."""
+        while self._pending and self._pending[0][1].done():
+            yield self._take()
+
+    def rest(self) -> Iterator[tuple[T, R]]:
+        """Every result not yet taken, waiting for each."""
+        while self._pending:
+            yield self._take()
 
 
 class PageMapper:
@@ -261,29 +292,18 @@ class PageMapper:
         yield from self._in_order(
             (page, pool.submit(_stage_in_worker, *key, page))
             for page in chain((first, second), iterator)
-        )
+        ).rest()
 
-    def _in_order(self, submitted: Iterable[tuple[T, Future[R]]]) -> Iterator[tuple[T, R]]:
-        """The results of tasks as (tag, result), in the order they were submitted, with one
-        task more than there are workers submitted ahead: every worker stays busy, and no
-        result waits in memory long (`submitted` submits as it is iterated)."""
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for task in submitted:
-            pending.append(task)
-            if len(pending) > self._workers:
-                tag, future = pending.popleft()
-                yield tag, future.result()
-        while pending:
-            tag, future = pending.popleft()
-            yield tag, future.result()
+    def _in_order(self, submitted: Iterable[tuple[T, Future[R]]]) -> InOrder[T, R]:
+        return InOrder(iter(submitted), self._workers + 1)
 
     def profile_rows(
-        self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
+        self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str, now: str
     ) -> ComputedElsewhere | None:
-        """The profiles of a large resolution computed in the workers, one range of profile
-        ids per task, in id order; None unless the pull started them (a pull that needed
-        none is small, and starting them late would read the config files again) and they
-        can read the store.
+        """Start computing the profiles of a large resolution in the workers, one range of
+        profile ids per task, in id order; None unless the pull started them (a pull that
+        needed none is small, and starting them late would read the config files again) and
+        they can read the store.
 
         The workers read the records through connections of their own, so they see what is
         committed: use it only where the records were committed before the resolution.
@@ -291,23 +311,18 @@ class PageMapper:
         if self._pool is None or self._store_url is None:
             return None
         parts = RANGES_PER_WORKER * self._workers
-
-        def computed(now: str) -> Iterator[tuple[list[str], list[ProfileRow]]]:
-            ranges = [(array("q"), list[str]()) for _ in range(parts)]
-            for node, profile in profile_of.items():
-                nodes, profiles = ranges[profile_range(profile, parts)]
-                nodes.append(node)
-                profiles.append(profile)
-            pool = self._ensure_pool()
-            # No task's rows are kept once written: the rows of a million profiles held at
-            # once would double the run's memory.
-            for _, computed_rows in self._in_order(
-                (None, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
-                for nodes, profiles in ranges
-            ):
-                yield computed_rows
-
-        return computed
+        ranges = [(array("q"), list[str]()) for _ in range(parts)]
+        for node, profile in profile_of.items():
+            nodes, profiles = ranges[profile_range(profile, parts)]
+            nodes.append(node)
+            profiles.append(profile)
+        pool = self._pool
+        # Only a few tasks run ahead, and a task's rows are dropped once written: the rows
+        # of a million profiles held at once would double the run's memory.
+        return self._in_order(
+            (profiles, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
+            for nodes, profiles in ranges
+        )
 
     def close(self) -> None:
         if self._pool is not None:

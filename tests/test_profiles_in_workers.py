@@ -12,7 +12,7 @@ import pytest
 import syncd.runner
 from syncd.connector import Page, RawRecord
 from syncd.mapping.model import ProfileMapping
-from syncd.profiles import ComputedElsewhere, ProfileRow
+from syncd.profiles import Computed, ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
 from syncd.store.db import Bulk, transaction
 from tests.support.project import Project, records_page, visits_project
@@ -25,6 +25,8 @@ PEOPLE = [
     {"id": "5", "phone": "212-555-0100", "user_id": "u5", "name": "Carol", "score": "2"},
 ]
 
+
+NOW = "2026-03-01T12:00:00.000Z"
 
 RULES = """
 [traits.score]
@@ -40,6 +42,25 @@ over = "records"
 """
 
 
+class _Recorded:
+    """The workers' batches as they are taken, keeping their rows."""
+
+    def __init__(self, computed: ComputedElsewhere, seen: list[ProfileRow]) -> None:
+        self._computed = computed
+        self._seen = seen
+
+    def _kept(self, batches: Iterator[Computed]) -> Iterator[Computed]:
+        for profiles, rows in batches:
+            self._seen.extend(rows)
+            yield profiles, rows
+
+    def ready(self) -> Iterator[Computed]:
+        return self._kept(self._computed.ready())
+
+    def rest(self) -> Iterator[Computed]:
+        return self._kept(self._computed.rest())
+
+
 @pytest.fixture
 def computed_by_workers(monkeypatch: pytest.MonkeyPatch) -> list[ProfileRow]:
     """Every resolution counts as large, and the rows the workers computed are kept here."""
@@ -48,17 +69,15 @@ def computed_by_workers(monkeypatch: pytest.MonkeyPatch) -> list[ProfileRow]:
     original = PageMapper.profile_rows
 
     def spied(
-        self: PageMapper, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str
+        self: PageMapper,
+        rules: ProfileMapping,
+        profile_of: Mapping[int, str],
+        run_id: str,
+        now: str,
     ) -> ComputedElsewhere | None:
-        computed = original(self, rules, profile_of, run_id)
+        computed = original(self, rules, profile_of, run_id, now)
         assert computed is not None, "the pull started the workers: they compute"
-
-        def recorded(now: str) -> Iterator[tuple[Sequence[str], list[ProfileRow]]]:
-            for profiles, rows in computed(now):
-                seen.extend(rows)
-                yield profiles, rows
-
-        return recorded
+        return _Recorded(computed, seen)
 
     monkeypatch.setattr(PageMapper, "profile_rows", spied)
     return seen
@@ -132,11 +151,11 @@ def test_workers_never_compute_profiles_of_a_store_only_the_run_can_see(
 ) -> None:
     mapper = PageMapper(tmp_path / "syncd.toml", 2, url)
     mapper._ensure_pool()  # as a pull leaves it; no process starts before a task comes
-    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1") is None
+    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1", NOW) is None
     mapper.close()
 
 
 def test_workers_are_not_started_for_profiles_alone(tmp_path: Path) -> None:
     """A pull small enough to need no workers leaves its profiles to the run itself."""
     mapper = PageMapper(tmp_path / "syncd.toml", 2, f"sqlite:///{tmp_path / 'store.db'}")
-    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1") is None
+    assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1", NOW) is None

@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +19,11 @@ from sqlalchemy import Engine
 
 import syncd.profiles
 from syncd.mapping.model import ProfileMapping
+from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import (
-    ComputedElsewhere,
+    Computed,
     RecordView,
+    RowsFromElsewhere,
     encode_traits,
     merge_traits,
     refresh_profiles,
@@ -195,9 +198,27 @@ def _rows(bulk: Bulk) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> ComputedElsewhere:
+class _InTwoBatches:
+    """Batches as the workers' results come: the first ready at once, the second only when
+    the rest is asked for."""
+
+    def __init__(self, first: Computed, second: Computed) -> None:
+        self._first: list[Computed] = [first]
+        self._second = second
+
+    def ready(self) -> Iterator[Computed]:
+        while self._first:
+            yield self._first.pop()
+
+    def rest(self) -> Iterator[Computed]:
+        yield from self.ready()
+        yield self._second
+
+
+def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> RowsFromElsewhere:
     """What the mapping workers compute for a large resolution: the touched profiles that
-    hold live nodes, read by node id as `rows_of_members` reads them."""
+    hold live nodes, read by node id as `rows_of_members` reads them. Half of them are
+    written before the refresh, as they are between slices of a resolution's write-back."""
     held: dict[str, list[int]] = {}
     for profile, node in bulk.connection.exec_driver_sql(
         f"SELECT profile_id, id FROM source_record WHERE deleted = {bulk.false}"
@@ -205,7 +226,14 @@ def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> ComputedElsewhere
         if profile in touched:
             held.setdefault(profile, []).append(int(node))
     members = sorted(held.items())
-    return lambda now: [(list(held), rows_of_members(bulk, RULES, members, now, run_id))]
+    now = format_timestamp(NOW)
+    batches = [
+        ([profile for profile, _ in part], rows_of_members(bulk, RULES, part, now, run_id))
+        for part in (members[: len(members) // 2], members[len(members) // 2 :])
+    ]
+    elsewhere = RowsFromElsewhere(bulk, _InTwoBatches(*batches))
+    elsewhere.write_ready()
+    return elsewhere
 
 
 WAYS = ["one pass", "lookups", "by members"]

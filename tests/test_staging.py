@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import connectors.ingest
 import connectors.matomo
 import connectors.salesforce
 from syncd.connector import Page, RawRecord
-from syncd.staging import stage_page
+from syncd.staging import InOrder, stage_page
 from syncd.store.db import Bulk, PageGroups, transaction
 from syncd.store.tables import stable_id
 from syncd.store.writer import (
@@ -205,3 +206,27 @@ def test_only_sources_of_local_data_group_their_pages() -> None:
         module.CONNECTOR.local_reads
         for module in (connectors.hubspot, connectors.matomo, connectors.salesforce)
     )
+
+
+def test_results_come_in_submission_order_with_only_a_few_tasks_ahead() -> None:
+    futures = [Future[int]() for _ in range(5)]
+    submitted: list[int] = []
+
+    def submit() -> Iterator[tuple[str, Future[int]]]:
+        for number, future in enumerate(futures):
+            submitted.append(number)
+            yield f"task {number}", future
+
+    tasks = InOrder(submit(), ahead=2)
+    assert submitted == [0, 1]
+
+    futures[1].set_result(10)
+    assert list(tasks.ready()) == [], "the second finished, but the first comes first"
+    futures[0].set_result(0)
+    assert list(tasks.ready()) == [("task 0", 0), ("task 1", 10)]
+    assert submitted == [0, 1, 2, 3], "each result taken lets one more task start"
+
+    for number in (2, 3, 4):
+        futures[number].set_result(number * 10)
+    assert list(tasks.rest()) == [("task 2", 20), ("task 3", 30), ("task 4", 40)]
+    assert list(tasks.ready()) == [] and list(tasks.rest()) == []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -154,14 +154,36 @@ def _closure(bulk: Bulk, seeds: set[int]) -> set[int]:
     return nodes
 
 
+@dataclass
+class Resolved:
+    """A resolution not yet written: what it read and what it found."""
+
+    dirty: Marked
+    old: dict[int, str]
+    resolution: Resolution
+    full: bool
+
+    @property
+    def profile_of(self) -> Mapping[int, str]:
+        return self.resolution.profile_of
+
+
 def unify(
     bulk: Bulk, identity: IdentityConfig, run_id: str, everything: bool = False
 ) -> UnifyResult:
     """Resolve the records marked as changed (or all of them) and write profiles ids and logs."""
+    resolved = resolve_marked(bulk, identity, everything)
+    return UnifyResult() if resolved is None else write_resolution(bulk, run_id, resolved)
+
+
+def resolve_marked(
+    bulk: Bulk, identity: IdentityConfig, everything: bool = False
+) -> Resolved | None:
+    """Resolve the records marked as changed (or all of them); None when none is marked."""
     order = KindOrder(identity)
     dirty = Marked.read(bulk)
     if not dirty and not everything:
-        return UnifyResult()
+        return None
     live_count = int(
         bulk.connection.exec_driver_sql(
             f"SELECT COUNT(*) FROM source_record WHERE deleted = {bulk.false}"
@@ -222,37 +244,40 @@ def unify(
     resolution = resolve(
         nodes, links, edges, order.limits, order.names, lambda part: _edges_of(bulk, order, part)
     )
-    return _write(bulk, run_id, dirty, old, resolution, full)
+    return Resolved(dirty, old, resolution, full)
 
 
-def _write(
-    bulk: Bulk,
-    run_id: str,
-    dirty: Marked,
-    old: dict[int, str],
-    resolution: Resolution,
-    full: bool,
+def write_resolution(
+    bulk: Bulk, run_id: str, resolved: Resolved, between: Callable[[], None] | None = None
 ) -> UnifyResult:
+    """Write a resolution's profile ids and merge log; `between` runs between slices of the
+    write-back, for other work of the transaction to go on meanwhile."""
+    dirty, old, resolution = resolved.dirty, resolved.old, resolved.resolution
     new = resolution.profile_of
     result = UnifyResult(nodes=len(new), profile_of=new)
     # A full pass updates a large share of the rows: the two indexes it changes are built
     # again once instead (2 s of 9 on a first load of 1M records).
-    touched_indexes = ("ix_source_record_profile", "ix_source_record_unify") if full else ()
+    touched_indexes = (
+        ("ix_source_record_profile", "ix_source_record_unify") if resolved.full else ()
+    )
     with bulk.indexes_set_aside("source_record", touched_indexes):
         # One statement per row: a changed record gets its profile and loses its mark at once
         # (a deleted one leaves its profile); another record only moves when its profile did.
-        resolved = f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE "
+        assign = f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE "
         found = bulk.executemany(
-            bulk.sql(resolved + f"{bulk.row_locator} = ? AND id = ?"),
+            bulk.sql(assign + f"{bulk.row_locator} = ? AND id = ?"),
             (
                 (new.get(node), row, node)
                 for node, row in zip(dirty.stored, dirty.rows, strict=True)
             ),
+            between,
         )
         if found != len(dirty):
             # Rows renumbered since they were read (a VACUUM beside the run): by id, then.
             bulk.executemany(
-                bulk.sql(resolved + "id = ?"), ((new.get(node), node) for node in dirty.stored)
+                bulk.sql(assign + "id = ?"),
+                ((new.get(node), node) for node in dirty.stored),
+                between,
             )
         # A record that is not marked was resolved before, so it has an old profile: walking
         # `old` finds every one that moved, and costs nothing on a first load.
@@ -265,6 +290,7 @@ def _write(
                 and profile != before
                 and node not in dirty
             ),
+            between,
         )
 
     old_members: dict[str, set[str]] = defaultdict(set)
@@ -289,7 +315,7 @@ def _write(
         result.merges += 1
         if len(logs) >= LOG_BATCH:
             # A first load logs a merge per joined record: write them as they come.
-            bulk.executemany(insert, logs)
+            bulk.executemany(insert, logs, between)
             logs = []
     for refusal in resolution.refusals:
         if refusal.node_a in dirty or refusal.node_b in dirty:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -155,13 +155,21 @@ class Bulk:
         """A JSON column's value: SQLite gives its text, PostgreSQL the value decoded."""
         return json.loads(value) if isinstance(value, str) else value
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+    def executemany(
+        self,
+        sql: str,
+        rows: Iterable[Sequence[Any]],
+        between: Callable[[], None] | None = None,
+    ) -> int:
         """Sent in slices, so rows from a generator (a first load's million) are never all
-        built at once. Returns the rows changed, as the driver counts them."""
+        built at once; `between` runs after each slice. Returns the rows changed, as the
+        driver counts them."""
         iterator = iter(rows)
         changed = 0
         while chunk := list(itertools.islice(iterator, BATCH_ROWS)):
             changed += self.connection.exec_driver_sql(sql, chunk).rowcount
+            if between is not None:
+                between()
         return changed
 
     def upsert(

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from syncd.identity.unify import Marked
+import syncd.store.db
+from syncd.identity.unify import Marked, resolve_marked, write_resolution
 from syncd.inspect import explain, export_profiles
+from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
 from tests.support.project import Project, records_page
 
@@ -232,3 +234,33 @@ def test_rows_renumbered_after_they_were_read_are_found_by_id(
             f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.true}"
         ).scalar_one()
     assert marked == 0
+
+
+def test_other_work_of_the_transaction_goes_on_between_slices_of_the_write_back(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run writes profiles the workers computed while it writes a resolution back."""
+    people = [{"id": str(n), "email": f"p{n // 2}@x.com"} for n in range(5)]
+    project.run({"people": [records_page(people)]})
+    before = profiles(project)
+    monkeypatch.setattr(syncd.store.db, "BATCH_ROWS", 2)
+
+    with transaction(project.engine) as bulk:
+        bulk.connection.exec_driver_sql(f"UPDATE source_record SET needs_unify = {bulk.true}")
+        bulk.connection.exec_driver_sql("DELETE FROM profile")
+        resolved = resolve_marked(bulk, project.config.identity)
+        assert resolved is not None
+        written_back: list[int] = []
+
+        def between() -> None:
+            done = bulk.connection.exec_driver_sql(
+                f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.false}"
+            ).scalar_one()
+            written_back.append(int(done))
+
+        result = write_resolution(bulk, "r2", resolved, between)
+        refresh_profiles(bulk, project.mappings.profile, result.touched, result.removed, "r2")
+
+    assert written_back == [2, 4, 5], "called after each slice of two rows"
+    assert profiles(project) == before
+    assert project.pipeline().verify() == []
