@@ -337,7 +337,9 @@ class Pipeline:
         self.progress.stage("unify")
         with transaction(self.engine) as bulk:
             with summary.timed("unify"):
-                resolved = resolve_marked(bulk, self.config.identity, everything)
+                resolved = resolve_marked(
+                    bulk, self.config.identity, everything, self.mapper.all_edges
+                )
                 now = refresh_time()
                 elsewhere = None
                 if resolved is not None and len(resolved.profile_of) >= PARALLEL_PROFILE_NODES:

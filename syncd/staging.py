@@ -25,7 +25,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 
 from syncd.errors import ConfigError, Problem, RecordError
-from syncd.identity.resolve import profile_range
+from syncd.identity.resolve import EdgesByKind, profile_range
+from syncd.identity.unify import all_edges
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
@@ -213,6 +214,12 @@ def _profiles_in_worker(
         return rows_of_members(Bulk(connection), rules, sorted(held.items()), now, run_id)
 
 
+def _edges_in_worker(kinds: Sequence[str]) -> EdgesByKind:
+    assert _worker_engine is not None
+    with _worker_engine.connect() as connection:
+        return all_edges(Bulk(connection), kinds)
+
+
 class InOrder(Generic[T, R]):
     """The results of tasks as (tag, result), in the order they were submitted, with `ahead`
     tasks submitted at a time: one more than there are workers keeps every worker busy, and
@@ -323,6 +330,14 @@ class PageMapper:
             (profiles, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
             for nodes, profiles in ranges
         )
+
+    def all_edges(self, kinds: Sequence[str]) -> Callable[[], EdgesByKind] | None:
+        """Start reading every edge of the store in a worker (`unify.all_edges`), and give
+        what waits for them; None unless the pull started the workers and they can read the
+        store. As with `profile_rows`, only for what was committed before the resolution."""
+        if self._pool is None or self._store_url is None:
+            return None
+        return self._pool.submit(_edges_in_worker, kinds).result
 
     def close(self) -> None:
         if self._pool is not None:

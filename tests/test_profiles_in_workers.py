@@ -3,7 +3,7 @@ transaction, and come out exactly as the run itself would compute them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ import pytest
 
 import syncd.runner
 from syncd.connector import Page, RawRecord
+from syncd.identity.resolve import EdgesByKind
+from syncd.identity.unify import KindOrder, all_edges
 from syncd.mapping.model import ProfileMapping
 from syncd.profiles import Computed, ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
@@ -159,3 +161,34 @@ def test_workers_are_not_started_for_profiles_alone(tmp_path: Path) -> None:
     """A pull small enough to need no workers leaves its profiles to the run itself."""
     mapper = PageMapper(tmp_path / "syncd.toml", 2, f"sqlite:///{tmp_path / 'store.db'}")
     assert mapper.profile_rows(ProfileMapping(), {1: "p_0000000000000001"}, "r1", NOW) is None
+
+
+def test_a_full_resolution_reads_its_edges_in_a_worker_as_it_would_itself(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_elsewhere: list[list[tuple[list[int], list[int]]]] = []
+    original = PageMapper.all_edges
+
+    def spied(self: PageMapper, kinds: Sequence[str]) -> Callable[[], EdgesByKind] | None:
+        waiting = original(self, kinds)
+        assert waiting is not None, "the pull started the workers: one reads the edges"
+
+        def kept() -> EdgesByKind:
+            edges = waiting()
+            # Resolution frees the columns as it goes: keep what they held.
+            read_elsewhere.append([(list(ids), list(nodes)) for ids, nodes in edges.columns])
+            return edges
+
+        return kept
+
+    monkeypatch.setattr(PageMapper, "all_edges", spied)
+    project = Project(tmp_path, store_url)
+    project.run({"people": [records_page(PEOPLE[:3]), records_page(PEOPLE[3:])]})
+
+    [edges] = read_elsewhere
+    with transaction(project.engine, commit=False) as bulk:
+        here = all_edges(bulk, KindOrder(project.config.identity).names)
+    assert edges == [(list(ids), list(nodes)) for ids, nodes in here.columns]
+    assert sum(len(identifiers) for identifiers, _ in edges) == 6, "3 emails, 2 phones, 1 user id"
+    assert project.pipeline().verify() == []
+    project.close()

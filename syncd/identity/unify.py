@@ -95,27 +95,34 @@ class KindOrder:
         self.rank = {name: index for index, name in enumerate(self.names)}
 
 
-def _all_edges(bulk: Bulk, order: KindOrder) -> EdgesByKind:
-    """Every edge in resolution order, with memory for the edges alone (16 bytes each).
+def all_edges(bulk: Bulk, kinds: Sequence[str]) -> EdgesByKind:
+    """Every edge of these kinds (in priority order) in resolution order, with memory for
+    the edges alone (16 bytes each).
 
     Identifiers and edges are both read in identifier order straight off their keys and
     merged here, so the database never sorts; each edge goes to its kind's columns.
     """
-    edges = EdgesByKind(len(order.names))
-    kinds = bulk.stream("SELECT id, kind FROM identifier ORDER BY id")
+    rank_of = {kind: rank for rank, kind in enumerate(kinds)}
+    edges = EdgesByKind(len(kinds))
+    identifier_kinds = bulk.stream("SELECT id, kind FROM identifier ORDER BY id")
     current, rank = None, None
     for identifier, node in bulk.stream(
         "SELECT identifier_id, record_id FROM record_identifier ORDER BY identifier_id, record_id"
     ):
         while current != identifier:
-            current, kind = next(kinds)
-            rank = order.rank.get(kind)
+            current, kind = next(identifier_kinds)
+            rank = rank_of.get(kind)
         if rank is not None:
             identifiers, nodes = edges.columns[rank]
             identifiers.append(identifier)
             nodes.append(node)
-    kinds.close()
+    identifier_kinds.close()
     return edges
+
+
+EdgesElsewhere = Callable[[Sequence[str]], Callable[[], EdgesByKind] | None]
+"""Starts `all_edges` of these kinds in another process, reading beside the transaction,
+and gives what waits for its result; or gives None when it cannot."""
 
 
 def _edges_of(bulk: Bulk, order: KindOrder, nodes: set[int]) -> list[Edge]:
@@ -177,9 +184,16 @@ def unify(
 
 
 def resolve_marked(
-    bulk: Bulk, identity: IdentityConfig, everything: bool = False
+    bulk: Bulk,
+    identity: IdentityConfig,
+    everything: bool = False,
+    edges_elsewhere: EdgesElsewhere | None = None,
 ) -> Resolved | None:
-    """Resolve the records marked as changed (or all of them); None when none is marked."""
+    """Resolve the records marked as changed (or all of them); None when none is marked.
+
+    `edges_elsewhere` reads every edge in another process while this one reads the nodes, on
+    a pass over the whole store: only where this transaction has written nothing yet.
+    """
     order = KindOrder(identity)
     dirty = Marked.read(bulk)
     if not dirty and not everything:
@@ -194,6 +208,7 @@ def resolve_marked(
 
     old: dict[int, str] = {}
     if full:
+        edges_later = edges_elsewhere(order.names) if edges_elsewhere is not None else None
         for node, profile in bulk.stream(
             "SELECT id, profile_id FROM source_record WHERE profile_id IS NOT NULL"
         ):
@@ -211,7 +226,7 @@ def resolve_marked(
                 f"SELECT id FROM source_record WHERE node_kind = 'link' AND deleted = {false}"
             )
         }
-        edges = _all_edges(bulk, order)
+        edges = edges_later() if edges_later is not None else all_edges(bulk, order.names)
     else:
         for node, profile in bulk.select_in(
             "SELECT id, profile_id FROM source_record "
