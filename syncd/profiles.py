@@ -234,10 +234,7 @@ def _one_pass_pays(bulk: Bulk, touched: Set[str]) -> bool:
         return False
     # The count stops past the threshold: it never costs more than the lookups it may avoid.
     limit = int(len(touched) / ONE_PASS_SHARE[bulk.dialect]) + 1
-    stored = bulk.connection.exec_driver_sql(
-        bulk.sql("SELECT COUNT(*) FROM (SELECT 1 FROM profile LIMIT ?) AS stored"), (limit,)
-    ).scalar_one()
-    return int(stored) < limit
+    return bulk.count_up_to("profile", limit) < limit
 
 
 def _node_rows(bulk: Bulk, touched: Set[str]) -> Iterator[list[Sequence[Any]]]:

@@ -66,3 +66,14 @@ def test_executemany_counts_the_rows_it_changed_on_either_backend(engine: Engine
             + [("2", "s", "no such stream")],
         )
     assert changed == 22_500
+
+
+def test_count_up_to_stops_at_its_limit(engine: Engine) -> None:
+    with transaction(engine, commit=False) as bulk:
+        bulk.executemany(
+            bulk.sql("INSERT INTO cursor (source, stream, value, updated_at) VALUES (?, ?, ?, ?)"),
+            [("s", f"stream{n}", "null", "2026-01-01T00:00:00.000Z") for n in range(5)],
+        )
+        assert bulk.count_up_to("cursor", 3) == 3
+        assert bulk.count_up_to("cursor", 10) == 5
+        assert bulk.count_up_to("profile", 10) == 0

@@ -24,6 +24,7 @@ from syncd.store.graph import identifiers_of, kinds_and_values
 from syncd.timeutil import utcnow
 
 LOG_BATCH = 20_000
+MERGE_LOG_INDEXES = ("ix_merge_log_profile", "ix_merge_log_record_a", "ix_merge_log_record_b")
 FULL_RESOLVE_SHARE = 0.3
 """Above this share of changed nodes, resolve the whole store in one streaming pass."""
 
@@ -316,6 +317,27 @@ def write_resolution(
     result.touched = set(new.values())
     result.removed = {profile for profile in old_members if profile not in result.touched}
 
+    # A first load logs a merge for most records: then the log's indexes are built once,
+    # after its rows, instead of taking each row at a random place.
+    logs = len(resolution.unions) + len(resolution.refusals)
+    many = bulk.count_up_to("merge_log", logs) < logs
+    with bulk.indexes_set_aside("merge_log", MERGE_LOG_INDEXES if many else ()):
+        _log(bulk, run_id, resolved, old_members, result, between)
+    return result
+
+
+def _log(
+    bulk: Bulk,
+    run_id: str,
+    resolved: Resolved,
+    old_members: Mapping[str, set[str]],
+    result: UnifyResult,
+    between: Callable[[], None] | None,
+) -> None:
+    """Log the merges, refusals, splits, renames and removals of a resolution, counted in
+    `result` (whose `renamed` and `survivors` it fills)."""
+    dirty, old, resolution = resolved.dirty, resolved.old, resolved.resolution
+    new = resolution.profile_of
     at = format_timestamp(utcnow())
     insert = bulk.sql(
         "INSERT INTO merge_log (run_id, at, action, profile_id, to_profile_id, "
@@ -380,4 +402,3 @@ def write_resolution(
                 )
             )
     bulk.executemany(insert, logs)
-    return result

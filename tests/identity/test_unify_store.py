@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import inspect
 
 import syncd.store.db
-from syncd.identity.unify import Marked, resolve_marked, write_resolution
+from syncd.identity.unify import MERGE_LOG_INDEXES, Marked, resolve_marked, write_resolution
 from syncd.inspect import explain, export_profiles
 from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
@@ -264,3 +266,30 @@ def test_other_work_of_the_transaction_goes_on_between_slices_of_the_write_back(
     assert written_back == [2, 4, 5], "called after each slice of two rows"
     assert profiles(project) == before
     assert project.pipeline().verify() == []
+
+
+@pytest.mark.parametrize("logged_before", [0, 10])
+def test_a_resolution_that_logs_more_than_the_log_holds_builds_its_indexes_once(
+    project: Project, monkeypatch: pytest.MonkeyPatch, logged_before: int
+) -> None:
+    set_aside: list[tuple[str, tuple[str, ...]]] = []
+    original = Bulk.indexes_set_aside
+
+    def spied(self: Bulk, table: str, names: Sequence[str]) -> Any:
+        set_aside.append((table, tuple(names)))
+        return original(self, table, names)
+
+    with transaction(project.engine) as bulk:
+        bulk.executemany(
+            bulk.sql("INSERT INTO merge_log (run_id, at, action, reason) VALUES (?, ?, ?, ?)"),
+            [("r0", "2026-01-01T00:00:00.000Z", "merge", "old")] * logged_before,
+        )
+    monkeypatch.setattr(Bulk, "indexes_set_aside", spied)
+    people = [{"id": str(n), "email": f"p{n // 2}@x.com"} for n in range(6)]
+    project.run({"people": [records_page(people)]})
+
+    expected = () if logged_before else MERGE_LOG_INDEXES
+    assert ("merge_log", expected) in set_aside, "3 merges against the rows logged before"
+    assert merge_log(project).count(("merge", "records share this identifier")) == 3
+    indexes = {index["name"] for index in inspect(project.engine).get_indexes("merge_log")}
+    assert indexes >= set(MERGE_LOG_INDEXES)
