@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from fnmatch import fnmatch
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +79,40 @@ def _taking(lines: Iterable[str], taken: list[str]) -> Iterator[str]:
         yield line
 
 
+def _csv_records(lines: Iterator[str], line: int, delimiter: str) -> Iterator[tuple[int, bool]]:
+    """(last line, blank) of each record of `lines`, the first of which is line `line + 1`.
+
+    A line without a quote is one whole record, as csv reads it: it is judged here, which
+    costs a small part of running csv's reader over it (the reading process does this for
+    every line of a load). A line with a quote starts a record that csv reads, taking as
+    many more lines as that record spans; so does a line too long for csv, which fails it.
+    """
+    longest = csv.field_size_limit()
+    for text in lines:
+        if '"' not in text and len(text) <= longest:
+            line += 1
+            yield line, delimiter not in text and not text.strip()
+            continue
+        reader = csv.reader(chain((text,), lines), delimiter=delimiter)
+        row = next(reader)
+        line += reader.line_num
+        yield line, is_blank(row)
+
+
 def _csv_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut:
     with path.open(newline="", encoding=spec.encoding) as handle:
         taken: list[str] = []
         # csv reads a line only when its record needs it, so `taken` always ends with the
         # last line of the record just read.
-        reader = csv.reader(_taking(handle, taken), delimiter=spec.delimiter)
+        lines = _taking(handle, taken)
+        header = csv.reader(lines, delimiter=spec.delimiter)
         # A file without even a header is one empty block.
-        names = [name.strip() for name in next(reader, [])]
+        names = [name.strip() for name in next(header, [])]
         taken.clear()
         yield from _cut(
-            ((reader.line_num, is_blank(row)) for row in reader),
+            _csv_records(lines, header.line_num, spec.delimiter),
             taken,
-            reader.line_num + 1,
+            header.line_num + 1,
             size,
             skip_to,
             lambda first, lines: FileBlock(path.name, first, lines, names, spec.delimiter),

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from connectors.files import FilesOptions, FilesSource
 from connectors.files.blocks import FileBlock
+from connectors.files.source import _csv_records
 from syncd.connector import Page
 
 
@@ -160,6 +161,32 @@ def test_pages_cut_between_records_give_what_one_whole_read_gives(
     path.unlink()
 
 
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.text(alphabet='ab ,"\n\r', max_size=80),
+    batch=st.integers(min_value=1, max_value=3),
+)
+def test_pages_of_any_text_end_where_csv_ends_a_record(
+    tmp_path: Path, text: str, batch: int
+) -> None:
+    # Not written by csv: quotes in the middle of a field, quotes never closed, lone CRs.
+    # Lines without a quote are judged without csv's reader: they must end records as it does.
+    path = tmp_path / "people1.csv"
+    path.write_bytes(("id,email,name\n" + text).encode())
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    pages = list(source(tmp_path, batch=batch).read("people", None))
+    parsed = [
+        (r.location, dict(r.payload) if r.error is None else None, r.error)
+        for page in pages
+        for r in pickle.loads(pickle.dumps(page.records))
+    ]
+    assert parsed == whole_file(path)
+    path.unlink()
+
+
 def test_a_page_crosses_to_a_worker_as_its_lines_and_never_shows_them(tmp_path: Path) -> None:
     write(tmp_path / "people1.csv", 'id,email\n1,"ann@x.com"\n2,bob@x.com\n')
     (page, *_) = list(source(tmp_path, batch=5).read("people", None))
@@ -187,3 +214,15 @@ def test_pages_before_a_row_that_cannot_be_read_are_handed_on_first(tmp_path: Pa
         got.extend(source(tmp_path, batch=1).read("people", None))
     assert rows(got) == ["1", "2"]
     assert got[-1].cursor["current"]["line"] == 3
+
+
+def test_records_are_judged_as_csv_judges_them_with_a_tab_delimiter() -> None:
+    # A tab is whitespace, yet a line of one tab is a record of two empty fields for csv.
+    lines = ["a\tb\n", "\t\n", "  \r\n", '"x\n', 'y"\tz\n', "c\td\n"]
+    assert list(_csv_records(iter(lines), 1, "\t")) == [
+        (2, False),
+        (3, False),
+        (4, True),
+        (6, False),
+        (7, False),
+    ]
