@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, event, inspect
 
-from syncd.store.db import SQLITE_PAGE_SIZE, open_store, transaction
+from syncd.store.db import SORT_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
 
 INDEXES = ("ix_source_record_profile", "ix_source_record_unify")
 
@@ -77,3 +77,27 @@ def test_count_up_to_stops_at_its_limit(engine: Engine) -> None:
         assert bulk.count_up_to("cursor", 3) == 3
         assert bulk.count_up_to("cursor", 10) == 5
         assert bulk.count_up_to("profile", 10) == 0
+
+
+def test_indexes_are_built_with_a_small_cache_and_the_cache_is_restored(
+    tmp_path: Path,
+) -> None:
+    # The sort of an index build takes as much memory as the cache may: keep it small.
+    engine = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith(("PRAGMA cache_size", "CREATE INDEX")):
+            statements.append(statement.split(" ON ")[0])
+
+    event.listen(engine, "before_cursor_execute", seen)
+    with transaction(engine) as bulk, bulk.indexes_set_aside("source_record", INDEXES):
+        pass
+    assert statements == [
+        "PRAGMA cache_size",
+        f"PRAGMA cache_size={SORT_CACHE_KIB}",
+        "CREATE INDEX ix_source_record_profile",
+        "CREATE INDEX ix_source_record_unify",
+        "PRAGMA cache_size=-65536",
+    ]
+    engine.dispose()

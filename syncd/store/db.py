@@ -42,6 +42,8 @@ JSON_COLUMNS = {
 }
 CHUNK = 500
 BATCH_ROWS = 20_000
+SORT_CACHE_KIB = -8192
+"""SQLite's page cache while it builds indexes (negative: KiB), which bounds its sort memory."""
 """Rows per round trip of a large read or write."""
 _STREAMS = itertools.count()
 
@@ -258,8 +260,16 @@ class Bulk:
         for name, _ in definitions:
             self.connection.exec_driver_sql(f'DROP INDEX "{name}"')
         yield
-        for _, definition in definitions:
-            self.connection.exec_driver_sql(definition)
+        # SQLite sorts an index's entries in as much memory as the page cache may take, on
+        # top of the cache: building one over 1M records took 70 MB more at its peak. With
+        # a small cache for the builds the sort goes by temporary files, as fast here.
+        cache = self.connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        self.connection.exec_driver_sql(f"PRAGMA cache_size={SORT_CACHE_KIB}")
+        try:
+            for _, definition in definitions:
+                self.connection.exec_driver_sql(definition)
+        finally:
+            self.connection.exec_driver_sql(f"PRAGMA cache_size={int(cache)}")
 
     def stream(self, sql: str, params: Sequence[Any] = ()) -> Generator[Sequence[Any], None, None]:
         """The rows of a large read, a fetch at a time, as the driver's plain tuples.
