@@ -493,7 +493,6 @@ class RowsFromElsewhere:
         self._bulk = bulk
         self._computed = computed
         self.written = 0
-        self.profiles: set[str] = set()
 
     def write_ready(self) -> None:
         self._write(self._computed.ready())
@@ -502,10 +501,9 @@ class RowsFromElsewhere:
         self._write(self._computed.rest())
 
     def _write(self, batches: Iterable[Computed]) -> None:
-        for profiles, rows in batches:
+        for _, rows in batches:
             self._bulk.upsert("profile", PROFILE_COLUMNS, rows, ("id",))
             self.written += len(rows)
-            self.profiles.update(profiles)
 
 
 def refresh_time() -> str:
@@ -524,8 +522,8 @@ def refresh_profiles(
 ) -> tuple[int, int]:
     """Recompute the touched profiles, drop removed ones; returns (written, deleted).
 
-    `elsewhere` has some of them computed in other processes, at `now` (the time every
-    profile of one refresh is computed at); the rest are computed here as usual.
+    `elsewhere` has more profiles computed in other processes (none of them in `touched` or
+    `removed`), at `now`: the time every profile of one refresh is computed at.
     """
     now = now or refresh_time()
     gone = sorted(removed - touched)
@@ -534,7 +532,6 @@ def refresh_profiles(
     if elsewhere is not None:
         elsewhere.write_rest()
         written += elsewhere.written
-        touched = touched - elsewhere.profiles
     visited = 0
     for chunk in _batches(_touched_profiles(bulk, touched), PROFILE_CHUNK):
         written += _write_profiles(bulk, rules, chunk, now, run_id)

@@ -360,10 +360,13 @@ class Pipeline:
                 event_profiles, events = pending_events(bulk)
                 aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
                 self.progress.stage("profiles")
+                touched = event_profiles | aged
+                # The workers compute every profile the resolution touched.
+                touched = touched - result.touched if elsewhere else touched | result.touched
                 written, removed = refresh_profiles(
                     bulk,
                     self.mappings.profile,
-                    result.touched | event_profiles | aged,
+                    touched,
                     result.removed,
                     summary.run_id,
                     elsewhere,

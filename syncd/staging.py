@@ -76,7 +76,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 StoredHashes = Callable[[Sequence[int]], Mapping[int, str]]
 """The content hashes the store holds for some record ids."""
-RANGES_PER_WORKER = 8
+RANGES_PER_WORKER = 16
 """Tasks per worker a resolution's profiles are split into: enough to keep every worker busy
 to the end, while the rows of only a few tasks wait in memory to be written."""
 

@@ -215,10 +215,15 @@ class _InTwoBatches:
         yield self._second
 
 
-def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> RowsFromElsewhere:
+def _by_members(
+    bulk: Bulk, touched: set[str], run_id: str
+) -> tuple[RowsFromElsewhere | None, set[str]]:
     """What the mapping workers compute for a large resolution: the touched profiles that
-    hold live nodes, read by node id as `rows_of_members` reads them. Half of them are
-    written before the refresh, as they are between slices of a resolution's write-back."""
+    hold live nodes, read by node id as `rows_of_members` reads them; and the touched
+    profiles left to the refresh itself. Half of the workers' are written before the
+    refresh, as they are between slices of a resolution's write-back."""
+    if not BY_MEMBERS:
+        return None, touched
     held: dict[str, list[int]] = {}
     for profile, node in bulk.connection.exec_driver_sql(
         f"SELECT profile_id, id FROM source_record WHERE deleted = {bulk.false}"
@@ -233,7 +238,7 @@ def _by_members(bulk: Bulk, touched: set[str], run_id: str) -> RowsFromElsewhere
     ]
     elsewhere = RowsFromElsewhere(bulk, _InTwoBatches(*batches))
     elsewhere.write_ready()
-    return elsewhere
+    return elsewhere, touched - set(held)
 
 
 WAYS = ["one pass", "lookups", "by members"]
@@ -255,8 +260,10 @@ def _refresh(
     engine: Engine, touched: set[str], run_id: str, removed: frozenset[str] = frozenset()
 ) -> tuple[int, int]:
     with transaction(engine) as bulk:
-        elsewhere = _by_members(bulk, touched, run_id) if BY_MEMBERS else None
-        return refresh_profiles(bulk, RULES, touched, set(removed), run_id, elsewhere)
+        elsewhere, left = _by_members(bulk, touched, run_id)
+        # A profile the workers compute holds nodes: a resolution never counts it removed.
+        removed = removed - (touched - left)
+        return refresh_profiles(bulk, RULES, left, set(removed), run_id, elsewhere)
 
 
 def _snapshot(engine: Engine) -> dict[str, tuple[Any, ...]]:
@@ -279,8 +286,9 @@ def test_one_pass_and_lookups_write_the_same_profiles(
         one_pass = way == "one pass"
         monkeypatch.setattr(syncd.profiles, "_one_pass_pays", lambda _b, _t, v=one_pass: v)
         with transaction(engine, commit=False) as bulk:
-            elsewhere = _by_members(bulk, touched, "r1") if way == "by members" else None
-            written[way], _ = refresh_profiles(bulk, RULES, touched, set(), "r1", elsewhere)
+            monkeypatch.setattr(sys.modules[__name__], "BY_MEMBERS", way == "by members")
+            elsewhere, left = _by_members(bulk, touched, "r1")
+            written[way], _ = refresh_profiles(bulk, RULES, left, set(), "r1", elsewhere)
             rows[way] = _rows(bulk)
     assert rows["one pass"] == rows["lookups"] == rows["by members"]
     assert set(written.values()) == {len(touched)}
