@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, event, inspect
 
 from syncd.store.db import SORT_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
@@ -101,3 +102,15 @@ def test_indexes_are_built_with_a_small_cache_and_the_cache_is_restored(
         "PRAGMA cache_size=-65536",
     ]
     engine.dispose()
+
+
+def test_indexes_set_aside_come_back_when_the_transaction_fails(engine: Engine) -> None:
+    # Set aside before anything else was written: a failure rolls the drop back too.
+    before = _index_columns(engine)
+    with (
+        pytest.raises(RuntimeError),
+        transaction(engine) as bulk,
+        bulk.indexes_set_aside("source_record", INDEXES),
+    ):
+        raise RuntimeError("the write-back failed")
+    assert _index_columns(engine) == before

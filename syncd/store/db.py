@@ -42,9 +42,9 @@ JSON_COLUMNS = {
 }
 CHUNK = 500
 BATCH_ROWS = 20_000
+"""Rows per round trip of a large read or write."""
 SORT_CACHE_KIB = -8192
 """SQLite's page cache while it builds indexes (negative: KiB), which bounds its sort memory."""
-"""Rows per round trip of a large read or write."""
 _STREAMS = itertools.count()
 
 
@@ -257,6 +257,11 @@ class Bulk:
             f"AND name IN ({', '.join('?' for _ in names)}) ORDER BY name",
             (table, *names),
         ).all()
+        driver = self.connection.connection.dbapi_connection
+        if driver is not None and not driver.in_transaction:
+            # The driver opens its transaction at the first write, and a DROP is not one:
+            # it would commit at once, and a failure before the build would lose the index.
+            self.connection.exec_driver_sql("BEGIN")
         for name, _ in definitions:
             self.connection.exec_driver_sql(f'DROP INDEX "{name}"')
         yield
