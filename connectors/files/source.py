@@ -20,7 +20,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from fnmatch import fnmatch
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +83,31 @@ def _csv_records(lines: Iterator[str], line: int, delimiter: str) -> Iterator[tu
 
     A line without a quote is one whole record, as csv reads it: it is judged here, which
     costs a small part of running csv's reader over it (the reading process does this for
-    every line of a load). A line with a quote starts a record that csv reads, taking as
-    many more lines as that record spans; so does a line too long for csv, which fails it.
+    every line of a load). A line with a quote, or too long to be sure csv takes its fields,
+    goes back to one csv reader, which reads that record and as many lines as it spans.
     """
     longest = csv.field_size_limit()
+    pushed: list[str] = []
+
+    def fed() -> Iterator[str]:
+        while True:
+            if pushed:
+                yield pushed.pop()
+            elif (following := next(lines, None)) is None:
+                return
+            else:
+                yield following
+
+    reader = csv.reader(fed(), delimiter=delimiter)
     for text in lines:
         if '"' not in text and len(text) <= longest:
             line += 1
             yield line, delimiter not in text and not text.strip()
             continue
-        reader = csv.reader(chain((text,), lines), delimiter=delimiter)
+        pushed.append(text)
+        before = reader.line_num
         row = next(reader)
-        line += reader.line_num
+        line += reader.line_num - before
         yield line, is_blank(row)
 
 
