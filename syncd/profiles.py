@@ -468,8 +468,8 @@ def rows_of_members(
     return rows
 
 
-Computed = tuple[Sequence[str], list[ProfileRow]]
-"""Some profiles (a name may repeat) and the rows of those that changed."""
+Computed = tuple[object, list[ProfileRow]]
+"""A task of profiles computed elsewhere (whatever tags it there) and its changed rows."""
 
 
 class ComputedElsewhere(Protocol):

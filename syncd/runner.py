@@ -355,6 +355,9 @@ class Pipeline:
                 if resolved is not None:
                     between = elsewhere.write_ready if elsewhere is not None else None
                     result = write_resolution(bulk, summary.run_id, resolved, between)
+                # What the resolution read (a full pass's old profile of every record) is
+                # not needed for the profiles: free it before them.
+                del resolved
                 follow_renames(bulk, result.renamed, result.survivors)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
@@ -362,7 +365,10 @@ class Pipeline:
                 self.progress.stage("profiles")
                 touched = event_profiles | aged
                 # The workers compute every profile the resolution touched.
-                touched = touched - result.touched if elsewhere else touched | result.touched
+                if elsewhere is not None:
+                    touched -= result.touched
+                else:
+                    touched |= result.touched
                 written, removed = refresh_profiles(
                     bulk,
                     self.mappings.profile,

@@ -327,7 +327,7 @@ class PageMapper:
         # Only a few tasks run ahead, and a task's rows are dropped once written: the rows
         # of a million profiles held at once would double the run's memory.
         return self._in_order(
-            (profiles, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
+            (None, pool.submit(_profiles_in_worker, rules, nodes, profiles, now, run_id))
             for nodes, profiles in ranges
         )
 

@@ -233,7 +233,7 @@ def _by_members(
     members = sorted(held.items())
     now = format_timestamp(NOW)
     batches = [
-        ([profile for profile, _ in part], rows_of_members(bulk, RULES, part, now, run_id))
+        (None, rows_of_members(bulk, RULES, part, now, run_id))
         for part in (members[: len(members) // 2], members[len(members) // 2 :])
     ]
     elsewhere = RowsFromElsewhere(bulk, _InTwoBatches(*batches))

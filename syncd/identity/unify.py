@@ -21,10 +21,11 @@ from syncd.identity.resolve import Edge, EdgesByKind, Resolution, resolve
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 from syncd.store.graph import identifiers_of, kinds_and_values
+from syncd.store.tables import MergeLog
 from syncd.timeutil import utcnow
 
 LOG_BATCH = 20_000
-MERGE_LOG_INDEXES = ("ix_merge_log_profile", "ix_merge_log_record_a", "ix_merge_log_record_b")
+MERGE_LOG_INDEXES = tuple(sorted(str(index.name) for index in MergeLog.__table__.indexes))  # type: ignore[attr-defined]
 FULL_RESOLVE_SHARE = 0.3
 """Above this share of changed nodes, resolve the whole store in one streaming pass."""
 
@@ -318,12 +319,21 @@ def write_resolution(
     result.removed = {profile for profile in old_members if profile not in result.touched}
 
     # A first load logs a merge for most records: then the log's indexes are built once,
-    # after its rows, instead of taking each row at a random place.
-    logs = len(resolution.unions) + len(resolution.refusals)
-    many = bulk.count_up_to("merge_log", logs) < logs
-    with bulk.indexes_set_aside("merge_log", MERGE_LOG_INDEXES if many else ()):
+    # after its rows, instead of taking each row at a random place (on SQLite).
+    set_aside: tuple[str, ...] = ()
+    if bulk.dialect == "sqlite":
+        logs = sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
+        if bulk.count_up_to("merge_log", logs) < logs:
+            set_aside = MERGE_LOG_INDEXES
+    with bulk.indexes_set_aside("merge_log", set_aside):
         _log(bulk, run_id, resolved, old_members, result, between)
     return result
+
+
+def _logged(old: Mapping[int, str], a: int, b: int) -> bool:
+    """Whether a union of two nodes is a merge to log: not when they were one profile."""
+    before = old.get(a)
+    return before is None or before != old.get(b)
 
 
 def _log(
@@ -345,7 +355,7 @@ def _log(
     )
     logs: list[tuple[object, ...]] = []
     for a, b, identifier in resolution.unions:
-        if old.get(a) is not None and old.get(a) == old.get(b):
+        if not _logged(old, a, b):
             continue
         reason = "records share this identifier"
         logs.append((run_id, at, "merge", new[a], None, identifier, a, b, reason))

@@ -288,7 +288,9 @@ def test_a_resolution_that_logs_more_than_the_log_holds_builds_its_indexes_once(
     people = [{"id": str(n), "email": f"p{n // 2}@x.com"} for n in range(6)]
     project.run({"people": [records_page(people)]})
 
-    expected = () if logged_before else MERGE_LOG_INDEXES
+    # PostgreSQL keeps its indexes: it is not even asked.
+    many = not logged_before and project.engine.dialect.name == "sqlite"
+    expected = MERGE_LOG_INDEXES if many else ()
     assert ("merge_log", expected) in set_aside, "3 merges against the rows logged before"
     assert merge_log(project).count(("merge", "records share this identifier")) == 3
     indexes = {index["name"] for index in inspect(project.engine).get_indexes("merge_log")}
