@@ -118,6 +118,23 @@ def whole_file(path: Path) -> list[tuple[str, dict[str, str] | None, str | None]
     return found
 
 
+def _read_in_pages(folder: Path, text: str, batch: int) -> tuple[Path, list[Page]]:
+    """Drop `text` as a settled file and read it in pages parsed apart (as in a worker):
+    together they must give what one read of the whole file gives."""
+    path = folder / "people1.csv"
+    path.write_bytes(text.encode())
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    pages = list(source(folder, batch=batch).read("people", None))
+    parsed = [
+        (r.location, dict(r.payload) if r.error is None else None, r.error)
+        for page in pages
+        for r in pickle.loads(pickle.dumps(page.records))
+    ]
+    assert parsed == whole_file(path)
+    return path, pages
+
+
 FIELDS = st.text(alphabet='ab ,"\n\r\t\u00e9', max_size=6)
 
 
@@ -138,17 +155,7 @@ def test_pages_cut_between_records_give_what_one_whole_read_gives(
     writer.writerow(["id", "email", "name"])
     for row in table:
         writer.writerow(row)
-    path = tmp_path / "people1.csv"
-    path.write_bytes(buffer.getvalue().encode())
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    pages = list(source(tmp_path, batch=batch).read("people", None))
-    parsed = [
-        (r.location, dict(r.payload) if r.error is None else None, r.error)
-        for page in pages
-        for r in pickle.loads(pickle.dumps(page.records))
-    ]
-    assert parsed == whole_file(path)
+    path, pages = _read_in_pages(tmp_path, buffer.getvalue(), batch)
     assert [len(page.records) for page in pages[:-1]] == [batch] * (len(pages) - 1)
     assert len(pages[-1].records) <= batch
     for page in pages[:-1]:
@@ -173,17 +180,7 @@ def test_pages_of_any_text_end_where_csv_ends_a_record(
 ) -> None:
     # Not written by csv: quotes in the middle of a field, quotes never closed, lone CRs.
     # Lines without a quote are judged without csv's reader: they must end records as it does.
-    path = tmp_path / "people1.csv"
-    path.write_bytes(("id,email,name\n" + text).encode())
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    pages = list(source(tmp_path, batch=batch).read("people", None))
-    parsed = [
-        (r.location, dict(r.payload) if r.error is None else None, r.error)
-        for page in pages
-        for r in pickle.loads(pickle.dumps(page.records))
-    ]
-    assert parsed == whole_file(path)
+    path, _ = _read_in_pages(tmp_path, "id,email,name\n" + text, batch)
     path.unlink()
 
 
