@@ -99,3 +99,20 @@ def test_edges_of_a_store_before_identifier_keyed_edges_are_kept_and_listed_on_r
     assert sorted(edges) == [(-9, -5), (7, -5)]
     assert key == ["identifier_id", "record_id"]
     assert indexes == []
+
+
+def test_indexes_a_failed_write_back_left_out_are_built_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store_at(url, (*BEFORE_APPEND_ORDER, "0004", "0005"))
+    engine = open_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX ix_source_record_profile")
+        connection.exec_driver_sql("DROP INDEX ix_merge_log_record_a")
+    engine.dispose()
+
+    engine = open_store(url)
+    source_record = {index["name"] for index in inspect(engine).get_indexes("source_record")}
+    merge_log = {index["name"] for index in inspect(engine).get_indexes("merge_log")}
+    engine.dispose()
+    assert {"ix_source_record_profile", "ix_source_record_unify"} <= source_record
+    assert {"ix_merge_log_record_a", "ix_merge_log_record_b"} <= merge_log
