@@ -237,19 +237,23 @@ class InOrder(Generic[T, R]):
 
     def _take(self) -> tuple[T, R]:
         tag, future = self._pending.popleft()
-        result = future.result()
-        self._fill()
-        return tag, result
+        return tag, future.result()
 
+    # The next task is submitted only once the result before it was taken: should the source
+    # fail while giving it, every result taken by then has been handed on.
     def ready(self) -> Iterator[tuple[T, R]]:
         """The results finished by now, without waiting for any."""
+        self._fill()
         while self._pending and self._pending[0][1].done():
             yield self._take()
+            self._fill()
 
     def rest(self) -> Iterator[tuple[T, R]]:
         """Every result not yet taken, waiting for each."""
+        self._fill()
         while self._pending:
             yield self._take()
+            self._fill()
 
 
 class PageMapper:

@@ -230,3 +230,17 @@ def test_results_come_in_submission_order_with_only_a_few_tasks_ahead() -> None:
         futures[number].set_result(number * 10)
     assert list(tasks.rest()) == [("task 2", 20), ("task 3", 30), ("task 4", 40)]
     assert list(tasks.ready()) == [] and list(tasks.rest()) == []
+
+
+def test_a_source_that_fails_loses_no_result_taken_before_the_failure() -> None:
+    def submit() -> Iterator[tuple[int, Future[int]]]:
+        for number in range(3):
+            future = Future[int]()
+            future.set_result(number * 10)
+            yield number, future
+        raise OSError("the next page could not be read")
+
+    taken: list[tuple[int, int]] = []
+    with pytest.raises(OSError, match="could not be read"):
+        taken.extend(InOrder(submit(), ahead=2).rest())  # keeps what came before the error
+    assert taken == [(0, 0), (1, 10)], "what was taken before the failure was handed on"
