@@ -17,6 +17,7 @@ from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -175,10 +176,17 @@ def _start_worker(config_path: str, store_url: str | None) -> None:
     tune_garbage_collector()
 
 
-def _stored_hashes_in_worker(ids: Sequence[int]) -> Mapping[int, str]:
+@contextmanager
+def _worker_store() -> Iterator[Bulk]:
+    """A read of the run's store through this worker's own connection."""
     assert _worker_engine is not None
     with _worker_engine.connect() as connection:
-        return stored_hashes(Bulk(connection), ids)
+        yield Bulk(connection)
+
+
+def _stored_hashes_in_worker(ids: Sequence[int]) -> Mapping[int, str]:
+    with _worker_store() as bulk:
+        return stored_hashes(bulk, ids)
 
 
 def _stage_in_worker(
@@ -206,18 +214,16 @@ def _profiles_in_worker(
     rules: ProfileMapping, nodes: Sequence[int], profiles: Sequence[str], now: str, run_id: str
 ) -> list[ProfileRow]:
     """The changed rows of the profiles of some nodes (`profiles[i]` holds `nodes[i]`)."""
-    assert _worker_engine is not None
     held: dict[str, list[int]] = defaultdict(list)
     for node, profile in zip(nodes, profiles, strict=True):
         held[profile].append(node)
-    with _worker_engine.connect() as connection:
-        return rows_of_members(Bulk(connection), rules, sorted(held.items()), now, run_id)
+    with _worker_store() as bulk:
+        return rows_of_members(bulk, rules, sorted(held.items()), now, run_id)
 
 
 def _edges_in_worker(kinds: Sequence[str]) -> EdgesByKind:
-    assert _worker_engine is not None
-    with _worker_engine.connect() as connection:
-        return all_edges(Bulk(connection), kinds)
+    with _worker_store() as bulk:
+        return all_edges(bulk, kinds)
 
 
 class InOrder(Generic[T, R]):
@@ -232,7 +238,10 @@ class InOrder(Generic[T, R]):
         self._fill()
 
     def _fill(self) -> None:
-        while len(self._pending) < self._ahead and (task := next(self._submitted, None)):
+        while len(self._pending) < self._ahead:
+            task = next(self._submitted, None)
+            if task is None:
+                return
             self._pending.append(task)
 
     def _take(self) -> tuple[T, R]:
@@ -312,14 +321,14 @@ class PageMapper:
         self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str, now: str
     ) -> ComputedElsewhere | None:
         """Start computing the profiles of a large resolution in the workers, one range of
-        profile ids per task, in id order; None unless the pull started them (a pull that
-        needed none is small, and starting them late would read the config files again) and
-        they can read the store.
+        profile ids per task, in id order; None without `_readers` (a pull that needed no
+        workers is small).
 
         The workers read the records through connections of their own, so they see what is
         committed: use it only where the records were committed before the resolution.
         """
-        if self._pool is None or self._store_url is None:
+        pool = self._readers()
+        if pool is None:
             return None
         parts = RANGES_PER_WORKER * self._workers
         ranges = [(array("q"), list[str]()) for _ in range(parts)]
@@ -327,7 +336,6 @@ class PageMapper:
             nodes, profiles = ranges[profile_range(profile, parts)]
             nodes.append(node)
             profiles.append(profile)
-        pool = self._pool
         # Only a few tasks run ahead, and a task's rows are dropped once written: the rows
         # of a million profiles held at once would double the run's memory.
         return self._in_order(
@@ -337,11 +345,15 @@ class PageMapper:
 
     def all_edges(self, kinds: Sequence[str]) -> Callable[[], EdgesByKind] | None:
         """Start reading every edge of the store in a worker (`unify.all_edges`), and give
-        what waits for them; None unless the pull started the workers and they can read the
-        store. As with `profile_rows`, only for what was committed before the resolution."""
-        if self._pool is None or self._store_url is None:
-            return None
-        return self._pool.submit(_edges_in_worker, kinds).result
+        what waits for them; None without `_readers`. As with `profile_rows`, only for what
+        was committed before the resolution."""
+        pool = self._readers()
+        return None if pool is None else pool.submit(_edges_in_worker, kinds).result
+
+    def _readers(self) -> ProcessPoolExecutor | None:
+        """The workers, if the pull started them (starting them late would read the config
+        files again) and they can read the store."""
+        return None if self._store_url is None else self._pool
 
     def close(self) -> None:
         if self._pool is not None:
