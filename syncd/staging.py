@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 
 from syncd.errors import ConfigError, Problem, RecordError
 from syncd.identity.resolve import EdgesByKind, profile_range
-from syncd.identity.unify import all_edges
+from syncd.identity.unify import IdRange, all_edges, id_ranges
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
@@ -221,9 +221,9 @@ def _profiles_in_worker(
         return rows_of_members(bulk, rules, sorted(held.items()), now, run_id)
 
 
-def _edges_in_worker(kinds: Sequence[str]) -> EdgesByKind:
+def _edges_in_worker(kinds: Sequence[str], identifiers: IdRange) -> EdgesByKind:
     with _worker_store() as bulk:
-        return all_edges(bulk, kinds)
+        return all_edges(bulk, kinds, identifiers)
 
 
 class InOrder(Generic[T, R]):
@@ -344,11 +344,24 @@ class PageMapper:
         )
 
     def all_edges(self, kinds: Sequence[str]) -> Callable[[], EdgesByKind] | None:
-        """Start reading every edge of the store in a worker (`unify.all_edges`), and give
-        what waits for them; None without `_readers`. As with `profile_rows`, only for what
-        was committed before the resolution."""
+        """Start reading every edge of the store in the workers (`unify.all_edges`), one range
+        of identifiers each, and give what waits for them; None without `_readers`. As with
+        `profile_rows`, only for what was committed before the resolution."""
         pool = self._readers()
-        return None if pool is None else pool.submit(_edges_in_worker, kinds).result
+        if pool is None:
+            return None
+        parts = [
+            pool.submit(_edges_in_worker, kinds, identifiers)
+            for identifiers in id_ranges(self._workers)
+        ]
+
+        def joined() -> EdgesByKind:
+            edges = parts[0].result()
+            for later in parts[1:]:
+                edges.extend(later.result())
+            return edges
+
+        return joined
 
     def _readers(self) -> ProcessPoolExecutor | None:
         """The workers, if the pull started them (starting them late would read the config

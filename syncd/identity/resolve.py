@@ -45,6 +45,14 @@ class EdgesByKind:
             nodes.append(node)
         return found
 
+    def extend(self, after: EdgesByKind) -> None:
+        """Add the edges of identifiers that all come after these ones."""
+        for (identifiers, nodes), (more_identifiers, more_nodes) in zip(
+            self.columns, after.columns, strict=True
+        ):
+            identifiers.extend(more_identifiers)
+            nodes.extend(more_nodes)
+
 
 @dataclass(frozen=True)
 class Refusal:

@@ -97,29 +97,56 @@ class KindOrder:
         self.rank = {name: index for index, name in enumerate(self.names)}
 
 
-def all_edges(bulk: Bulk, kinds: Sequence[str]) -> EdgesByKind:
+IdRange = tuple[int | None, int | None]
+"""Ids from the first (included) to the second (excluded); None leaves that end open."""
+
+
+def id_ranges(parts: int) -> list[IdRange]:
+    """`parts` ranges of the signed 64-bit ids, in order: ids are hashes, so each range holds
+    about as many of them."""
+    bounds = [-(1 << 63) + (part << 64) // parts for part in range(1, parts)]
+    return list(zip([None, *bounds], [*bounds, None], strict=True))
+
+
+def all_edges(bulk: Bulk, kinds: Sequence[str], identifiers: IdRange = (None, None)) -> EdgesByKind:
     """Every edge of these kinds (in priority order) in resolution order, with memory for
-    the edges alone (16 bytes each).
+    the edges alone (16 bytes each); only those of the `identifiers` range, which the edges
+    of the ranges after it extend in order (`EdgesByKind.extend`).
 
     Identifiers and edges are both read in identifier order straight off their keys and
     merged here, so the database never sorts; each edge goes to its kind's columns.
     """
     rank_of = {kind: rank for rank, kind in enumerate(kinds)}
     edges = EdgesByKind(len(kinds))
-    identifier_kinds = bulk.stream("SELECT id, kind FROM identifier ORDER BY id")
+    of_identifiers, bounds = _in_range("id", identifiers)
+    of_edges, _ = _in_range("identifier_id", identifiers)
+    identifier_kinds = bulk.stream(
+        f"SELECT id, kind FROM identifier {of_identifiers} ORDER BY id", bounds
+    )
     current, rank = None, None
     for identifier, node in bulk.stream(
-        "SELECT identifier_id, record_id FROM record_identifier ORDER BY identifier_id, record_id"
+        f"SELECT identifier_id, record_id FROM record_identifier "
+        f"{of_edges} ORDER BY identifier_id, record_id",
+        bounds,
     ):
         while current != identifier:
             current, kind = next(identifier_kinds)
             rank = rank_of.get(kind)
         if rank is not None:
-            identifiers, nodes = edges.columns[rank]
-            identifiers.append(identifier)
+            identifiers_of_kind, nodes = edges.columns[rank]
+            identifiers_of_kind.append(identifier)
             nodes.append(node)
     identifier_kinds.close()
     return edges
+
+
+def _in_range(column: str, identifiers: IdRange) -> tuple[str, tuple[int, ...]]:
+    """A WHERE clause keeping `column` in a range, and its parameters."""
+    low, high = identifiers
+    conditions = [] if low is None else [f"{column} >= ?"]
+    conditions += [] if high is None else [f"{column} < ?"]
+    bounds = tuple(bound for bound in identifiers if bound is not None)
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), bounds
 
 
 EdgesElsewhere = Callable[[Sequence[str]], Callable[[], EdgesByKind] | None]

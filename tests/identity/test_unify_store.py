@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,15 @@ import pytest
 from sqlalchemy import inspect
 
 import syncd.store.db
-from syncd.identity.unify import MERGE_LOG_INDEXES, Marked, resolve_marked, write_resolution
+from syncd.identity.unify import (
+    MERGE_LOG_INDEXES,
+    KindOrder,
+    Marked,
+    all_edges,
+    id_ranges,
+    resolve_marked,
+    write_resolution,
+)
 from syncd.inspect import explain, export_profiles
 from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
@@ -295,3 +304,28 @@ def test_a_resolution_that_logs_more_than_the_log_holds_builds_its_indexes_once(
     assert merge_log(project).count(("merge", "records share this identifier")) == 3
     indexes = {index["name"] for index in inspect(project.engine).get_indexes("merge_log")}
     assert indexes >= set(MERGE_LOG_INDEXES)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_edges_read_in_ranges_of_identifiers_are_the_edges_of_one_read(
+    project: Project, parts: int
+) -> None:
+    """The workers each read one range; joined in order, the ranges are the whole read."""
+    people = [
+        {"id": str(n), "email": f"p{n // 3}@x.com", "phone": f"+1415555{n:04d}"} for n in range(60)
+    ]
+    project.run({"people": [records_page(people)]})
+    kinds = KindOrder(project.config.identity).names
+    ranges = id_ranges(parts)
+    assert ranges[0][0] is None and ranges[-1][1] is None
+    assert all(high == low for (_, high), (low, _) in pairwise(ranges)), "no gap, no overlap"
+    with transaction(project.engine, commit=False) as bulk:
+        whole = all_edges(bulk, kinds)
+        joined = all_edges(bulk, kinds, ranges[0])
+        for identifiers in ranges[1:]:
+            part = all_edges(bulk, kinds, identifiers)
+            assert 0 < sum(len(ids) for ids, _ in part.columns) < 120, "each range holds some"
+            joined.extend(part)
+    columns = [(list(ids), list(nodes)) for ids, nodes in whole.columns]
+    assert sum(len(ids) for ids, _ in columns) == 120, "an email and a phone per record"
+    assert [(list(ids), list(nodes)) for ids, nodes in joined.columns] == columns
