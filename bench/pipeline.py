@@ -133,7 +133,7 @@ def raw_upsert_rate(source_db: Path, scratch: Path) -> float:
         sqlite3.connect(source_db)
         .execute(
             "SELECT id, source, stream, external_id, node_kind, updated_at, deleted, content_hash, "
-            "payload, traits, notes, needs_unify, last_run, identifier_ids FROM source_record"
+            "payload, traits, notes, unify_generation, last_run, identifier_ids FROM source_record"
         )
         .fetchall()
     )
@@ -146,7 +146,7 @@ def raw_upsert_rate(source_db: Path, scratch: Path) -> float:
     db.execute("BEGIN")
     db.executemany(
         "INSERT INTO source_record (id, source, stream, external_id, node_kind, updated_at, "
-        "deleted, content_hash, payload, traits, notes, needs_unify, last_run, identifier_ids) "
+        "deleted, content_hash, payload, traits, notes, unify_generation, last_run, identifier_ids) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
         "content_hash = excluded.content_hash, payload = excluded.payload, traits = excluded.traits",
         rows,

@@ -14,6 +14,7 @@ from syncd.mapping.transforms import TransformError
 from syncd.profiles import EVENT_PROFILES, RecordView, merge_traits
 from syncd.store.db import Bulk
 from syncd.store.graph import profile_identifiers
+from syncd.store.marks import count_waiting
 from syncd.store.writer import identifier_id
 
 EXPORT_CHUNK = 500
@@ -45,7 +46,7 @@ def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
         profile = query
         for _ in range(100):
             exists = bulk.connection.exec_driver_sql(
-                bulk.sql("SELECT 1 FROM source_record WHERE profile_id = ? LIMIT 1"), (profile,)
+                bulk.sql("SELECT 1 FROM record_profile WHERE profile_id = ? LIMIT 1"), (profile,)
             ).first()
             if exists:
                 return profile
@@ -71,10 +72,9 @@ def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
             candidates.append(identifier_id(kind, value))
     rows = list(
         bulk.select_in(
-            "SELECT sr.profile_id FROM record_identifier ri JOIN source_record sr "
-            "ON sr.id = ri.record_id "
-            "WHERE ri.identifier_id IN ({in}) AND sr.profile_id IS NOT NULL "
-            "ORDER BY sr.profile_id",
+            "SELECT rp.profile_id FROM record_identifier ri JOIN record_profile rp "
+            "ON rp.record_id = ri.record_id WHERE ri.identifier_id IN ({in}) "
+            "ORDER BY rp.profile_id",
             candidates,
         )
     )
@@ -104,8 +104,10 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
         notes,
     ) in bulk.connection.exec_driver_sql(
         bulk.sql(
-            "SELECT id, source, stream, external_id, node_kind, updated_at, traits, notes "
-            f"FROM source_record WHERE profile_id = ? AND deleted = {bulk.false} ORDER BY id"
+            "SELECT sr.id, sr.source, sr.stream, sr.external_id, sr.node_kind, sr.updated_at, "
+            "sr.traits, sr.notes FROM record_profile rp JOIN source_record sr "
+            f"ON sr.id = rp.record_id WHERE rp.profile_id = ? AND sr.deleted = {bulk.false} "
+            "ORDER BY sr.id"
         ),
         (profile_id,),
     ):
@@ -165,7 +167,7 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
                 "SELECT e.name, e.occurred_at, e.stream, e.properties FROM event e "
                 "WHERE e.id IN (SELECT ei.event_id FROM event_identifier ei "
                 + EVENT_PROFILES
-                + "WHERE sr.profile_id = ?) "
+                + "WHERE rp.profile_id = ?) "
                 "ORDER BY e.occurred_at, e.id"
             ),
             (profile_id,),
@@ -197,9 +199,10 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
         identifiers = profile_identifiers(bulk, ids)
         records: dict[str, list[dict[str, str]]] = {pid: [] for pid in ids}
         for pid, source, stream, external_id in bulk.select_in(
-            "SELECT profile_id, source, stream, external_id FROM source_record "
-            f"WHERE profile_id IN ({{in}}) AND node_kind = 'record' AND deleted = {bulk.false} "
-            "ORDER BY source, stream, external_id",
+            "SELECT rp.profile_id, sr.source, sr.stream, sr.external_id FROM record_profile rp "
+            "JOIN source_record sr ON sr.id = rp.record_id "
+            f"WHERE rp.profile_id IN ({{in}}) AND sr.node_kind = 'record' "
+            f"AND sr.deleted = {bulk.false} ORDER BY sr.source, sr.stream, sr.external_id",
             ids,
         ):
             records[pid].append({"source": source, "stream": stream, "id": external_id})
@@ -231,9 +234,7 @@ def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
         "events": count("SELECT COUNT(*) FROM event"),
         "identifiers": count("SELECT COUNT(*) FROM identifier"),
         "quarantined": count("SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL"),
-        "pending_unify": count(
-            f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.true}"
-        ),
+        "pending_unify": count_waiting(bulk),
         "cursors": [
             {"source": s, "stream": t, "updated_at": u}
             for s, t, u in bulk.connection.exec_driver_sql(

@@ -34,9 +34,9 @@ T = TypeVar("T")
 
 EVENT_PROFILES = (
     "JOIN record_identifier ri ON ri.identifier_id = ei.identifier_id "
-    "JOIN source_record sr ON sr.id = ri.record_id "
+    "JOIN record_profile rp ON rp.record_id = ri.record_id "
 )
-"""From `event_identifier ei` to `source_record sr`: an event belongs to the profiles of the
+"""From `event_identifier ei` to `record_profile rp`: an event belongs to the profiles of the
 records that carry one of its identifiers, so events never need rewriting when people merge."""
 PROFILE_CHUNK = 100
 """Profiles computed and upserted together. Few, so that the
@@ -56,11 +56,11 @@ LIVE_TRAITS = (
 is still held), and as text on every backend, so that one parse decodes a whole batch
 (`_parsed`)."""
 NODES = (
-    "SELECT sr.profile_id, sr.id, sr.source, sr.stream, sr.updated_at, "
+    "SELECT rp.profile_id, sr.id, sr.source, sr.stream, sr.updated_at, "
     + LIVE_TRAITS
     + ", p.traits_hash, p.record_count "
-    "FROM source_record sr LEFT JOIN profile p ON p.id = sr.profile_id "
-    "WHERE {which} ORDER BY sr.profile_id"
+    "FROM record_profile rp JOIN source_record sr ON sr.id = rp.record_id "
+    "LEFT JOIN profile p ON p.id = rp.profile_id {which} ORDER BY rp.profile_id"
 )
 """The nodes of profiles, each profile's rows together, with the stored profile row."""
 
@@ -241,9 +241,9 @@ def _node_rows(bulk: Bulk, touched: Set[str]) -> Iterator[list[Sequence[Any]]]:
     """NODES rows of (at least) the touched profiles, in batches."""
     rows: Iterable[Sequence[Any]]
     if _one_pass_pays(bulk, touched):
-        rows = bulk.stream(NODES.format(which="sr.profile_id IS NOT NULL", false=bulk.false))
+        rows = bulk.stream(NODES.format(which="", false=bulk.false))
     else:
-        sql = NODES.format(which="sr.profile_id IN ({in})", false=bulk.false)
+        sql = NODES.format(which="WHERE rp.profile_id IN ({in})", false=bulk.false)
         rows = bulk.select_in(sql, sorted(touched))
     return _batches(rows, DECODE_ROWS)
 
@@ -282,7 +282,7 @@ def _nodeless_profiles(bulk: Bulk, touched: Set[str]) -> Iterator[_Profile]:
         held = {
             row[0]
             for row in bulk.select_in(
-                "SELECT DISTINCT profile_id FROM source_record WHERE profile_id IN ({in})", ids
+                "SELECT DISTINCT profile_id FROM record_profile WHERE profile_id IN ({in})", ids
             )
         }
         missing = [profile for profile in ids if profile not in held]
@@ -336,9 +336,9 @@ def pending_events(bulk: Bulk) -> tuple[set[str], list[int]]:
     profiles = {
         row[0]
         for row in bulk.select_in(
-            "SELECT DISTINCT sr.profile_id FROM event_identifier ei "
+            "SELECT DISTINCT rp.profile_id FROM event_identifier ei "
             + EVENT_PROFILES
-            + "WHERE ei.event_id IN ({in}) AND sr.profile_id IS NOT NULL",
+            + "WHERE ei.event_id IN ({in})",
             events,
         )
     }
@@ -361,10 +361,10 @@ def leaving_windows(bulk: Bulk, rules: ProfileMapping, since: str | None) -> set
     for window in days:
         rows = bulk.connection.exec_driver_sql(
             bulk.sql(
-                "SELECT DISTINCT sr.profile_id FROM event e "
+                "SELECT DISTINCT rp.profile_id FROM event e "
                 "JOIN event_identifier ei ON ei.event_id = e.id "
                 + EVENT_PROFILES
-                + "WHERE e.occurred_at >= ? AND e.occurred_at < ? AND sr.profile_id IS NOT NULL"
+                + "WHERE e.occurred_at >= ? AND e.occurred_at < ?"
             ),
             (
                 format_timestamp(then - timedelta(days=window)),

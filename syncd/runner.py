@@ -519,7 +519,8 @@ def _snapshot(bulk: Bulk) -> Snapshot:
     assignment = {
         int(row[0]): row[1]
         for row in bulk.connection.exec_driver_sql(
-            f"SELECT id, profile_id FROM source_record WHERE deleted = {bulk.false}"
+            "SELECT sr.id, rp.profile_id FROM source_record sr "
+            f"LEFT JOIN record_profile rp ON rp.record_id = sr.id WHERE sr.deleted = {bulk.false}"
         )
     }
     traits = {

@@ -10,26 +10,27 @@ from sqlalchemy import Engine, event, inspect
 
 from syncd.store.db import SORT_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
 
-INDEXES = ("ix_source_record_profile", "ix_source_record_unify")
+TABLE = "merge_log"
+INDEXES = ("ix_merge_log_record_a", "ix_merge_log_record_b")
 
 
 def _index_columns(engine: Engine) -> dict[str, list[str | None]]:
     return {
         index["name"]: index["column_names"]
-        for index in inspect(engine).get_indexes("source_record")
+        for index in inspect(engine).get_indexes(TABLE)
         if index["name"]
     }
 
 
 def test_indexes_set_aside_are_built_again_as_they_were(engine: Engine) -> None:
     before = _index_columns(engine)
-    with transaction(engine) as bulk, bulk.indexes_set_aside("source_record", INDEXES):
+    with transaction(engine) as bulk, bulk.indexes_set_aside(TABLE, INDEXES):
         present = {
             row[0]
             for row in bulk.connection.exec_driver_sql(
-                "SELECT indexname FROM pg_indexes WHERE tablename = 'source_record'"
+                f"SELECT indexname FROM pg_indexes WHERE tablename = '{TABLE}'"
                 if bulk.dialect == "postgresql"
-                else "SELECT name FROM sqlite_master WHERE tbl_name = 'source_record'"
+                else f"SELECT name FROM sqlite_master WHERE tbl_name = '{TABLE}'"
             )
         }
         # SQLite builds them again afterwards; PostgreSQL keeps them all along.
@@ -52,21 +53,6 @@ def test_a_new_sqlite_store_has_large_pages_and_an_existing_one_keeps_its_own(
 
     assert page_size(fresh) == SQLITE_PAGE_SIZE != 4096
     assert page_size(older) == 4096
-
-
-def test_executemany_counts_the_rows_it_changed_on_either_backend(engine: Engine) -> None:
-    # The write-back trusts this count to know that every marked row was found.
-    with transaction(engine, commit=False) as bulk:
-        bulk.executemany(
-            bulk.sql("INSERT INTO cursor (source, stream, value, updated_at) VALUES (?, ?, ?, ?)"),
-            [("s", f"stream{n}", "1", "2026-01-01T00:00:00+00:00") for n in range(45_000)],
-        )
-        changed = bulk.executemany(
-            bulk.sql("UPDATE cursor SET value = ? WHERE source = ? AND stream = ?"),
-            [("2", "s", f"stream{n}") for n in range(0, 45_000, 2)]
-            + [("2", "s", "no such stream")],
-        )
-    assert changed == 22_500
 
 
 def test_count_up_to_stops_at_its_limit(engine: Engine) -> None:
@@ -92,13 +78,13 @@ def test_indexes_are_built_with_a_small_cache_and_the_cache_is_restored(
             statements.append(statement.split(" ON ")[0])
 
     event.listen(engine, "before_cursor_execute", seen)
-    with transaction(engine) as bulk, bulk.indexes_set_aside("source_record", INDEXES):
+    with transaction(engine) as bulk, bulk.indexes_set_aside(TABLE, INDEXES):
         pass
     assert statements == [
         "PRAGMA cache_size",
         f"PRAGMA cache_size={SORT_CACHE_KIB}",
-        "CREATE INDEX ix_source_record_profile",
-        "CREATE INDEX ix_source_record_unify",
+        "CREATE INDEX ix_merge_log_record_a",
+        "CREATE INDEX ix_merge_log_record_b",
         "PRAGMA cache_size=-65536",
     ]
     engine.dispose()
@@ -110,7 +96,7 @@ def test_indexes_set_aside_come_back_when_the_transaction_fails(engine: Engine) 
     with (
         pytest.raises(RuntimeError),
         transaction(engine) as bulk,
-        bulk.indexes_set_aside("source_record", INDEXES),
+        bulk.indexes_set_aside(TABLE, INDEXES),
     ):
         raise RuntimeError("the write-back failed")
     assert _index_columns(engine) == before

@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect
 
-from syncd.store.db import MIGRATIONS, open_engine, open_store
+from syncd.store.db import MIGRATIONS, open_engine, open_store, transaction
+from syncd.store.marks import count_waiting
 from syncd.store.tables import decode_ids
 
 BEFORE_APPEND_ORDER = ("0002", "0003")
@@ -55,10 +56,10 @@ def test_an_sqlite_store_of_the_previous_schema_keeps_its_rows_and_gets_append_o
     indexes = {row[1] for row in db.execute("PRAGMA index_list('identifier')")}
     assert not indexes & {"ix_identifier_value", "ix_identifier_kind_id"}
     assert {row[1] for row in db.execute("PRAGMA index_list('source_record')")} >= {
-        "ix_source_record_profile",
-        "ix_source_record_unify",
+        "ix_source_record_generation",
         "ix_source_record_stream",
     }
+    assert db.execute("SELECT unify_generation FROM source_record").fetchall() == [(1,)]
     db.close()
 
 
@@ -110,9 +111,72 @@ def test_indexes_a_failed_write_back_left_out_are_built_again(tmp_path: Path) ->
         connection.exec_driver_sql("DROP INDEX ix_merge_log_record_a")
     engine.dispose()
 
-    engine = open_store(url)
+    _store_at(url, ("0006",))
+    engine = open_engine(url)
     source_record = {index["name"] for index in inspect(engine).get_indexes("source_record")}
     merge_log = {index["name"] for index in inspect(engine).get_indexes("merge_log")}
     engine.dispose()
     assert {"ix_source_record_profile", "ix_source_record_unify"} <= source_record
     assert {"ix_merge_log_record_a", "ix_merge_log_record_b"} <= merge_log
+
+
+def test_profiles_and_marks_of_a_store_move_beside_its_records(store_url: str) -> None:
+    _store_at(store_url, (*BEFORE_APPEND_ORDER, "0004", "0005", "0006"))
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO source_record (id, source, stream, external_id, node_kind, deleted, "
+            "content_hash, payload, traits, profile_id, needs_unify, last_run) VALUES "
+            "(-5, 'crm', 'people', '1', 'record', false, 'h', '{}', '{}', 'p_1', false, 'r'), "
+            "(6, 'crm', 'people', '2', 'record', false, 'h', '{}', '{}', 'p_1', true, 'r'), "
+            "(7, 'crm', 'people', '3', 'record', false, 'h', '{}', '{}', NULL, true, 'r'), "
+            "(8, 'crm', 'people', '4', 'record', true, 'h', '{}', '{}', NULL, false, 'r')"
+        )
+    engine.dispose()
+
+    engine = open_store(store_url)
+    with transaction(engine, commit=False) as bulk:
+        profiles = bulk.connection.exec_driver_sql(
+            "SELECT record_id, profile_id FROM record_profile ORDER BY record_id"
+        ).all()
+        generations = bulk.connection.exec_driver_sql(
+            "SELECT id, unify_generation FROM source_record ORDER BY id"
+        ).all()
+        waiting = count_waiting(bulk)
+    columns = {column["name"] for column in inspect(engine).get_columns("source_record")}
+    engine.dispose()
+    assert [tuple(row) for row in profiles] == [(-5, "p_1"), (6, "p_1")]
+    assert [tuple(row) for row in generations] == [(-5, 0), (6, 1), (7, 1), (8, 0)]
+    assert waiting == 2
+    assert not columns & {"profile_id", "needs_unify"}
+
+
+def test_a_store_goes_back_to_profiles_and_marks_on_its_records(store_url: str) -> None:
+    engine = open_store(store_url)
+    with transaction(engine) as bulk:
+        bulk.connection.exec_driver_sql(
+            "INSERT INTO source_record (id, source, stream, external_id, node_kind, deleted, "
+            "content_hash, payload, traits, unify_generation, last_run) VALUES "
+            "(-5, 'crm', 'people', '1', 'record', false, 'h', '{}', '{}', 3, 'r'), "
+            "(6, 'crm', 'people', '2', 'record', false, 'h', '{}', '{}', 4, 'r')"
+        )
+        bulk.connection.exec_driver_sql(
+            "INSERT INTO record_profile (record_id, profile_id) VALUES (-5, 'p_1')"
+        )
+        bulk.connection.exec_driver_sql("UPDATE unify_state SET resolved = 3")
+    engine.dispose()
+
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(MIGRATIONS))
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        command.downgrade(alembic, "0006")
+        rows = connection.exec_driver_sql(
+            "SELECT id, profile_id, needs_unify FROM source_record ORDER BY id"
+        ).all()
+    engine.dispose()
+    assert [(key, profile, bool(waits)) for key, profile, waits in rows] == [
+        (-5, "p_1", False),
+        (6, None, True),
+    ]

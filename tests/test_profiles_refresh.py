@@ -118,13 +118,17 @@ def _store(engine: Engine, seed: int = 7) -> None:
                 "content_hash",
                 "payload",
                 "traits",
-                "profile_id",
-                "needs_unify",
                 "last_run",
                 "identifier_ids",
             ),
-            records,
+            [(*record[:10], *record[11:]) for record in records],
             ("id",),
+        )
+        bulk.upsert(
+            "record_profile",
+            ("record_id", "profile_id"),
+            sorted((record[0], record[10]) for record in records if record[10] is not None),
+            ("record_id",),
         )
         bulk.upsert("identifier", ("id", "kind", "value"), _identifiers(), ("id",))
         bulk.insert_ignore(
@@ -183,7 +187,6 @@ def _record(
         "{}",
         Bulk.encode(traits),
         profile,
-        False,
         "r0",
         None if deleted or identifier is None else encode_ids([identifier]),
     )
@@ -226,7 +229,8 @@ def _by_members(
         return None, touched
     held: dict[str, list[int]] = {}
     for profile, node in bulk.connection.exec_driver_sql(
-        f"SELECT profile_id, id FROM source_record WHERE deleted = {bulk.false}"
+        "SELECT rp.profile_id, sr.id FROM record_profile rp "
+        f"JOIN source_record sr ON sr.id = rp.record_id WHERE sr.deleted = {bulk.false}"
     ):
         if profile in touched:
             held.setdefault(profile, []).append(int(node))
@@ -317,13 +321,17 @@ def test_unchanged_profiles_are_not_rewritten(engine: Engine, path: str) -> None
     with transaction(engine) as bulk:
         bulk.connection.exec_driver_sql(
             bulk.sql(
-                "UPDATE source_record SET traits = ? "
-                "WHERE profile_id = ? AND node_kind = 'record' AND deleted = ?"
+                "UPDATE source_record SET traits = ? WHERE id IN (SELECT record_id FROM "
+                "record_profile WHERE profile_id = ?) AND node_kind = 'record' AND deleted = ?"
             ),
             (Bulk.encode({"city": "Quito", "score": 10_000}), edited, False),
         )
         bulk.connection.exec_driver_sql(
-            bulk.sql("UPDATE source_record SET deleted = ? WHERE profile_id = ?"), (True, emptied)
+            bulk.sql(
+                "UPDATE source_record SET deleted = ? "
+                "WHERE id IN (SELECT record_id FROM record_profile WHERE profile_id = ?)"
+            ),
+            (True, emptied),
         )
 
     assert _refresh(engine, everything, "r2") == (2, 0)

@@ -21,11 +21,13 @@ from syncd.identity.resolve import Edge, EdgesByKind, Resolution, resolve
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 from syncd.store.graph import identifiers_of, kinds_and_values
-from syncd.store.tables import MergeLog
+from syncd.store.marks import mark_resolved, resolved_generation
+from syncd.store.tables import MergeLog, RecordProfile
 from syncd.timeutil import utcnow
 
 LOG_BATCH = 20_000
 MERGE_LOG_INDEXES = tuple(sorted(str(index.name) for index in MergeLog.__table__.indexes))  # type: ignore[attr-defined]
+RECORD_PROFILE_INDEXES = tuple(str(index.name) for index in RecordProfile.__table__.indexes)  # type: ignore[attr-defined]
 FULL_RESOLVE_SHARE = 0.3
 """Above this share of changed nodes, resolve the whole store in one streaming pass."""
 
@@ -49,35 +51,27 @@ class UnifyResult:
 
 
 class Marked:
-    """The records marked for resolution: sorted ids in a flat array (8 bytes each, where a
-    dict would take five times the 16 both arrays take), and which of them were deleted.
+    """The records waiting for resolution (`syncd.store.marks`): sorted ids in a flat array
+    (8 bytes each, where a dict would take five times as much), which of them were deleted,
+    and the generation they wait for."""
 
-    `stored` keeps the same ids in the order the store gave them, which is the order their
-    rows lie in, and `rows` the locator of each (`Bulk.row_locator`): the write-back visits
-    rows in that order and finds each without a lookup of its id, so on a first load it walks
-    the table once instead of jumping to a random page for every record.
-    """
-
-    def __init__(self, ids: Iterable[int], deleted: set[int], rows: Iterable[int]) -> None:
-        self.stored = array("q", ids)
-        self.rows = array("q", rows)
-        self.ids = array("q", sorted(self.stored))
+    def __init__(self, ids: Iterable[int], deleted: set[int], generation: int) -> None:
+        self.ids = array("q", sorted(ids))
         self.deleted = deleted
+        self.generation = generation
 
     @classmethod
     def read(cls, bulk: Bulk) -> Marked:
-        ids: list[int] = []
-        rows: list[int] = []
+        resolved = resolved_generation(bulk)
+        ids = array("q")
         deleted: set[int] = set()
-        for key, row, is_deleted in bulk.stream(
-            f"SELECT id, {bulk.row_locator}, deleted FROM source_record "
-            f"WHERE needs_unify = {bulk.true}"
+        for key, is_deleted in bulk.stream(
+            "SELECT id, deleted FROM source_record WHERE unify_generation > ?", (resolved,)
         ):
             ids.append(int(key))
-            rows.append(int(row))
             if is_deleted:
                 deleted.add(int(key))
-        return cls(ids, deleted, rows)
+        return cls(ids, deleted, resolved + 1)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -238,13 +232,12 @@ def resolve_marked(
     old: dict[int, str] = {}
     if full:
         edges_later = edges_elsewhere(order.names) if edges_elsewhere is not None else None
-        for node, profile in bulk.stream(
-            "SELECT id, profile_id FROM source_record WHERE profile_id IS NOT NULL"
-        ):
+        for node, profile in bulk.stream("SELECT record_id, profile_id FROM record_profile"):
             old[int(node)] = profile
+        # Sorted, so that the profile map comes out in key order, as the write-back takes it.
         nodes: Sequence[int] = array(
             "q",
-            (
+            sorted(
                 int(row[0])
                 for row in bulk.stream(f"SELECT id FROM source_record WHERE deleted = {false}")
             ),
@@ -258,15 +251,15 @@ def resolve_marked(
         edges = edges_later() if edges_later is not None else all_edges(bulk, order.names)
     else:
         for node, profile in bulk.select_in(
-            "SELECT id, profile_id FROM source_record "
-            "WHERE id IN ({in}) AND profile_id IS NOT NULL",
+            "SELECT record_id, profile_id FROM record_profile WHERE record_id IN ({in})",
             dirty.ids,
         ):
             old[int(node)] = profile
         seeds = {node for node in dirty.ids if node not in dirty.deleted}
         for node, profile in bulk.select_in(
-            f"SELECT id, profile_id FROM source_record WHERE profile_id IN ({{in}}) "
-            f"AND deleted = {false}",
+            "SELECT rp.record_id, rp.profile_id FROM record_profile rp "
+            "JOIN source_record sr ON sr.id = rp.record_id "
+            f"WHERE rp.profile_id IN ({{in}}) AND sr.deleted = {false}",
             sorted(set(old.values())),
         ):
             old[int(node)] = profile
@@ -274,7 +267,8 @@ def resolve_marked(
         closure = _closure(bulk, seeds)
         live = {}
         for node, deleted, kind, profile in bulk.select_in(
-            "SELECT id, deleted, node_kind, profile_id FROM source_record WHERE id IN ({in})",
+            "SELECT sr.id, sr.deleted, sr.node_kind, rp.profile_id FROM source_record sr "
+            "LEFT JOIN record_profile rp ON rp.record_id = sr.id WHERE sr.id IN ({in})",
             sorted(closure),
         ):
             if profile is not None:
@@ -299,43 +293,23 @@ def write_resolution(
     dirty, old, resolution = resolved.dirty, resolved.old, resolved.resolution
     new = resolution.profile_of
     result = UnifyResult(nodes=len(new), profile_of=new)
-    # A full pass updates a large share of the rows: the two indexes it changes are built
-    # again once instead (2 s of 9 on a first load of 1M records).
-    touched_indexes = (
-        ("ix_source_record_profile", "ix_source_record_unify") if resolved.full else ()
+    # Only nodes whose profile changed are written: none of a rebuild that changes nothing.
+    # In key order: the first load's million rows then append to the table's B-tree.
+    moved = sorted((node, profile) for node, profile in new.items() if old.get(node) != profile)
+    with bulk.indexes_set_aside(
+        "record_profile",
+        _when_outnumbered(bulk, "record_profile", RECORD_PROFILE_INDEXES, len(moved)),
+    ):
+        bulk.upsert(
+            "record_profile", ("record_id", "profile_id"), moved, ("record_id",), between=between
+        )
+    del moved
+    # A node resolved before and gone from the resolution now is deleted: it leaves its profile.
+    bulk.execute_in(
+        "DELETE FROM record_profile WHERE record_id IN ({in})",
+        sorted(node for node in old if node not in new),
     )
-    with bulk.indexes_set_aside("source_record", touched_indexes):
-        # One statement per row: a changed record gets its profile and loses its mark at once
-        # (a deleted one leaves its profile); another record only moves when its profile did.
-        assign = f"UPDATE source_record SET profile_id = ?, needs_unify = {bulk.false} WHERE "
-        found = bulk.executemany(
-            bulk.sql(assign + f"{bulk.row_locator} = ? AND id = ?"),
-            (
-                (new.get(node), row, node)
-                for node, row in zip(dirty.stored, dirty.rows, strict=True)
-            ),
-            between,
-        )
-        if found != len(dirty):
-            # Rows renumbered since they were read (a VACUUM beside the run): by id, then.
-            bulk.executemany(
-                bulk.sql(assign + "id = ?"),
-                ((new.get(node), node) for node in dirty.stored),
-                between,
-            )
-        # A record that is not marked was resolved before, so it has an old profile: walking
-        # `old` finds every one that moved, and costs nothing on a first load.
-        bulk.executemany(
-            bulk.sql("UPDATE source_record SET profile_id = ? WHERE id = ?"),
-            (
-                (profile, node)
-                for node, before in old.items()
-                if (profile := new.get(node)) is not None
-                and profile != before
-                and node not in dirty
-            ),
-            between,
-        )
+    mark_resolved(bulk, dirty.generation)
 
     old_members: dict[str, set[str]] = defaultdict(set)
     for node, profile in old.items():
@@ -347,14 +321,21 @@ def write_resolution(
 
     # A first load logs a merge for most records: then the log's indexes are built once,
     # after its rows, instead of taking each row at a random place (on SQLite).
-    set_aside: tuple[str, ...] = ()
-    if bulk.dialect == "sqlite":
-        logs = sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
-        if bulk.count_up_to("merge_log", logs) < logs:
-            set_aside = MERGE_LOG_INDEXES
-    with bulk.indexes_set_aside("merge_log", set_aside):
+    logs = sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
+    with bulk.indexes_set_aside(
+        "merge_log", _when_outnumbered(bulk, "merge_log", MERGE_LOG_INDEXES, logs)
+    ):
         _log(bulk, run_id, resolved, old_members, result, between)
     return result
+
+
+def _when_outnumbered(bulk: Bulk, table: str, indexes: Sequence[str], rows: int) -> Sequence[str]:
+    """The indexes to set aside while `rows` are written to `table`: all of them when they
+    are more than the table holds (on SQLite, where building an index again is cheaper than
+    taking each row at a random place of it), else none."""
+    if bulk.dialect != "sqlite" or bulk.count_up_to(table, rows) >= rows:
+        return ()
+    return indexes
 
 
 def _logged(old: Mapping[int, str], a: int, b: int) -> bool:

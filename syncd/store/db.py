@@ -162,27 +162,26 @@ class Bulk:
         sql: str,
         rows: Iterable[Sequence[Any]],
         between: Callable[[], None] | None = None,
-    ) -> int:
+    ) -> None:
         """Sent in slices, so rows from a generator (a first load's million) are never all
-        built at once; `between` runs after each slice. Returns the rows changed, as the
-        driver counts them."""
+        built at once; `between` runs after each slice."""
         iterator = iter(rows)
-        changed = 0
         while chunk := list(itertools.islice(iterator, BATCH_ROWS)):
-            changed += self.connection.exec_driver_sql(sql, chunk).rowcount
+            self.connection.exec_driver_sql(sql, chunk)
             if between is not None:
                 between()
-        return changed
 
     def upsert(
         self,
         table: str,
         columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
+        rows: Iterable[Sequence[Any]],
         key: Sequence[str],
         update: Sequence[str] | None = None,
+        between: Callable[[], None] | None = None,
     ) -> None:
-        """INSERT … ON CONFLICT (key) DO UPDATE the `update` columns (all but key by default)."""
+        """INSERT … ON CONFLICT (key) DO UPDATE the `update` columns (all but key by default);
+        `between` as `executemany` has it."""
         update = [c for c in columns if c not in key] if update is None else update
         action = (
             "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in update)
@@ -193,7 +192,7 @@ class Bulk:
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({self._values(table, columns)}) "
             f"ON CONFLICT ({', '.join(key)}) {action}"
         )
-        self.executemany(sql, rows)
+        self.executemany(sql, rows, between)
 
     def insert_ignore(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
@@ -295,14 +294,6 @@ class Bulk:
                 yield from rows
         finally:
             cursor.close()
-
-    @property
-    def row_locator(self) -> str:
-        """The column that finds a source_record row fastest. On SQLite its rowid: `id` is a
-        separate index there (rows lie in arrival order), and an update by rowid skips a
-        lookup in it, a third of a full write-back. Rows are never deleted or replaced, so a
-        rowid keeps naming its row; only a VACUUM could renumber them."""
-        return "rowid" if self.dialect == "sqlite" else "id"
 
     def sql(self, text: str) -> str:
         """`text` written with `?` placeholders, in this driver's style."""

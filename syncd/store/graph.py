@@ -28,8 +28,9 @@ def identifiers_of_profiles(bulk: Bulk, profiles: Iterable[str]) -> dict[str, se
     """The identifier ids the nodes of each profile carry; profiles without any are left out."""
     carried: dict[str, set[int]] = defaultdict(set)
     rows = bulk.select_in(
-        "SELECT profile_id, identifier_ids FROM source_record "
-        "WHERE profile_id IN ({in}) AND identifier_ids IS NOT NULL",
+        "SELECT rp.profile_id, sr.identifier_ids FROM record_profile rp "
+        "JOIN source_record sr ON sr.id = rp.record_id "
+        "WHERE rp.profile_id IN ({in}) AND sr.identifier_ids IS NOT NULL",
         sorted(set(profiles)),
     )
     for profile, listed in rows:

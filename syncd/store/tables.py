@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -33,16 +33,19 @@ def _hash_pk() -> Any:
 
 
 class SourceRecord(SQLModel, table=True):
-    """The latest version of every pulled object, its mapped traits and its profile.
+    """The latest version of every pulled object and its mapped traits.
 
     node_kind is 'record' for a source object and 'link' for the identifiers an event saw
     together (an anonymous id with a user id): both are nodes of the identity graph.
+
+    A row is written when its object changes upstream, and only then: what resolution
+    derives from it (its profile, that it has been resolved) lives in `RecordProfile` and
+    `UnifyState`, so a resolution never rewrites the largest table of the store.
     """
 
     __tablename__ = "source_record"
     __table_args__ = (
-        Index("ix_source_record_profile", "profile_id"),
-        Index("ix_source_record_unify", "needs_unify"),
+        Index("ix_source_record_generation", "unify_generation"),
         Index("ix_source_record_stream", "source", "stream"),
     )
 
@@ -57,8 +60,12 @@ class SourceRecord(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
     traits: dict[str, Any] = Field(sa_column=Column(JsonColumn, nullable=False))
     notes: list[str] | None = Field(default=None, sa_column=Column(JsonColumn))
-    profile_id: str | None = None
-    needs_unify: bool = True
+    unify_generation: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """The resolution this version of the row waits for: a row written after resolution G
+    (`UnifyState.resolved`) carries G + 1, so the next resolution finds it and, by moving
+    `resolved` on to G + 1, marks it resolved without writing it again."""
     last_run: str
     identifier_ids: str | None = None
     """The ids of the identifiers it carries, as `encode_ids` writes them: the one way from a
@@ -72,6 +79,28 @@ def encode_ids(ids: Iterable[int]) -> str | None:
 
 def decode_ids(text: str | None) -> list[int]:
     return [int(key) for key in text.split(",")] if text else []
+
+
+class RecordProfile(SQLModel, table=True):
+    """The profile of each resolved node (record or link) that is not deleted."""
+
+    __tablename__ = "record_profile"
+    __table_args__ = (
+        Index("ix_record_profile_profile", "profile_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    record_id: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+    profile_id: str = Field(sa_column=Column(String, nullable=False))
+
+
+class UnifyState(SQLModel, table=True):
+    """One row: the generation of the last resolution (see `SourceRecord.unify_generation`)."""
+
+    __tablename__ = "unify_state"
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    resolved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
 
 
 class Identifier(SQLModel, table=True):

@@ -17,6 +17,7 @@ from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
 from syncd.store.graph import identifiers_of
+from syncd.store.marks import waiting_generation
 from syncd.store.tables import encode_ids, stable_id
 from syncd.timeutil import utcnow
 
@@ -261,6 +262,7 @@ class PageWriter:
         )
         rows = []
         stored: list[StagedRecord] = []
+        generation = waiting_generation(self.bulk)
         for key, item in latest.items():
             previous = existing.get(key)
             if previous == item.hash:
@@ -284,7 +286,7 @@ class PageWriter:
                     item.payload_json,
                     item.traits_json,
                     item.notes_json,
-                    True,
+                    generation,
                     self.run_id,
                     item.identifier_ids,
                 )
@@ -306,7 +308,7 @@ class PageWriter:
                 "payload",
                 "traits",
                 "notes",
-                "needs_unify",
+                "unify_generation",
                 "last_run",
                 "identifier_ids",
             ),
@@ -322,10 +324,10 @@ class PageWriter:
         live = sorted(self._existing("source_record", ids, f"AND deleted = {self.bulk.false}"))
         self._drop_edges(live)
         self.bulk.execute_in(
-            f"UPDATE source_record SET deleted = {self.bulk.true}, needs_unify = {self.bulk.true}, "
+            f"UPDATE source_record SET deleted = {self.bulk.true}, unify_generation = ?, "
             f"content_hash = ?, last_run = ?, identifier_ids = NULL WHERE id IN ({{in}})",
             live,
-            before=(DELETED_HASH, self.run_id),
+            before=(waiting_generation(self.bulk), DELETED_HASH, self.run_id),
         )
         self._remember(live)
         return len(live)
@@ -392,6 +394,7 @@ class PageWriter:
             return
         known = self._existing("source_record", links)
         new_links = {key: identified(pairs) for key, pairs in links.items() if key not in known}
+        generation = waiting_generation(self.bulk)
         self.bulk.insert_ignore(
             "source_record",
             (
@@ -404,7 +407,7 @@ class PageWriter:
                 "content_hash",
                 "payload",
                 "traits",
-                "needs_unify",
+                "unify_generation",
                 "last_run",
                 "identifier_ids",
             ),
@@ -419,7 +422,7 @@ class PageWriter:
                     "link",
                     Bulk.encode({}),
                     Bulk.encode({}),
-                    True,
+                    generation,
                     self.run_id,
                     listed_ids(identifiers),
                 )

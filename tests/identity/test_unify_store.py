@@ -14,7 +14,6 @@ import syncd.store.db
 from syncd.identity.unify import (
     MERGE_LOG_INDEXES,
     KindOrder,
-    Marked,
     all_edges,
     id_ranges,
     resolve_marked,
@@ -23,6 +22,7 @@ from syncd.identity.unify import (
 from syncd.inspect import explain, export_profiles
 from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
+from syncd.store.marks import count_waiting
 from tests.support.project import Project, records_page
 
 
@@ -214,39 +214,6 @@ def test_changing_blocked_values_is_applied_by_rebuild(project: Project, tmp_pat
         changed.close()
 
 
-def test_rows_renumbered_after_they_were_read_are_found_by_id(
-    project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The write-back finds marked rows by the locator read with their marks; should the rows
-    # have moved since (a VACUUM beside the run), no row is missed and no wrong one is written.
-    read = Marked.read
-
-    def moved(bulk: Bulk) -> Marked:
-        marked = read(bulk)
-        return Marked(marked.stored, marked.deleted, [row + 1 for row in marked.rows])
-
-    monkeypatch.setattr(Marked, "read", staticmethod(moved))
-    project.run(
-        {
-            "people": [
-                records_page(
-                    [
-                        {"id": "a", "email": "ada@x.com"},
-                        {"id": "b", "email": "ada@x.com"},
-                        {"id": "c", "email": "cy@x.com"},
-                    ]
-                )
-            ]
-        }
-    )
-    assert sorted(profiles(project).values()) == [["a", "b"], ["c"]]
-    with transaction(project.engine) as bulk:
-        marked = bulk.connection.exec_driver_sql(
-            f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.true}"
-        ).scalar_one()
-    assert marked == 0
-
-
 def test_other_work_of_the_transaction_goes_on_between_slices_of_the_write_back(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -257,7 +224,10 @@ def test_other_work_of_the_transaction_goes_on_between_slices_of_the_write_back(
     monkeypatch.setattr(syncd.store.db, "BATCH_ROWS", 2)
 
     with transaction(project.engine) as bulk:
-        bulk.connection.exec_driver_sql(f"UPDATE source_record SET needs_unify = {bulk.true}")
+        bulk.connection.exec_driver_sql(
+            "UPDATE source_record SET unify_generation = (SELECT resolved + 1 FROM unify_state)"
+        )
+        bulk.connection.exec_driver_sql("DELETE FROM record_profile")
         bulk.connection.exec_driver_sql("DELETE FROM profile")
         resolved = resolve_marked(bulk, project.config.identity)
         assert resolved is not None
@@ -265,7 +235,7 @@ def test_other_work_of_the_transaction_goes_on_between_slices_of_the_write_back(
 
         def between() -> None:
             done = bulk.connection.exec_driver_sql(
-                f"SELECT COUNT(*) FROM source_record WHERE needs_unify = {bulk.false}"
+                "SELECT COUNT(*) FROM record_profile"
             ).scalar_one()
             written_back.append(int(done))
 
@@ -329,3 +299,66 @@ def test_edges_read_in_ranges_of_identifiers_are_the_edges_of_one_read(
     columns = [(list(ids), list(nodes)) for ids, nodes in whole.columns]
     assert sum(len(ids) for ids, _ in columns) == 120, "an email and a phone per record"
     assert [(list(ids), list(nodes)) for ids, nodes in joined.columns] == columns
+
+
+def _assignments(project: Project) -> dict[str, str]:
+    with transaction(project.engine) as bulk:
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT sr.external_id, rp.profile_id FROM record_profile rp "
+            "JOIN source_record sr ON sr.id = rp.record_id"
+        ).all()
+    return {str(external): str(profile) for external, profile in rows}
+
+
+def _generations(project: Project) -> dict[str, tuple[int, int]]:
+    """Each record's generation, and the last resolved one."""
+    with transaction(project.engine) as bulk:
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT external_id, unify_generation, (SELECT resolved FROM unify_state) "
+            "FROM source_record"
+        ).all()
+    return {
+        str(external): (int(generation), int(resolved)) for external, generation, resolved in rows
+    }
+
+
+def test_a_resolution_writes_no_record_row_and_only_the_profiles_that_moved(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = [{"id": "a", "email": "ada@x.com"}, {"id": "b", "email": "bo@x.com"}]
+    project.run({"people": [records_page(people)]})
+    assert _generations(project) == {"a": (1, 1), "b": (1, 1)}, "resolved without a write"
+    first = _assignments(project)
+    assert first["a"] != first["b"]
+
+    statements: list[str] = []
+    original = Bulk.executemany
+
+    def spied(self: Bulk, sql: str, rows: Any, between: Any = None) -> None:
+        rows = list(rows)
+        statements.append(f"{sql.split(' (')[0]} x{len(rows)}")
+        original(self, sql, rows, between)
+
+    monkeypatch.setattr(Bulk, "executemany", spied)
+    # c joins b: c gets a profile row, b a new one only if c's id names their profile.
+    project.run({"people": [records_page([{"id": "c", "email": "bo@x.com"}])]})
+    second = _assignments(project)
+    moved = {record for record, profile in second.items() if first.get(record) != profile}
+    assert second["c"] == second["b"] and second["a"] == first["a"]
+    assert moved in ({"c"}, {"b", "c"})
+    assert f"INSERT INTO record_profile x{len(moved)}" in statements
+    assert not [sql for sql in statements if sql.startswith("UPDATE source_record")]
+    assert _generations(project) == {"a": (1, 2), "b": (1, 2), "c": (2, 2)}
+
+    statements.clear()
+    assert project.pipeline().verify() == []
+    assert "INSERT INTO record_profile x0" in statements, "a rebuild changing nothing"
+
+
+def test_a_deleted_record_leaves_its_profile_row(project: Project) -> None:
+    people = [{"id": "a", "email": "ada@x.com"}, {"id": "b", "email": "ada@x.com"}]
+    project.run({"people": [records_page(people)]})
+    project.run({"people": [records_page([], deleted=["b"])]})
+    assert list(_assignments(project)) == ["a"]
+    with transaction(project.engine) as bulk:
+        assert count_waiting(bulk) == 0

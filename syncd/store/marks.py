@@ -1,0 +1,41 @@
+"""Which records wait for resolution, without a flag on their rows to clear.
+
+A record written after resolution G carries G + 1 (`SourceRecord.unify_generation`); the
+next resolution reads the records past G and then moves `unify_state.resolved` on to G + 1.
+That one write is what marks them all resolved, so a resolution of a million records never
+writes their rows again, and a crash before it leaves them waiting for the next run.
+"""
+
+from __future__ import annotations
+
+from syncd.store.db import Bulk
+
+
+def resolved_generation(bulk: Bulk) -> int:
+    """The generation of the last resolution (0 before the first)."""
+    return int(
+        bulk.connection.exec_driver_sql(
+            "SELECT resolved FROM unify_state WHERE id = 1"
+        ).scalar_one()
+    )
+
+
+def waiting_generation(bulk: Bulk) -> int:
+    """The generation a record written now carries: the next resolution's."""
+    return resolved_generation(bulk) + 1
+
+
+def mark_resolved(bulk: Bulk, generation: int) -> None:
+    """Every record of `generation` or before is resolved."""
+    bulk.connection.exec_driver_sql(
+        bulk.sql("UPDATE unify_state SET resolved = ? WHERE id = 1"), (generation,)
+    )
+
+
+def count_waiting(bulk: Bulk) -> int:
+    return int(
+        bulk.connection.exec_driver_sql(
+            "SELECT COUNT(*) FROM source_record "
+            "WHERE unify_generation > (SELECT resolved FROM unify_state WHERE id = 1)"
+        ).scalar_one()
+    )
