@@ -356,9 +356,11 @@ class PageMapper:
         ]
 
         def joined() -> EdgesByKind:
-            edges = parts[0].result()
-            for later in parts[1:]:
-                edges.extend(later.result())
+            # Taken out of the list: a future holds its result, and resolution frees the
+            # edges as it goes.
+            edges = parts.pop(0).result()
+            while parts:
+                edges.extend(parts.pop(0).result())
             return edges
 
         return joined

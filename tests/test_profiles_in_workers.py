@@ -17,6 +17,7 @@ from syncd.mapping.model import ProfileMapping
 from syncd.profiles import Computed, ComputedElsewhere, ProfileRow
 from syncd.staging import PageMapper
 from syncd.store.db import Bulk, transaction
+from tests.support.edges import flat
 from tests.support.project import Project, records_page, visits_project
 
 PEOPLE = [
@@ -176,7 +177,7 @@ def test_a_full_resolution_reads_its_edges_in_a_worker_as_it_would_itself(
         def kept() -> EdgesByKind:
             edges = waiting()
             # Resolution frees the columns as it goes: keep what they held.
-            read_elsewhere.append([(list(ids), list(nodes)) for ids, nodes in edges.columns])
+            read_elsewhere.append(flat(edges))
             return edges
 
         return kept
@@ -188,7 +189,7 @@ def test_a_full_resolution_reads_its_edges_in_a_worker_as_it_would_itself(
     [edges] = read_elsewhere
     with transaction(project.engine, commit=False) as bulk:
         here = all_edges(bulk, KindOrder(project.config.identity).names)
-    assert edges == [(list(ids), list(nodes)) for ids, nodes in here.columns]
+    assert edges == flat(here)
     assert sum(len(identifiers) for identifiers, _ in edges) == 6, "3 emails, 2 phones, 1 user id"
     assert project.pipeline().verify() == []
     project.close()

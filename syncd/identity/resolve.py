@@ -30,10 +30,14 @@ Edge = tuple[int, int, int]
 class EdgesByKind:
     """Edges in resolution order as flat columns: for each kind index, in priority order, the
     identifier ids and node ids of its edges, sorted by (identifier, node). 16 bytes an edge
-    and no tuple per edge: a million-record store has millions of edges."""
+    and no tuple per edge: a million-record store has millions of edges.
+
+    Edges read in parts (ranges of identifiers, in order) are joined without a copy: each
+    kind's columns are then the parts' columns one after the other (`chunks`)."""
 
     def __init__(self, kinds: int) -> None:
         self.columns = [(array("q"), array("q")) for _ in range(kinds)]
+        self._after: list[EdgesByKind] = []
 
     @classmethod
     def of(cls, edges: Iterable[Edge], kinds: int) -> EdgesByKind:
@@ -47,11 +51,16 @@ class EdgesByKind:
 
     def extend(self, after: EdgesByKind) -> None:
         """Add the edges of identifiers that all come after these ones."""
-        for (identifiers, nodes), (more_identifiers, more_nodes) in zip(
-            self.columns, after.columns, strict=True
-        ):
-            identifiers.extend(more_identifiers)
-            nodes.extend(more_nodes)
+        self._after.append(after)
+
+    def chunks(self) -> list[list[tuple[array[int], array[int]]]]:
+        """For each kind, in priority order, its columns part after part."""
+        parts = [self, *self._after]
+        return [[part.columns[kind] for part in parts] for kind in range(len(self.columns))]
+
+    def clear(self) -> None:
+        self.columns.clear()
+        self._after.clear()
 
 
 @dataclass(frozen=True)
@@ -173,22 +182,23 @@ def resolve(
     kind_ends: list[int] = []
     current: int | None = None
     first = root = 0
-    for identifiers, carriers in edges.columns:
-        for identifier, node in zip(identifiers, carriers, strict=True):
-            if identifier != current:
-                current, first, root = identifier, node, 0
-                run_nodes.append(node)
-                continue
-            if not root:
-                root = find(first)
-            other = find(node)
-            if other != root:
-                root = found.union(root, other)
-                result.unions.append((first, node, identifier))
+    for chunks in edges.chunks():
+        for identifiers, carriers in chunks:
+            for identifier, node in zip(identifiers, carriers, strict=True):
+                if identifier != current:
+                    current, first, root = identifier, node, 0
+                    run_nodes.append(node)
+                    continue
+                if not root:
+                    root = find(first)
+                other = find(node)
+                if other != root:
+                    root = found.union(root, other)
+                    result.unions.append((first, node, identifier))
         kind_ends.append(len(run_nodes))
     # Consumed, as an iterator of edges would be: their memory goes before the profile map
     # grows (a million-record store has 40 MB of them).
-    edges.columns.clear()
+    edges.clear()
 
     # Only a component of several nodes can be over a limit in a way that matters: a lone
     # node over one (a record with two loyalty numbers) merges nothing either way.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -234,12 +234,16 @@ def resolve_marked(
         edges_later = edges_elsewhere(order.names) if edges_elsewhere is not None else None
         for node, profile in bulk.stream("SELECT record_id, profile_id FROM record_profile"):
             old[int(node)] = profile
-        # Sorted, so that the profile map comes out in key order, as the write-back takes it.
+        # In key order, so that the profile map comes out as the write-back takes it; sorted
+        # by the database (`+id` keeps SQLite from walking the key's index instead, which
+        # would read the rows in random order).
         nodes: Sequence[int] = array(
             "q",
-            sorted(
+            (
                 int(row[0])
-                for row in bulk.stream(f"SELECT id FROM source_record WHERE deleted = {false}")
+                for row in bulk.stream(
+                    f"SELECT id FROM source_record WHERE deleted = {false} ORDER BY +id"
+                )
             ),
         )
         links = {
@@ -293,17 +297,20 @@ def write_resolution(
     dirty, old, resolution = resolved.dirty, resolved.old, resolved.resolution
     new = resolution.profile_of
     result = UnifyResult(nodes=len(new), profile_of=new)
+
     # Only nodes whose profile changed are written: none of a rebuild that changes nothing.
-    # In key order: the first load's million rows then append to the table's B-tree.
-    moved = sorted((node, profile) for node, profile in new.items() if old.get(node) != profile)
+    # The resolution lists its nodes in key order (but for a few resolved again under the
+    # limits), so a first load's million rows append to the table's B-tree.
+    def moved() -> Iterator[tuple[int, str]]:
+        return ((node, profile) for node, profile in new.items() if old.get(node) != profile)
+
     with bulk.indexes_set_aside(
         "record_profile",
-        _when_outnumbered(bulk, "record_profile", RECORD_PROFILE_INDEXES, len(moved)),
+        _when_outnumbered(bulk, "record_profile", RECORD_PROFILE_INDEXES, sum(1 for _ in moved())),
     ):
         bulk.upsert(
-            "record_profile", ("record_id", "profile_id"), moved, ("record_id",), between=between
+            "record_profile", ("record_id", "profile_id"), moved(), ("record_id",), between=between
         )
-    del moved
     # A node resolved before and gone from the resolution now is deleted: it leaves its profile.
     bulk.execute_in(
         "DELETE FROM record_profile WHERE record_id IN ({in})",

@@ -23,6 +23,7 @@ from syncd.inspect import explain, export_profiles
 from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
 from syncd.store.marks import count_waiting
+from tests.support.edges import flat
 from tests.support.project import Project, records_page
 
 
@@ -296,9 +297,10 @@ def test_edges_read_in_ranges_of_identifiers_are_the_edges_of_one_read(
             part = all_edges(bulk, kinds, identifiers)
             assert 0 < sum(len(ids) for ids, _ in part.columns) < 120, "each range holds some"
             joined.extend(part)
-    columns = [(list(ids), list(nodes)) for ids, nodes in whole.columns]
+    columns = flat(whole)
     assert sum(len(ids) for ids, _ in columns) == 120, "an email and a phone per record"
-    assert [(list(ids), list(nodes)) for ids, nodes in joined.columns] == columns
+    assert flat(joined) == columns
+    assert [len(chunks) for chunks in joined.chunks()] == [parts] * len(kinds), "no copy"
 
 
 def _assignments(project: Project) -> dict[str, str]:
