@@ -32,7 +32,7 @@ from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
 from syncd.profiles import ComputedElsewhere, ProfileRow, rows_of_members
-from syncd.store.db import Bulk, in_memory, open_engine
+from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, Bulk, in_memory, open_engine
 from syncd.store.writer import (
     StagedRecord,
     Unchanged,
@@ -177,10 +177,18 @@ def _start_worker(config_path: str, store_url: str | None) -> None:
 
 
 @contextmanager
-def _worker_store() -> Iterator[Bulk]:
-    """A read of the run's store through this worker's own connection."""
+def _worker_store(scan: bool = False) -> Iterator[Bulk]:
+    """A read of the run's store through this worker's own connection.
+
+    A `scan` (every edge, the records of many profiles) reads most pages once, so it gets a
+    small cache: a full one would stay with the worker, 64 MB more for each. Lookups of
+    stored hashes hit the same index pages again and keep the full cache.
+    """
     assert _worker_engine is not None
     with _worker_engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            cache = SMALL_CACHE_KIB if scan else CACHE_KIB
+            connection.exec_driver_sql(f"PRAGMA cache_size={cache}")
         yield Bulk(connection)
 
 
@@ -217,12 +225,12 @@ def _profiles_in_worker(
     held: dict[str, list[int]] = defaultdict(list)
     for node, profile in zip(nodes, profiles, strict=True):
         held[profile].append(node)
-    with _worker_store() as bulk:
+    with _worker_store(scan=True) as bulk:
         return rows_of_members(bulk, rules, sorted(held.items()), now, run_id)
 
 
 def _edges_in_worker(kinds: Sequence[str], identifiers: IdRange) -> EdgesByKind:
-    with _worker_store() as bulk:
+    with _worker_store(scan=True) as bulk:
         return all_edges(bulk, kinds, identifiers)
 
 

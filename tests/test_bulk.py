@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, event, inspect
 
-from syncd.store.db import SORT_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
+from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
 
 TABLE = "merge_log"
 INDEXES = ("ix_merge_log_record_a", "ix_merge_log_record_b")
@@ -82,10 +82,10 @@ def test_indexes_are_built_with_a_small_cache_and_the_cache_is_restored(
         pass
     assert statements == [
         "PRAGMA cache_size",
-        f"PRAGMA cache_size={SORT_CACHE_KIB}",
+        f"PRAGMA cache_size={SMALL_CACHE_KIB}",
         "CREATE INDEX ix_merge_log_record_a",
         "CREATE INDEX ix_merge_log_record_b",
-        "PRAGMA cache_size=-65536",
+        f"PRAGMA cache_size={CACHE_KIB}",
     ]
     engine.dispose()
 

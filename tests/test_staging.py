@@ -16,9 +16,10 @@ import connectors.hubspot
 import connectors.ingest
 import connectors.matomo
 import connectors.salesforce
+import syncd.staging
 from syncd.connector import Page, RawRecord
 from syncd.staging import InOrder, stage_page
-from syncd.store.db import Bulk, PageGroups, transaction
+from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, Bulk, PageGroups, open_store, transaction
 from syncd.store.tables import stable_id
 from syncd.store.writer import (
     PageWriter,
@@ -244,3 +245,18 @@ def test_a_source_that_fails_loses_no_result_taken_before_the_failure() -> None:
     with pytest.raises(OSError, match="could not be read"):
         taken.extend(InOrder(submit(), ahead=2).rest())  # keeps what came before the error
     assert taken == [(0, 0), (1, 10)], "what was taken before the failure was handed on"
+
+
+def test_a_worker_scans_the_store_with_a_small_cache_and_looks_up_with_the_full_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setattr(syncd.staging, "_worker_engine", engine)
+
+    def cache(scan: bool) -> int:
+        with syncd.staging._worker_store(scan) as bulk:
+            return int(bulk.connection.exec_driver_sql("PRAGMA cache_size").scalar_one())
+
+    # One pooled connection serves both, as in a worker: each read sets its own.
+    assert [cache(True), cache(False), cache(True)] == [SMALL_CACHE_KIB, CACHE_KIB, SMALL_CACHE_KIB]
+    engine.dispose()

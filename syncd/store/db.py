@@ -43,8 +43,12 @@ JSON_COLUMNS = {
 CHUNK = 500
 BATCH_ROWS = 20_000
 """Rows per round trip of a large read or write."""
-SORT_CACHE_KIB = -8192
-"""SQLite's page cache while it builds indexes (negative: KiB), which bounds its sort memory."""
+CACHE_KIB = -65536
+"""SQLite's page cache (negative: KiB): the hash-keyed indexes a pull looks up and inserts into
+at random places."""
+SMALL_CACHE_KIB = -8192
+"""SQLite's page cache for work that reads most pages once: an index build (the cache bounds
+its sort's memory) or a scan of the store by a mapping worker."""
 _STREAMS = itertools.count()
 
 
@@ -62,7 +66,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute(f"PRAGMA cache_size={CACHE_KIB}")
     cursor.close()
 
 
@@ -268,7 +272,7 @@ class Bulk:
         # top of the cache: building one over 1M records took 70 MB more at its peak. With
         # a small cache for the builds the sort goes by temporary files, as fast here.
         cache = self.connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
-        self.connection.exec_driver_sql(f"PRAGMA cache_size={SORT_CACHE_KIB}")
+        self.connection.exec_driver_sql(f"PRAGMA cache_size={SMALL_CACHE_KIB}")
         try:
             for _, definition in definitions:
                 self.connection.exec_driver_sql(definition)
