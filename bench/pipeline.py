@@ -4,7 +4,8 @@
 
 For each run, on a fresh store, in a child process (`syncd run-once`):
 - records/s for the whole pass (pull → map → store → unify → profiles),
-- peak RSS of the largest process (the run or one of its mapping workers),
+- peak RSS of the largest process (the run or one of its mapping workers), and the peak of
+  the run and its workers together (sampled from /proc every 0.2 s, on Linux),
 - then a `run-once --full` over the unchanged files: its time and the rows it rewrote.
 In this process, on the same machine and in the same run: the raw rate of SQLite
 `executemany` upserting the very same source_record rows in one transaction, so the
@@ -23,6 +24,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,10 +87,42 @@ def prepare(workdir: Path, records: int, workers: int, batch: int) -> Path:
     return config
 
 
+def _tree_rss_mb(root: int) -> float:
+    """RSS of a process and all its descendants, from /proc (0 where /proc lacks them)."""
+    total, pending = 0, [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue  # gone since its parent listed it
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+        pending.extend(int(child) for child in children)
+    return total / 1024
+
+
+class TreePeak(threading.Thread):
+    """Samples the RSS of a process tree until stopped; `peak` is the largest sum seen."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.peak = 0.0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            self.peak = max(self.peak, _tree_rss_mb(self.root))
+
+
 def run_once(
     config: Path, stages: list[dict[str, float]], *extra: str
-) -> tuple[float, dict[str, int], float]:
-    """(wall time, counts, peak RSS in MB of the run's largest process)."""
+) -> tuple[float, dict[str, int], float, float]:
+    """(wall time, counts, peak RSS in MB of the run's largest process, and of the run and its
+    workers together)."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "syncd", "run-once", "--config", str(config), *extra],
@@ -96,9 +130,13 @@ def run_once(
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    together = TreePeak(process.pid)
+    together.start()
     # The usage of this child alone (and its workers): the peak of all children would keep
     # the largest of any earlier one.
     _, status, usage = os.wait4(process.pid, 0)
+    together.stopped.set()
+    together.join()
     process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
     if process.returncode:
@@ -111,7 +149,7 @@ def run_once(
         db.execute("SELECT counts FROM sync_run ORDER BY started_at DESC LIMIT 1").fetchone()[0]
     )
     db.close()
-    return elapsed, counts, usage.ru_maxrss / 1024
+    return elapsed, counts, usage.ru_maxrss / 1024, together.peak
 
 
 def raw_upsert_rate_apart(source_db: Path, scratch: Path) -> float:
@@ -186,6 +224,7 @@ def main() -> None:
     config = prepare(workdir, args.records, args.workers, args.batch)
 
     firsts, reruns, rates, raw_rates, peaks, rewritten = [], [], [], [], [], []
+    combined: list[float] = []
     stages: list[dict[str, float]] = []
     rerun_stages: list[dict[str, float]] = []
     rerun_peaks: list[float] = []
@@ -193,12 +232,13 @@ def main() -> None:
         (workdir / "store.db").unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
             Path(f"{workdir / 'store.db'}{suffix}").unlink(missing_ok=True)
-        elapsed, counts, peak = run_once(config, stages)
+        elapsed, counts, peak, all_processes = run_once(config, stages)
         peaks.append(peak)
+        combined.append(all_processes)
         loaded = counts.get("new", 0)
         firsts.append(elapsed)
         rates.append(loaded / elapsed)
-        again, again_counts, again_peak = run_once(config, rerun_stages, "--full")
+        again, again_counts, again_peak, _ = run_once(config, rerun_stages, "--full")
         reruns.append(again)
         rerun_peaks.append(again_peak)
         rewritten.append(again_counts.get("new", 0) + again_counts.get("changed", 0))
@@ -226,6 +266,9 @@ def main() -> None:
         f"| peak RSS (largest process) | {max(peaks):.0f} MB | {', '.join(f'{x:.0f}' for x in peaks)} |"
     )
     print(f"| peak RSS per 1k records | {max(peaks) / (loaded / 1000):.2f} MB | |")
+    print(
+        f"| peak RSS, run and workers together (sampled) | {max(combined):.0f} MB | {', '.join(f'{x:.0f}' for x in combined)} |"
+    )
     print(
         f"| no-change `--full` re-run | {statistics.median(reruns):.1f} s | {', '.join(f'{x:.1f}' for x in reruns)} |"
     )
