@@ -486,19 +486,25 @@ class ComputedElsewhere(Protocol):
 
 class RowsFromElsewhere:
     """Writes the rows of profiles computed in other processes into the run's transaction as
-    they come: the run goes on with its own writes meanwhile (a resolution's write-back,
-    calling `write_ready` between slices), and `refresh_profiles` takes the rest."""
+    they come: the run goes on with its own work meanwhile (a resolution, its write-back,
+    calling `write_ready` now and then), and `refresh_profiles` takes the rest. Profiles
+    may come in several lots (`add`), none of them in two."""
 
     def __init__(self, bulk: Bulk, computed: ComputedElsewhere) -> None:
         self._bulk = bulk
-        self._computed = computed
+        self._lots = [computed]
         self.written = 0
 
+    def add(self, computed: ComputedElsewhere) -> None:
+        self._lots.append(computed)
+
     def write_ready(self) -> None:
-        self._write(self._computed.ready())
+        for computed in self._lots:
+            self._write(computed.ready())
 
     def write_rest(self) -> None:
-        self._write(self._computed.rest())
+        for computed in self._lots:
+            self._write(computed.rest())
 
     def _write(self, batches: Iterable[Computed]) -> None:
         for _, rows in batches:

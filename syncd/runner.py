@@ -11,7 +11,8 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
@@ -25,6 +26,7 @@ from syncd.identity.unify import UnifyResult, resolve_marked, unify, write_resol
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import CompiledStream, Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
+from syncd.mapping.model import ProfileMapping
 from syncd.mapping.transforms import format_timestamp
 from syncd.plan.ledger import follow_renames
 from syncd.profiles import (
@@ -337,20 +339,14 @@ class Pipeline:
         self.progress.stage("unify")
         with transaction(self.engine) as bulk:
             with summary.timed("unify"):
-                resolved = resolve_marked(
-                    bulk, self.config.identity, everything, self.mapper.all_edges
-                )
                 now = refresh_time()
-                elsewhere = None
-                if resolved is not None and len(resolved.profile_of) >= PARALLEL_PROFILE_NODES:
-                    # Every record this resolution read was committed before it began, so
-                    # the workers, reading beside this transaction, see what it sees; they
-                    # compute while this process writes the resolution back.
-                    computed = self.mapper.profile_rows(
-                        self.mappings.profile, resolved.profile_of, summary.run_id, now
-                    )
-                    if computed is not None:
-                        elsewhere = RowsFromElsewhere(bulk, computed)
+                workers = ProfilesInWorkers(
+                    self.mapper, self.mappings.profile, bulk, summary.run_id, now
+                )
+                resolved = resolve_marked(
+                    bulk, self.config.identity, everything, self.mapper.all_edges, workers
+                )
+                elsewhere = None if resolved is None else workers.resolved(resolved.profile_of)
                 result = UnifyResult()
                 if resolved is not None:
                     between = elsewhere.write_ready if elsewhere is not None else None
@@ -510,6 +506,58 @@ def _superseded(bulk: Bulk, records: list[StagedRecord], quarantined_in: str) ->
         after=(quarantined_in,),
     )
     return any(True for _ in later)
+
+
+class ProfilesInWorkers:
+    """The profiles of a large resolution, computed by the mapping workers while the run goes
+    on: those of lone nodes as soon as the resolution knows them (`Settling`), the others
+    once it is found.
+
+    Every record a resolution reads was committed before it began, so the workers, reading
+    beside the run's transaction, see what it sees. The run writes their rows as they come:
+    while it resolves, between slices of its write-back, and the rest at the refresh.
+    """
+
+    def __init__(
+        self, mapper: PageMapper, rules: ProfileMapping, bulk: Bulk, run_id: str, now: str
+    ) -> None:
+        self._mapper = mapper
+        self._rules = rules
+        self._bulk = bulk
+        self._run_id = run_id
+        self._now = now
+        self._grouped: AbstractSet[int] | None = None
+        self._rows: RowsFromElsewhere | None = None
+
+    def lone(self, nodes: Sequence[int], grouped: AbstractSet[int]) -> None:
+        if len(nodes) < PARALLEL_PROFILE_NODES:
+            return
+        computed = self._mapper.lone_profile_rows(self._rules, nodes, self._run_id, self._now)
+        if computed is not None:
+            self._rows = RowsFromElsewhere(self._bulk, computed)
+            self._grouped = grouped
+
+    def tick(self) -> None:
+        if self._rows is not None:
+            self._rows.write_ready()
+
+    def resolved(self, profile_of: Mapping[int, str]) -> RowsFromElsewhere | None:
+        """Start on the profiles not started yet; what writes all of their rows, or None
+        when the run computes them itself (a small resolution)."""
+        grouped, self._grouped = self._grouped, None
+        if len(profile_of) < PARALLEL_PROFILE_NODES:
+            return self._rows
+        pairs: Iterable[tuple[int, str]] = profile_of.items()
+        if grouped is not None:
+            pairs = ((node, profile) for node, profile in pairs if node in grouped)
+        computed = self._mapper.profile_rows(self._rules, pairs, self._run_id, self._now)
+        if computed is None:
+            return self._rows
+        if self._rows is None:
+            self._rows = RowsFromElsewhere(self._bulk, computed)
+        else:
+            self._rows.add(computed)
+        return self._rows
 
 
 Snapshot = tuple[dict[int, str | None], dict[str, str]]

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 
 from syncd.errors import ConfigError, Problem, RecordError
-from syncd.identity.resolve import EdgesByKind, profile_range
+from syncd.identity.resolve import EdgesByKind, anchor_range, profile_id_for, profile_range
 from syncd.identity.unify import IdRange, all_edges, id_ranges
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
@@ -219,10 +219,17 @@ def _stage_in_worker(
 
 
 def _profiles_in_worker(
-    rules: ProfileMapping, nodes: Sequence[int], profiles: Sequence[str], now: str, run_id: str
+    rules: ProfileMapping,
+    nodes: Sequence[int],
+    profiles: Sequence[str] | None,
+    now: str,
+    run_id: str,
 ) -> list[ProfileRow]:
-    """The changed rows of the profiles of some nodes (`profiles[i]` holds `nodes[i]`)."""
+    """The changed rows of the profiles of some nodes (`profiles[i]` holds `nodes[i]`; with
+    no `profiles`, each node is a profile of its own)."""
     held: dict[str, list[int]] = defaultdict(list)
+    if profiles is None:
+        profiles = [profile_id_for(node) for node in nodes]
     for node, profile in zip(nodes, profiles, strict=True):
         held[profile].append(node)
     with _worker_store(scan=True) as bulk:
@@ -326,11 +333,15 @@ class PageMapper:
         return InOrder(iter(submitted), self._workers + 1)
 
     def profile_rows(
-        self, rules: ProfileMapping, profile_of: Mapping[int, str], run_id: str, now: str
+        self,
+        rules: ProfileMapping,
+        profile_of: Iterable[tuple[int, str]],
+        run_id: str,
+        now: str,
     ) -> ComputedElsewhere | None:
         """Start computing the profiles of a large resolution in the workers, one range of
         profile ids per task, in id order; None without `_readers` (a pull that needed no
-        workers is small).
+        workers is small). `profile_of` gives every node of those profiles with its profile.
 
         The workers read the records through connections of their own, so they see what is
         committed: use it only where the records were committed before the resolution.
@@ -340,10 +351,34 @@ class PageMapper:
             return None
         parts = RANGES_PER_WORKER * self._workers
         ranges = [(array("q"), list[str]()) for _ in range(parts)]
-        for node, profile in profile_of.items():
+        for node, profile in profile_of:
             nodes, profiles = ranges[profile_range(profile, parts)]
             nodes.append(node)
             profiles.append(profile)
+        return self._profile_tasks(rules, ranges, run_id, now)
+
+    def lone_profile_rows(
+        self, rules: ProfileMapping, lone: Sequence[int], run_id: str, now: str
+    ) -> ComputedElsewhere | None:
+        """`profile_rows` of nodes that are each a profile of its own (`Settling.lone`): the
+        workers write their ids, the run only sorts the nodes into ranges."""
+        pool = self._readers()
+        if pool is None:
+            return None
+        parts = RANGES_PER_WORKER * self._workers
+        ranges: list[tuple[array[int], None]] = [(array("q"), None) for _ in range(parts)]
+        for node in lone:
+            ranges[anchor_range(node, parts)][0].append(node)
+        return self._profile_tasks(rules, ranges, run_id, now)
+
+    def _profile_tasks(
+        self,
+        rules: ProfileMapping,
+        ranges: Sequence[tuple[array[int], list[str] | None]],
+        run_id: str,
+        now: str,
+    ) -> ComputedElsewhere:
+        pool = self._ensure_pool()
         # Only a few tasks run ahead, and a task's rows are dropped once written: the rows
         # of a million profiles held at once would double the run's memory.
         return self._in_order(

@@ -3,7 +3,7 @@ transaction, and come out exactly as the run itself would compute them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +69,15 @@ def computed_by_workers(monkeypatch: pytest.MonkeyPatch) -> list[ProfileRow]:
     """Every resolution counts as large, and the rows the workers computed are kept here."""
     monkeypatch.setattr(syncd.runner, "PARALLEL_PROFILE_NODES", 1)
     seen: list[ProfileRow] = []
-    original = PageMapper.profile_rows
+    for method in ("profile_rows", "lone_profile_rows"):
+        original = getattr(PageMapper, method)
 
-    def spied(
-        self: PageMapper,
-        rules: ProfileMapping,
-        profile_of: Mapping[int, str],
-        run_id: str,
-        now: str,
-    ) -> ComputedElsewhere | None:
-        computed = original(self, rules, profile_of, run_id, now)
-        assert computed is not None, "the pull started the workers: they compute"
-        return _Recorded(computed, seen)
+        def spied(self: PageMapper, *args: Any, original: Any = original) -> ComputedElsewhere:
+            computed = original(self, *args)
+            assert computed is not None, "the pull started the workers: they compute"
+            return _Recorded(computed, seen)
 
-    monkeypatch.setattr(PageMapper, "profile_rows", spied)
+        monkeypatch.setattr(PageMapper, method, spied)
     return seen
 
 

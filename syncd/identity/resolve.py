@@ -21,7 +21,9 @@ from __future__ import annotations
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Edge = tuple[int, int, int]
 """(kind index, identifier id, node id); kind indexes are ranked by priority."""
@@ -110,6 +112,35 @@ def profile_range(profile: str, ranges: int) -> int:
     return int(profile[2:6], 16) * ranges >> 16
 
 
+def anchor_range(anchor: int, ranges: int) -> int:
+    """`profile_range` of `profile_id_for(anchor)`, without writing the id out."""
+    return ((anchor & 0xFFFFFFFFFFFFFFFF) >> 48) * ranges >> 16
+
+
+class Settling(Protocol):
+    """Told what a resolution has settled before it ends, so that work on it can start."""
+
+    def lone(self, nodes: Sequence[int], grouped: AbstractSet[int]) -> None:
+        """`nodes` share no identifier with any other node: each is a profile of its own,
+        `profile_id_for(node)`. Every other node is in `grouped`. Known after the first
+        pass over the edges, long before the rest of the resolution."""
+
+    def tick(self) -> None:
+        """Called every few tens of thousands of nodes while the rest is resolved, for work
+        beside it (taking what that work has finished) to go on."""
+
+
+TICK_NODES = 50_000
+
+
+def _slices(values: Sequence[int], settling: Settling | None) -> Iterator[Sequence[int]]:
+    """`values` a slice at a time, ticking `settling` after each."""
+    for start in range(0, len(values), TICK_NODES):
+        yield values[start : start + TICK_NODES]
+        if settling is not None:
+            settling.tick()
+
+
 def _anchor_rank(node: int, links: set[int]) -> tuple[bool, int]:
     """The smallest rank names a profile: its smallest record, or its smallest link when it
     has no record (links sort after records by the flag)."""
@@ -164,12 +195,13 @@ def resolve(
     limits: Sequence[int],
     kind_names: Sequence[str],
     edges_of: Callable[[set[int]], list[Edge]],
+    settling: Settling | None = None,
 ) -> Resolution:
     """Resolve the nodes into profiles.
 
     `edges` is emptied on the way. `edges_of(nodes)` returns the edges of a subset again,
     sorted by (kind index, identifier id, node id), for the components that need the second
-    pass.
+    pass. `settling` hears of the lone nodes as soon as they are known, and ticks after.
     """
     found = _UnionFind()
     find, parent = found.find, found.parent
@@ -204,12 +236,16 @@ def resolve(
     # node over one (a record with two loyalty numbers) merges nothing either way.
     grouped = set(parent)
     grouped.update(parent.values())
+    if settling is not None:
+        settling.lone(array("q", (node for node in nodes if node not in grouped)), grouped)
     # Distinct identifiers per component, one kind at a time, so only one kind's counts are
     # ever held.
     conflicted: set[int] = set()
     start = 0
     for kind, end in enumerate(kind_ends):
-        counts = Counter(find(first) for first in run_nodes[start:end] if first in grouped)
+        counts: Counter[int] = Counter()
+        for firsts in _slices(run_nodes[start:end], settling):
+            counts.update(find(first) for first in firsts if first in grouped)
         conflicted.update(root for root, count in counts.items() if count > limits[kind])
         del counts
         start = end
@@ -218,25 +254,27 @@ def resolve(
     # Each component's anchor, without holding its member list; a lone node is its own.
     anchors: dict[int, tuple[bool, int]] = {}
     conflict_nodes = set()
-    for node in nodes:
-        if node not in grouped:
-            continue
-        root = find(node)
-        if root in conflicted:
-            conflict_nodes.add(node)
-            continue
-        candidate = _anchor_rank(node, links)
-        best = anchors.get(root)
-        if best is None or candidate < best:
-            anchors[root] = candidate
+    for part in _slices(nodes, settling):
+        for node in part:
+            if node not in grouped:
+                continue
+            root = find(node)
+            if root in conflicted:
+                conflict_nodes.add(node)
+                continue
+            candidate = _anchor_rank(node, links)
+            best = anchors.get(root)
+            if best is None or candidate < best:
+                anchors[root] = candidate
     profiles = {root: profile_id_for(anchor) for root, (_, anchor) in anchors.items()}
     del anchors
     profile_of = result.profile_of
-    for node in nodes:
-        if node not in grouped:
-            profile_of[node] = profile_id_for(node)
-        elif (root := find(node)) not in conflicted:
-            profile_of[node] = profiles[root]
+    for part in _slices(nodes, settling):
+        for node in part:
+            if node not in grouped:
+                profile_of[node] = profile_id_for(node)
+            elif (root := find(node)) not in conflicted:
+                profile_of[node] = profiles[root]
     del profiles, grouped
     if conflicted:
         kept = Unions()

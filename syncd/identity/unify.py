@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from syncd.config import IdentityConfig
-from syncd.identity.resolve import Edge, EdgesByKind, Resolution, resolve
+from syncd.identity.resolve import Edge, EdgesByKind, Resolution, Settling, resolve
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk
 from syncd.store.graph import identifiers_of, kinds_and_values
@@ -211,11 +211,13 @@ def resolve_marked(
     identity: IdentityConfig,
     everything: bool = False,
     edges_elsewhere: EdgesElsewhere | None = None,
+    settling: Settling | None = None,
 ) -> Resolved | None:
     """Resolve the records marked as changed (or all of them); None when none is marked.
 
     `edges_elsewhere` reads every edge in another process while this one reads the nodes, on
     a pass over the whole store: only where this transaction has written nothing yet.
+    `settling` is told what the resolution settles early (`resolve`).
     """
     order = KindOrder(identity)
     dirty = Marked.read(bulk)
@@ -284,7 +286,13 @@ def resolve_marked(
         edges = EdgesByKind.of(_edges_of(bulk, order, set(nodes)), len(order.names))
 
     resolution = resolve(
-        nodes, links, edges, order.limits, order.names, lambda part: _edges_of(bulk, order, part)
+        nodes,
+        links,
+        edges,
+        order.limits,
+        order.names,
+        lambda part: _edges_of(bulk, order, part),
+        settling,
     )
     return Resolved(dirty, old, resolution, full)
 

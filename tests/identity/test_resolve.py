@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.identity.resolve import Edge, EdgesByKind, profile_id_for, resolve
+import syncd.identity.resolve
+from syncd.identity.resolve import (
+    Edge,
+    EdgesByKind,
+    anchor_range,
+    profile_id_for,
+    profile_range,
+    resolve,
+)
 
 KINDS = ["user_id", "email", "phone"]
 LIMITS = [1, 5, 5]
@@ -96,3 +108,76 @@ def test_resolution_ignores_input_order(
                 if result.profile_of[n] in held and kind in held[result.profile_of[n]]
             )
             assert len(values) <= max(LIMITS[kind], largest_single)
+
+
+class Heard:
+    """A `Settling` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[int] = []
+        self.ticks_before_lone = 0
+        self.ticks = 0
+
+    def lone(self, nodes: Sequence[int], grouped: AbstractSet[int]) -> None:
+        self.ticks_before_lone = self.ticks
+        self.told = list(nodes)
+        assert not set(nodes) & grouped
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+@given(
+    st.dictionaries(
+        st.integers(1, 60),
+        st.lists(st.tuples(st.integers(0, 2), st.integers(100, 130)), max_size=3, unique=True),
+        max_size=40,
+    )
+)
+def test_the_lone_nodes_told_early_are_exactly_the_profiles_of_one_node(
+    node_edges: dict[int, list[tuple[int, int]]],
+) -> None:
+    # An identifier's id is a hash of its kind and value: never the same under two kinds.
+    edges: list[Edge] = sorted(
+        (kind, kind * 1000 + value, node)
+        for node, items in node_edges.items()
+        for kind, value in items
+    )
+    heard = Heard()
+    result = resolve(
+        sorted(node_edges),
+        set(),
+        EdgesByKind.of(edges, len(KINDS)),
+        LIMITS,
+        KINDS,
+        lambda nodes: [edge for edge in edges if edge[2] in nodes],
+        heard,
+    )
+    members = Counter(result.profile_of.values())
+    alone = [node for node, profile in result.profile_of.items() if members[profile] == 1]
+    # A node kept apart by a limit is alone too, but only after the whole resolution.
+    assert set(heard.told) <= set(alone)
+    carriers = Counter(identifier for _, identifier, _ in set(edges))
+    shared = {node for _, identifier, node in edges if carriers[identifier] > 1}
+    assert set(heard.told) == set(node_edges) - shared
+    assert all(result.profile_of[node] == profile_id_for(node) for node in heard.told)
+
+
+def test_a_large_resolution_ticks_while_it_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syncd.identity.resolve, "TICK_NODES", 10)
+    heard = Heard()
+    node_edges = {node: [(1, 1000 + node // 2)] for node in range(1, 101)}
+    edges: list[Edge] = sorted(
+        (kind, identifier, node) for node, items in node_edges.items() for kind, identifier in items
+    )
+    resolve(
+        sorted(node_edges), set(), EdgesByKind.of(edges, len(KINDS)), LIMITS, KINDS, list, heard
+    )
+    assert heard.ticks_before_lone == 0, "the lone nodes come first"
+    assert heard.ticks >= 20, "after every 10 nodes of each pass over them"
+    assert heard.told == [1, 100], "pairs 2-3, 4-5 … 98-99 share an identifier; 1 and 100 not"
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.integers(1, 64))
+def test_the_range_of_an_anchor_is_the_range_of_its_profile_id(anchor: int, ranges: int) -> None:
+    assert anchor_range(anchor, ranges) == profile_range(profile_id_for(anchor), ranges)
