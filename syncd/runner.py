@@ -545,14 +545,16 @@ class ProfilesInWorkers:
         """Start on the profiles not started yet; what writes all of their rows, or None
         when the run computes them itself (a small resolution)."""
         grouped, self._grouped = self._grouped, None
-        if len(profile_of) < PARALLEL_PROFILE_NODES:
-            return self._rows
         pairs: Iterable[tuple[int, str]] = profile_of.items()
         if grouped is not None:
             pairs = ((node, profile) for node, profile in pairs if node in grouped)
+        elif len(profile_of) < PARALLEL_PROFILE_NODES:
+            return None
         computed = self._mapper.profile_rows(self._rules, pairs, self._run_id, self._now)
         if computed is None:
-            return self._rows
+            # The workers that took the lone profiles would take these too.
+            assert self._rows is None, "the workers read the store, or they took nothing"
+            return None
         if self._rows is None:
             self._rows = RowsFromElsewhere(self._bulk, computed)
         else:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import inspect
 
+from syncd.errors import StoreError
 from syncd.store.db import MIGRATIONS, open_engine, open_store, transaction
 from syncd.store.marks import count_waiting
 from syncd.store.tables import decode_ids
@@ -180,3 +182,31 @@ def test_a_store_goes_back_to_profiles_and_marks_on_its_records(store_url: str) 
         (-5, "p_1", False),
         (6, None, True),
     ]
+
+
+def test_an_upgrade_that_fails_half_way_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    # A view on a column the upgrade drops makes its last step fail, after its first
+    # steps created tables: on SQLite those would commit at once without a transaction.
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    _store_at(url, (*BEFORE_APPEND_ORDER, "0004", "0005", "0006"))
+    db = sqlite3.connect(tmp_path / "store.db")
+    db.execute("CREATE VIEW resolved AS SELECT id, profile_id FROM source_record")
+    db.commit()
+
+    with pytest.raises(StoreError, match="left it as it was"):
+        open_store(url)
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "record_profile" not in tables and "unify_state" not in tables
+    assert _revisions(db) >= {"0006"} and "0007" not in _revisions(db)
+
+    db.execute("DROP VIEW resolved")
+    db.commit()
+    db.close()
+    open_store(url).dispose()  # upgrades this time
+    db = sqlite3.connect(tmp_path / "store.db")
+    assert "0007" in _revisions(db) and "0006" not in _revisions(db)
+    db.close()
+
+
+def _revisions(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}

@@ -237,14 +237,15 @@ def resolve_marked(
         for node, profile in bulk.stream("SELECT record_id, profile_id FROM record_profile"):
             old[int(node)] = profile
         # In key order, so that the profile map comes out as the write-back takes it; sorted
-        # by the database (`+id` keeps SQLite from walking the key's index instead, which
-        # would read the rows in random order).
+        # by the database (on SQLite, `+id` keeps it from walking the key's index instead,
+        # which would read the rows in random order).
         nodes: Sequence[int] = array(
             "q",
             (
                 int(row[0])
                 for row in bulk.stream(
-                    f"SELECT id FROM source_record WHERE deleted = {false} ORDER BY +id"
+                    f"SELECT id FROM source_record WHERE deleted = {false} "
+                    f"ORDER BY {'+id' if bulk.dialect == 'sqlite' else 'id'}"
                 )
             ),
         )
@@ -314,7 +315,9 @@ def write_resolution(
 
     with bulk.indexes_set_aside(
         "record_profile",
-        _when_outnumbered(bulk, "record_profile", RECORD_PROFILE_INDEXES, sum(1 for _ in moved())),
+        _when_outnumbered(
+            bulk, "record_profile", RECORD_PROFILE_INDEXES, lambda: sum(1 for _ in moved())
+        ),
     ):
         bulk.upsert(
             "record_profile", ("record_id", "profile_id"), moved(), ("record_id",), between=between
@@ -336,7 +339,9 @@ def write_resolution(
 
     # A first load logs a merge for most records: then the log's indexes are built once,
     # after its rows, instead of taking each row at a random place (on SQLite).
-    logs = sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
+    def logs() -> int:
+        return sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
+
     with bulk.indexes_set_aside(
         "merge_log", _when_outnumbered(bulk, "merge_log", MERGE_LOG_INDEXES, logs)
     ):
@@ -344,13 +349,16 @@ def write_resolution(
     return result
 
 
-def _when_outnumbered(bulk: Bulk, table: str, indexes: Sequence[str], rows: int) -> Sequence[str]:
-    """The indexes to set aside while `rows` are written to `table`: all of them when they
-    are more than the table holds (on SQLite, where building an index again is cheaper than
-    taking each row at a random place of it), else none."""
-    if bulk.dialect != "sqlite" or bulk.count_up_to(table, rows) >= rows:
+def _when_outnumbered(
+    bulk: Bulk, table: str, indexes: Sequence[str], count: Callable[[], int]
+) -> Sequence[str]:
+    """The indexes to set aside while `count()` rows are written to `table`: all of them when
+    they are more than the table holds (on SQLite, where building an index again is cheaper
+    than taking each row at a random place of it), else none. PostgreSQL never counts."""
+    if bulk.dialect != "sqlite":
         return ()
-    return indexes
+    rows = count()
+    return indexes if bulk.count_up_to(table, rows) < rows else ()
 
 
 def _logged(old: Mapping[int, str], a: int, b: int) -> bool:

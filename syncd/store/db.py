@@ -98,13 +98,26 @@ def migrate(engine: Engine) -> None:
     alembic.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as connection:
+            # One transaction for the whole upgrade: a store whose upgrade failed half-way
+            # (killed, out of disk) is left as it was, and the next open upgrades it again.
+            begin_for_schema_changes(connection)
             alembic.attributes["connection"] = connection
             # "heads": independent migrations (one per feature) may each branch off the base.
             command.upgrade(alembic, "heads")
     except OperationalError as error:
         raise StoreError(
-            f"cannot open the store: {error.orig} — check that the database is reachable"
+            f"cannot open the store: {error.orig} — check that the database is reachable "
+            "(an upgrade of its schema that failed has left it as it was)"
         ) from None
+
+
+def begin_for_schema_changes(connection: Connection) -> None:
+    """Open the transaction now on SQLite: its driver opens one only at the first INSERT,
+    UPDATE or DELETE, so a schema change (a DROP, a CREATE) before it would commit at once
+    and stay, whatever became of the rest."""
+    driver = connection.connection.dbapi_connection
+    if connection.dialect.name == "sqlite" and driver is not None and not driver.in_transaction:
+        connection.exec_driver_sql("BEGIN")
 
 
 def schema_tables(engine: Engine) -> set[str]:
@@ -260,11 +273,8 @@ class Bulk:
             f"AND name IN ({', '.join('?' for _ in names)}) ORDER BY name",
             (table, *names),
         ).all()
-        driver = self.connection.connection.dbapi_connection
-        if driver is not None and not driver.in_transaction:
-            # The driver opens its transaction at the first write, and a DROP is not one:
-            # it would commit at once, and a failure before the build would lose the index.
-            self.connection.exec_driver_sql("BEGIN")
+        # A failure before the build must not lose the index.
+        begin_for_schema_changes(self.connection)
         for name, _ in definitions:
             self.connection.exec_driver_sql(f'DROP INDEX "{name}"')
         yield
