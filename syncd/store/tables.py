@@ -82,7 +82,8 @@ def decode_ids(text: str | None) -> list[int]:
 
 
 class RecordProfile(SQLModel, table=True):
-    """The profile of each resolved node (record or link) that is not deleted."""
+    """The profile of each node (record or link) as the last resolution left it: a record
+    deleted since keeps its row until the next one."""
 
     __tablename__ = "record_profile"
     __table_args__ = (
