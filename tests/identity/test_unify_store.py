@@ -19,7 +19,7 @@ from syncd.identity.unify import (
     resolve_marked,
     write_resolution,
 )
-from syncd.inspect import explain, export_profiles
+from syncd.inspect import explain, export_profiles, status
 from syncd.profiles import refresh_profiles
 from syncd.store.db import Bulk, transaction
 from syncd.store.marks import count_waiting
@@ -364,3 +364,20 @@ def test_a_deleted_record_leaves_its_profile_row(project: Project) -> None:
     assert list(_assignments(project)) == ["a"]
     with transaction(project.engine) as bulk:
         assert count_waiting(bulk) == 0
+
+
+def test_status_counts_the_records_waiting_for_resolution(project: Project) -> None:
+    people = [{"id": "a", "email": "ada@x.com"}, {"id": "b", "email": "bo@x.com"}]
+    project.run({"people": [records_page(people)]})
+    with transaction(project.engine) as bulk:
+        assert status(bulk)["pending_unify"] == 0
+        # As a pull that stopped before its resolution leaves a record it wrote.
+        bulk.connection.exec_driver_sql(
+            "UPDATE source_record SET unify_generation = "
+            "(SELECT resolved + 1 FROM unify_state) WHERE external_id = 'b'"
+        )
+    with transaction(project.engine) as bulk:
+        assert status(bulk)["pending_unify"] == 1
+    project.run({"people": []})
+    with transaction(project.engine) as bulk:
+        assert status(bulk)["pending_unify"] == 0
