@@ -355,7 +355,7 @@ class PageMapper:
             nodes, profiles = ranges[profile_range(profile, parts)]
             nodes.append(node)
             profiles.append(profile)
-        return self._profile_tasks(rules, ranges, run_id, now)
+        return self._profile_tasks(pool, rules, ranges, run_id, now)
 
     def lone_profile_rows(
         self, rules: ProfileMapping, lone: Sequence[int], run_id: str, now: str
@@ -369,16 +369,16 @@ class PageMapper:
         ranges: list[tuple[array[int], None]] = [(array("q"), None) for _ in range(parts)]
         for node in lone:
             ranges[anchor_range(node, parts)][0].append(node)
-        return self._profile_tasks(rules, ranges, run_id, now)
+        return self._profile_tasks(pool, rules, ranges, run_id, now)
 
     def _profile_tasks(
         self,
+        pool: ProcessPoolExecutor,
         rules: ProfileMapping,
         ranges: Sequence[tuple[array[int], list[str] | None]],
         run_id: str,
         now: str,
     ) -> ComputedElsewhere:
-        pool = self._ensure_pool()
         # Only a few tasks run ahead, and a task's rows are dropped once written: the rows
         # of a million profiles held at once would double the run's memory.
         return self._in_order(

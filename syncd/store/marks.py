@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from syncd.store.db import Bulk
 
+RESOLVED = "SELECT resolved FROM unify_state WHERE id = 1"
+
 
 def resolved_generation(bulk: Bulk) -> int:
     """The generation of the last resolution (0 before the first)."""
-    return int(
-        bulk.connection.exec_driver_sql(
-            "SELECT resolved FROM unify_state WHERE id = 1"
-        ).scalar_one()
-    )
+    return int(bulk.connection.exec_driver_sql(RESOLVED).scalar_one())
 
 
 def waiting_generation(bulk: Bulk) -> int:
@@ -35,7 +33,6 @@ def mark_resolved(bulk: Bulk, generation: int) -> None:
 def count_waiting(bulk: Bulk) -> int:
     return int(
         bulk.connection.exec_driver_sql(
-            "SELECT COUNT(*) FROM source_record "
-            "WHERE unify_generation > (SELECT resolved FROM unify_state WHERE id = 1)"
+            f"SELECT COUNT(*) FROM source_record WHERE unify_generation > ({RESOLVED})"
         ).scalar_one()
     )
