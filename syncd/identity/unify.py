@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
+from sqlmodel import SQLModel
+
 from syncd.config import IdentityConfig
 from syncd.identity.resolve import Edge, EdgesByKind, Resolution, Settling, resolve
 from syncd.mapping.transforms import format_timestamp
@@ -26,8 +28,14 @@ from syncd.store.tables import MergeLog, RecordProfile
 from syncd.timeutil import utcnow
 
 LOG_BATCH = 20_000
-MERGE_LOG_INDEXES = tuple(sorted(str(index.name) for index in MergeLog.__table__.indexes))  # type: ignore[attr-defined]
-RECORD_PROFILE_INDEXES = tuple(str(index.name) for index in RecordProfile.__table__.indexes)  # type: ignore[attr-defined]
+
+
+def _index_names(table: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(sorted(str(index.name) for index in table.__table__.indexes))  # type: ignore[attr-defined]
+
+
+MERGE_LOG_INDEXES = _index_names(MergeLog)
+RECORD_PROFILE_INDEXES = _index_names(RecordProfile)
 FULL_RESOLVE_SHARE = 0.3
 """Above this share of changed nodes, resolve the whole store in one streaming pass."""
 
@@ -236,25 +244,20 @@ def resolve_marked(
         edges_later = edges_elsewhere(order.names) if edges_elsewhere is not None else None
         for node, profile in bulk.stream("SELECT record_id, profile_id FROM record_profile"):
             old[int(node)] = profile
-        # In key order, so that the profile map comes out as the write-back takes it; sorted
-        # by the database (on SQLite, `+id` keeps it from walking the key's index instead,
-        # which would read the rows in random order).
-        nodes: Sequence[int] = array(
-            "q",
-            (
-                int(row[0])
-                for row in bulk.stream(
-                    f"SELECT id FROM source_record WHERE deleted = {false} "
-                    f"ORDER BY {'+id' if bulk.dialect == 'sqlite' else 'id'}"
-                )
-            ),
-        )
-        links = {
-            int(row[0])
-            for row in bulk.stream(
-                f"SELECT id FROM source_record WHERE node_kind = 'link' AND deleted = {false}"
-            )
-        }
+        # One pass over the records for the nodes and which of them are links. In key order,
+        # so that the profile map comes out as the write-back takes it; sorted by the database
+        # (on SQLite, `+id` keeps it from walking the key's index instead, which would read
+        # the rows in random order).
+        listed: array[int] = array("q")
+        links: set[int] = set()
+        for key, kind in bulk.stream(
+            f"SELECT id, node_kind FROM source_record WHERE deleted = {false} "
+            f"ORDER BY {'+id' if bulk.dialect == 'sqlite' else 'id'}"
+        ):
+            listed.append(int(key))
+            if kind == "link":
+                links.add(int(key))
+        nodes: Sequence[int] = listed
         edges = edges_later() if edges_later is not None else all_edges(bulk, order.names)
     else:
         for node, profile in bulk.select_in(
