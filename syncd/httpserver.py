@@ -22,7 +22,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.config import LOGGING_CONFIG, HTTPProtocolType, LifespanType
 
-__all__ = ["BackgroundServer"]
+__all__ = ["BackgroundServer", "ServedInBackground"]
 
 
 class BackgroundServer:
@@ -176,6 +176,40 @@ class BackgroundServer:
             log_config=LOGGING_CONFIG if self._configure_logging else None,
         )
         return uvicorn.Server(config)
+
+
+class ServedInBackground:
+    """For what serves its app through a `BackgroundServer` kept in `_http` (the emulators):
+    its URL, `start()` and `stop()`, and use as a context manager that does both."""
+
+    _http: BackgroundServer
+
+    @property
+    def url(self) -> str:
+        """The base URL, http://127.0.0.1:<port> with no trailing slash; it must be started."""
+        if not self._http.bound:
+            raise RuntimeError(f"the {self._http.name} is not started; call start() first")
+        return self._http.url
+
+    def start(self) -> Self:
+        """Serve in a background thread; returns once it accepts calls."""
+        self._http.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._http.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _run_in_thread(server: uvicorn.Server, sock: socket.socket) -> None:

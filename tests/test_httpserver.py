@@ -1,4 +1,5 @@
-"""BackgroundServer: serves on a free port, answers, releases the port, reports a failed start."""
+"""BackgroundServer: serves on a free port, answers, releases the port, reports a failed start;
+ServedInBackground: what an emulator gets from holding one."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from syncd.httpserver import BackgroundServer
+from syncd.httpserver import BackgroundServer, ServedInBackground
 
 
 async def hello(request: Request) -> PlainTextResponse:
@@ -102,3 +103,22 @@ def test_a_slow_startup_raises_after_the_start_timeout() -> None:
     with pytest.raises(RuntimeError, match="the test server did not start"):
         server.start()
     assert not server.bound
+
+
+class Greeter(ServedInBackground):
+    def __init__(self) -> None:
+        self._http = BackgroundServer(APP, name="greeter", configure_logging=False)
+
+
+def test_served_in_background_names_itself_until_started_and_serves_as_a_context_manager() -> None:
+    greeter = Greeter()
+    with pytest.raises(RuntimeError, match="the greeter is not started; call start"):
+        _ = greeter.url
+    with greeter as started:
+        assert started is greeter
+        assert httpx.get(greeter.url).text == "hello"
+        url = greeter.url
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = greeter.url
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url)

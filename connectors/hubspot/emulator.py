@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Self
 
 import structlog
 
@@ -24,7 +22,7 @@ from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteL
 from connectors.hubspot.emulator_faults import Fault, FaultInjector, FaultKind, RequestBudget
 from connectors.hubspot.emulator_routes import build_app
 from connectors.hubspot.emulator_state import EmulatorState
-from syncd.httpserver import BackgroundServer
+from syncd.httpserver import BackgroundServer, ServedInBackground
 
 __all__ = ["DEFAULT_TOKEN", "Fault", "FaultKind", "HubSpotEmulator", "serve_forever"]
 
@@ -32,7 +30,7 @@ DEFAULT_TOKEN = "pat-emulator-token"  # noqa: S105 - the public token of a local
 log = structlog.get_logger(__name__)
 
 
-class HubSpotEmulator:
+class HubSpotEmulator(ServedInBackground):
     """One emulated HubSpot account on 127.0.0.1; `start()`/`stop()` or use it as a context.
 
     `people` sample people are drawn with `seed`; `share` of them are HubSpot contacts.
@@ -103,35 +101,6 @@ class HubSpotEmulator:
         self._state.faults = FaultInjector(self._fault_seed)
         self._state.budget = self._budget()
         self._state.requests.clear()
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The base URL to give the client as `host` (no trailing slash)."""
-        if not self._http.bound:
-            raise RuntimeError("the emulator is not running; call start() first")
-        return self._http.url
-
-    def start(self) -> Self:
-        """Serve in a background thread on an ephemeral port; returns once it accepts."""
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._http.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- test helpers ----------------------------------------------------------------------
 

@@ -19,14 +19,13 @@ import signal
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from connectors.salesforce.emulator_http import EmulatorApp
 from connectors.salesforce.emulator_state import Credentials, EmulatorState
 from connectors.salesforce.faults import Endpoint, FaultKind, FaultPlan, RequestBudget
 from connectors.salesforce.org import Org, WriteRequest
-from syncd.httpserver import BackgroundServer
+from syncd.httpserver import BackgroundServer, ServedInBackground
 
 # Published on purpose: they open nothing but a loopback emulator.
 DEFAULT_CREDENTIALS = Credentials(
@@ -38,7 +37,7 @@ DEFAULT_CREDENTIALS = Credentials(
 )
 
 
-class SalesforceEmulator:
+class SalesforceEmulator(ServedInBackground):
     """An emulated Salesforce org seeded from the sample people, served on loopback."""
 
     def __init__(
@@ -70,34 +69,11 @@ class SalesforceEmulator:
         )
 
     # -- lifecycle ----------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """The base URL, http://127.0.0.1:<port>; the emulator must be started."""
-        if not self._http.bound:
-            raise RuntimeError("the emulator is not started")
-        return self._http.url
-
-    def start(self) -> SalesforceEmulator:
+    def start(self) -> Self:
         """Bind the port and serve in a background thread; returns once it accepts calls."""
         # The login answers carry the base URL, so it must be known before the first call.
         self.state.base_url = self._http.bind()
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._http.stop()
-
-    def __enter__(self) -> SalesforceEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return super().start()
 
     # -- looking at the data --------------------------------------------------------------
     def ids(self, sobject: str, include_deleted: bool = False) -> list[str]:
