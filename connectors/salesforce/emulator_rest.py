@@ -163,7 +163,12 @@ class RestApi:
             }
         )
 
-    def _window(self, request: Request) -> tuple[datetime, datetime] | Response:
+    def _replicated(self, request: Request) -> tuple[str, datetime, datetime] | Response:
+        """The object and the window of a replication call (`deleted`, `updated`), or the
+        error Salesforce answers: an unknown object first, then a bad window."""
+        sobject = find_sobject(request.path_params["sobject"])
+        if sobject is None:
+            return sf_error(404, "NOT_FOUND", NOT_FOUND)
         try:
             start = soql.parse_datetime(request.query_params["start"])
             end = soql.parse_datetime(request.query_params["end"])
@@ -177,17 +182,14 @@ class RestApi:
             return sf_error(
                 400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago"
             )
-        return start, end
+        return sobject, start, end
 
     async def get_deleted(self, request: Request) -> Response:
         """GET /sobjects/{object}/deleted?start=&end=: records deleted in the window."""
-        sobject = find_sobject(request.path_params["sobject"])
-        window = self._window(request)
-        if sobject is None:
-            return sf_error(404, "NOT_FOUND", NOT_FOUND)
-        if isinstance(window, Response):
-            return window
-        start, end = window
+        replicated = self._replicated(request)
+        if isinstance(replicated, Response):
+            return replicated
+        sobject, start, end = replicated
         rows = [
             row
             for row in self.state.org.rows(sobject, include_deleted=True)
@@ -206,13 +208,10 @@ class RestApi:
 
     async def get_updated(self, request: Request) -> Response:
         """GET /sobjects/{object}/updated?start=&end=: ids of records changed in the window."""
-        sobject = find_sobject(request.path_params["sobject"])
-        window = self._window(request)
-        if sobject is None:
-            return sf_error(404, "NOT_FOUND", NOT_FOUND)
-        if isinstance(window, Response):
-            return window
-        start, end = window
+        replicated = self._replicated(request)
+        if isinstance(replicated, Response):
+            return replicated
+        sobject, start, end = replicated
         ids = [
             row["Id"]
             for row in self.state.org.rows(sobject, include_deleted=False)
