@@ -132,8 +132,13 @@ def parse_timestamp(value: Any, zone: Any = UTC, fmt: str | None = None) -> date
     elif fmt is None and (
         isinstance(value, int | float) or (isinstance(value, str) and value.isdigit())
     ):
-        number = float(value)
-        moment = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        # isdigit() also holds for digits float() refuses (superscripts), and an epoch time
+        # can be NaN or beyond the years a datetime holds.
+        try:
+            number = float(value)
+            moment = datetime.fromtimestamp(number / 1000 if number > 1e11 else number, UTC)
+        except (ValueError, OverflowError, OSError):
+            raise TransformError("not an epoch time this mapping can read") from None
     else:
         text = _text(value).strip()
         try:
@@ -158,7 +163,15 @@ def _datetime(args: list[Any]) -> Transform:
     """datetime, datetime('Europe/Paris'), datetime('Europe/Paris', '%d/%m/%Y %H:%M')."""
     zone = _zone(args, 0)
     fmt = str(args[1]) if len(args) > 1 else None
-    return _none_safe(lambda v: format_timestamp(parse_timestamp(v, zone, fmt)))
+
+    def to_timestamp(value: Any) -> str:
+        try:
+            return format_timestamp(parse_timestamp(value, zone, fmt))
+        except OverflowError:
+            # 9999-12-31 in a zone west of UTC, or 0001-01-01 east of it, has no UTC time.
+            raise TransformError("a date-time whose UTC time is out of range") from None
+
+    return _none_safe(to_timestamp)
 
 
 @transform("date", (0, 1))
@@ -194,8 +207,13 @@ def to_int(value: Any) -> int:
         return int(value)
     if isinstance(value, int):
         return value
+    text = _number_text(value)
     try:
-        number = float(_number_text(value))
+        return int(text)  # exact, where a float would round beyond 2**53
+    except ValueError:
+        pass
+    try:
+        number = float(text)
     except ValueError:
         raise TransformError("not a whole number") from None
     if not number.is_integer():
@@ -261,7 +279,14 @@ def _hash(args: list[Any]) -> Transform:
     algorithm = str(args[0]) if args else "sha256"
     if algorithm not in {"sha256", "sha1", "md5"}:
         raise ValueError(f"unknown hash {algorithm!r}; use sha256, sha1 or md5")
-    return _none_safe(lambda v: hashlib.new(algorithm, _text(v).encode()).hexdigest())
+    def digest(value: Any) -> str:
+        try:
+            data = _text(value).encode()
+        except UnicodeEncodeError:  # a lone surrogate, as a JSON "\ud800" decodes to
+            raise TransformError("text that is not valid Unicode") from None
+        return hashlib.new(algorithm, data).hexdigest()
+
+    return _none_safe(digest)
 
 
 def value_map(table: Mapping[str, Any], keep_unmapped: bool = True) -> Transform:

@@ -36,6 +36,9 @@ def run(expression: str, payload: dict[str, object]) -> object:
         ("v | date", "2024-01-02T10:00:00", "2024-01-02"),
         ("v | to_int", " 42 ", 42),
         ("v | to_int", "42.0", 42),
+        ("v | to_int", "9007199254740993", 9007199254740993),
+        ("v | to_int", "-12345678901234567890", -12345678901234567890),
+        ("v | to_int", "1,234", 1234),
         ("v | to_float", "1,234.5", 1234.5),
         ("v | to_bool", "Yes", True),
         ("v | to_bool", "off", False),
@@ -63,6 +66,13 @@ def test_transform(expression: str, value: object, expected: object) -> None:
         ("v | to_float", "nan"),
         ("v | to_float", "-Infinity"),
         ("v | to_bool", "maybe"),
+        # Values whose first error was not a TransformError, which stopped the whole run.
+        ("v | datetime", "9999-12-31T23:59:59-05:00"),
+        ("v | datetime('America/New_York')", "9999-12-31 23:59:59"),
+        ("v | datetime('Europe/Paris')", "0001-01-01T00:00:00"),
+        ("v | datetime", "99999999999999999999"),
+        ("v | datetime", "²"),
+        ("v | hash", "\ud800"),
     ],
 )
 def test_bad_values_raise_transform_error_without_the_value(expression: str, value: str) -> None:
@@ -147,3 +157,8 @@ def test_timestamps_are_written_as_they_always_were(moment: datetime) -> None:
 def test_an_integer_too_large_for_a_float_is_a_value_error() -> None:
     with pytest.raises(TransformError, match="not a finite number"):
         run("v | to_float", {"v": 10**400})
+
+
+def test_an_epoch_time_that_is_not_a_number_is_a_transform_error() -> None:
+    with pytest.raises(TransformError, match="not an epoch time"):
+        run("v | datetime", {"v": float("nan")})
