@@ -279,6 +279,7 @@ def _hash(args: list[Any]) -> Transform:
     algorithm = str(args[0]) if args else "sha256"
     if algorithm not in {"sha256", "sha1", "md5"}:
         raise ValueError(f"unknown hash {algorithm!r}; use sha256, sha1 or md5")
+
     def digest(value: Any) -> str:
         try:
             data = _text(value).encode()
