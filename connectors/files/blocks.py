@@ -16,6 +16,11 @@ from typing import Any, overload
 
 from syncd.connector import RawRecord
 
+# csv refuses a field over 131,072 characters by default, which stopped a whole file at one
+# long cell (a pasted note, an embedded image); the file's size bounds a field anyway.
+# Process-wide, so the mapping workers, which import this module, parse as the reader cut.
+csv.field_size_limit(2**31 - 1)
+
 Row = tuple[int, dict[str, Any] | None, str | None]
 """(line number, the row as a dict or None, why it could not be read)."""
 
@@ -48,6 +53,9 @@ def jsonl_rows(lines: Iterable[str], first_line: int) -> Iterator[Row]:
             value = json.loads(text)
         except json.JSONDecodeError as error:
             yield line, None, f"invalid JSON: {error.msg} at column {error.colno}"
+            continue
+        except RecursionError:
+            yield line, None, "invalid JSON: nested too deeply"
             continue
         if not isinstance(value, dict):
             yield line, None, "a JSON line must be an object"

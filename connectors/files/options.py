@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from syncd.connector import ConnectorOptions
 
@@ -20,6 +20,18 @@ class StreamFiles(BaseModel):
     )
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _a_text_encoding(cls, name: str) -> str:
+        try:
+            "".encode(name)  # also refuses codecs that are not text encodings (hex, base64)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {name!r}; use one Python knows, e.g. utf-8, "
+                "utf-8-sig, cp1252 or latin-1"
+            ) from None
+        return name
 
 
 class FilesOptions(ConnectorOptions):

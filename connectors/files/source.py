@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.connector import JsonValue, Page
+from syncd.errors import FatalConnectorError
 
 from .blocks import FileBlock, is_blank
 from .options import FilesOptions, StreamFiles
@@ -187,12 +188,22 @@ class FilesSource:
                 "jsonl" if path.suffix in {".jsonl", ".ndjson", ".json"} else "csv"
             )
             cut = _jsonl_blocks if fmt == "jsonl" else _csv_blocks
-            for block, last_line in cut(path, spec, self.options.batch_size, skip_to):
-                if last_line is None:
-                    done = [*done, digest]
-                    yield Page(block, {"done": done, "current": None})
-                else:
-                    yield Page(
-                        block, {"done": done, "current": {"hash": digest, "line": last_line}}
-                    )
+            last_line: int | None = skip_to
+            try:
+                for block, last_line in cut(path, spec, self.options.batch_size, skip_to):
+                    if last_line is None:
+                        done = [*done, digest]
+                        yield Page(block, {"done": done, "current": None})
+                    else:
+                        yield Page(
+                            block, {"done": done, "current": {"hash": digest, "line": last_line}}
+                        )
+            except UnicodeDecodeError:
+                # Guessing another encoding would store garbled names under a valid hash:
+                # the pages before stay loaded, and the file goes on from there once fixed.
+                raise FatalConnectorError(
+                    f"{path.name}: not {spec.encoding} text after line {last_line}; save the "
+                    f"file as {spec.encoding}, or set the stream's `encoding` option to the "
+                    "one it is written in (e.g. cp1252)"
+                ) from None
             current = {}

@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from connectors.files import FilesOptions, FilesSource
 from connectors.files.blocks import FileBlock
+from connectors.files.options import StreamFiles
 from connectors.files.source import _csv_records
 from syncd.connector import Page
+from syncd.errors import FatalConnectorError
 
 
 def source(folder: Path, settle: float = 0, batch: int = 2) -> FilesSource:
@@ -202,15 +205,48 @@ def test_a_page_crosses_to_a_worker_as_its_lines_and_never_shows_them(tmp_path: 
     assert "ann" not in repr(block) and "bob" not in repr(block)
 
 
-def test_pages_before_a_row_that_cannot_be_read_are_handed_on_first(tmp_path: Path) -> None:
+def test_pages_before_text_that_cannot_be_decoded_are_handed_on_and_the_error_says_what_to_do(
+    tmp_path: Path,
+) -> None:
     # A full page goes out as soon as it is cut, so a pull that fails further on (here on a
-    # field over csv's size limit) has stored the pages before it.
-    write(tmp_path / "people1.csv", "id,note\n1,a\n2,b\n3," + "x" * 200_000 + "\n")
+    # byte that is not UTF-8, found once the reader's buffer gets to it) has stored the pages
+    # before it.
+    path = tmp_path / "people1.csv"
+    good = "".join(f"{i},a\n" for i in range(1, 5001))
+    path.write_bytes(b"id,note\n" + good.encode() + b"5001,caf\xe9\n")
+    os.utime(path, (time.time() - 60, time.time() - 60))
     got: list[Page] = []
-    with pytest.raises(csv.Error):
-        got.extend(source(tmp_path, batch=1).read("people", None))
-    assert rows(got) == ["1", "2"]
-    assert got[-1].cursor["current"]["line"] == 3
+    with pytest.raises(FatalConnectorError) as caught:
+        got.extend(source(tmp_path, batch=100).read("people", None))
+    assert got, "the pages before the undecodable line"
+    assert rows(got) == [str(i) for i in range(1, len(rows(got)) + 1)]
+    last_line = got[-1].cursor["current"]["line"]
+    assert f"people1.csv: not utf-8 text after line {last_line}" in str(caught.value)
+    assert "`encoding` option" in str(caught.value)
+
+
+def test_a_field_longer_than_csvs_default_limit_loads(tmp_path: Path) -> None:
+    note = "x" * 200_000
+    write(tmp_path / "people1.csv", f'id,note\n1,a\n2,{note}\n3,"{note}"\n4,d\n')
+    pages = list(source(tmp_path, batch=1).read("people", None))
+    assert rows(pages) == ["1", "2", "3", "4"]
+    assert [len(r.payload["note"]) for p in pages for r in p.records] == [1, 200_000, 200_000, 1]
+
+
+def test_a_json_line_nested_too_deeply_is_flagged_and_the_rest_loads(tmp_path: Path) -> None:
+    write(tmp_path / "orders1.jsonl", '{"id": "o1"}\n' + "[" * 100_000 + '\n{"id": "o2"}\n')
+    orders = list(source(tmp_path).read("orders", None))
+    assert rows(orders) == ["o1", "o2"]
+    assert [(r.location, r.error) for p in orders for r in p.records if r.error] == [
+        ("orders1.jsonl:2", "invalid JSON: nested too deeply")
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf8-bogus", "hex", "base64"])
+def test_an_encoding_that_is_not_a_text_encoding_is_refused_with_the_fix(encoding: str) -> None:
+    with pytest.raises(ValidationError, match=r"unknown text encoding .* e\.g\. utf-8"):
+        StreamFiles(pattern="*.csv", encoding=encoding)
+    assert StreamFiles(pattern="*.csv", encoding="cp1252").encoding == "cp1252"
 
 
 def test_records_are_judged_as_csv_judges_them_with_a_tab_delimiter() -> None:
