@@ -119,8 +119,9 @@ def _csv_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut:
         # last line of the record just read.
         lines = _taking(handle, taken)
         header = csv.reader(lines, delimiter=spec.delimiter)
-        # A file without even a header is one empty block.
-        names = [name.strip() for name in next(header, [])]
+        # Blank lines before the header are skipped like any other; a file without even a
+        # header is one empty block.
+        names = [name.strip() for name in next((row for row in header if not is_blank(row)), [])]
         taken.clear()
         yield from _cut(
             _csv_records(lines, header.line_num, spec.delimiter),
@@ -185,7 +186,7 @@ class FilesSource:
                 continue
             skip_to = int(current.get("line", 0)) if current.get("hash") == digest else 0
             fmt = spec.format or (
-                "jsonl" if path.suffix in {".jsonl", ".ndjson", ".json"} else "csv"
+                "jsonl" if path.suffix.lower() in {".jsonl", ".ndjson", ".json"} else "csv"
             )
             cut = _jsonl_blocks if fmt == "jsonl" else _csv_blocks
             last_line: int | None = skip_to

@@ -259,3 +259,16 @@ def test_records_are_judged_as_csv_judges_them_with_a_tab_delimiter() -> None:
         (6, False),
         (7, False),
     ]
+
+
+def test_blank_lines_before_the_header_are_skipped_and_extensions_ignore_case(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "people1.csv", "\n  \nid,email\n1,a@x.com\nbad\n")
+    people = list(source(tmp_path).read("people", None))
+    assert rows(people) == ["1"]
+    assert [(r.location, r.error) for p in people for r in p.records if r.error] == [
+        ("people1.csv:5", "expected 2 columns, found 1")
+    ]
+    write(tmp_path / "orders1.JSONL", '{"id": "o1"}\n')
+    assert rows(list(source(tmp_path).read("orders", None))) == ["o1"]
