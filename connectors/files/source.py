@@ -4,7 +4,8 @@
   under any name, is not loaded twice (`run-once --full` reads everything again, and the
   store then rewrites nothing that did not change).
 - A half-written file is never read: hidden and temporary names (`.x`, `*.tmp`, `*.part`)
-  are skipped, and so is a file modified less than `settle_seconds` ago.
+  are skipped, and so is a file modified less than `settle_seconds` ago; one rewritten while
+  it was read is not done, and is read whole by the next run.
 - Files are streamed in pages of `batch_size` rows, so memory stays flat whatever their size;
   the cursor after each page names the file and line, so a killed run resumes mid-file.
 - A malformed row (wrong column count, bad JSON) comes back as a RawRecord with an error and
@@ -38,6 +39,11 @@ def file_hash(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 Cut = Iterator[tuple[FileBlock, int | None]]
@@ -181,6 +187,7 @@ class FilesSource:
         done: list[str] = list((cursor or {}).get("done", []))
         current = (cursor or {}).get("current") or {}
         for path in self._ready_files(spec):
+            version = _version(path)
             digest = file_hash(path)
             if digest in done:
                 continue
@@ -193,7 +200,10 @@ class FilesSource:
             try:
                 for block, last_line in cut(path, spec, self.options.batch_size, skip_to):
                     if last_line is None:
-                        done = [*done, digest]
+                        # A file rewritten in place while it was read may have given some
+                        # of each version: it is not done, and the next run reads it whole.
+                        if _version(path) == version:
+                            done = [*done, digest]
                         yield Page(block, {"done": done, "current": None})
                     else:
                         yield Page(

@@ -272,3 +272,19 @@ def test_blank_lines_before_the_header_are_skipped_and_extensions_ignore_case(
     ]
     write(tmp_path / "orders1.JSONL", '{"id": "o1"}\n')
     assert rows(list(source(tmp_path).read("orders", None))) == ["o1"]
+
+
+def test_a_file_rewritten_while_it_is_read_is_not_done_and_is_read_whole_next_time(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "people1.csv"
+    write(path, "id\n1\n2\n3\n", age=120)
+    reader = source(tmp_path, batch=1).read("people", None)
+    first = next(reader)
+    write(path, "id\n7\n8\n9\n", age=60)
+    rest = list(reader)
+    assert rest[-1].cursor == {"done": [], "current": None}
+    again = list(source(tmp_path, batch=1).read("people", rest[-1].cursor))
+    assert rows(again) == ["7", "8", "9"]
+    assert len(again[-1].cursor["done"]) == 1
+    assert rows([first]) == ["1"]
