@@ -32,13 +32,14 @@ def is_blank(row: Sequence[str]) -> bool:
 def csv_rows(
     lines: Iterable[str], header: Sequence[str], delimiter: str, first_line: int
 ) -> Iterator[Row]:
-    """The rows of lines that begin a record (`first_line` is the first one's number)."""
+    """The rows of lines that begin a record (`first_line` is the first one's number), each
+    with the number of its first line: where a reader finds it."""
     reader = csv.reader(lines, delimiter=delimiter)
-    before = first_line - 1
+    read = 0
     for row in reader:
+        line, read = first_line + read, reader.line_num
         if is_blank(row):
             continue
-        line = before + reader.line_num
         if len(row) != len(header):
             yield line, None, f"expected {len(header)} columns, found {len(row)}"
             continue

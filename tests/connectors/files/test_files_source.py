@@ -110,10 +110,12 @@ def whole_file(path: Path) -> list[tuple[str, dict[str, str] | None, str | None]
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader)]
+        read = reader.line_num
         for row in reader:
+            first, read = read + 1, reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            location = f"{path.name}:{reader.line_num}"
+            location = f"{path.name}:{first}"
             if len(row) != len(header):
                 found.append((location, None, f"expected {len(header)} columns, found {len(row)}"))
             else:
@@ -161,8 +163,11 @@ def test_pages_cut_between_records_give_what_one_whole_read_gives(
     path, pages = _read_in_pages(tmp_path, buffer.getvalue(), batch)
     assert [len(page.records) for page in pages[:-1]] == [batch] * (len(pages) - 1)
     assert len(pages[-1].records) <= batch
-    for page in pages[:-1]:
-        assert page.cursor["current"]["line"] == int(page.records[-1].location.split(":")[1])
+    # A page's cursor is the last line of its last record, which begins at its location.
+    first_lines = [[int(r.location.split(":")[1]) for r in page.records] for page in pages]
+    for page, lines, following in zip(pages, first_lines, first_lines[1:], strict=False):
+        assert lines[-1] <= page.cursor["current"]["line"]
+        assert not following or page.cursor["current"]["line"] < following[0]
     # Resuming after any page gives exactly the records after it.
     for at, page in enumerate(pages[:-1]):
         resumed = list(source(tmp_path, batch=batch).read("people", page.cursor))
@@ -288,3 +293,13 @@ def test_a_file_rewritten_while_it_is_read_is_not_done_and_is_read_whole_next_ti
     assert rows(again) == ["7", "8", "9"]
     assert len(again[-1].cursor["done"]) == 1
     assert rows([first]) == ["1"]
+
+
+def test_a_record_over_several_lines_is_located_at_its_first_line(tmp_path: Path) -> None:
+    write(tmp_path / "people1.csv", 'id,note\n1,"a\nb"\n2,"c\nd",extra\n\n3,e,f\n')
+    people = list(source(tmp_path, batch=5).read("people", None))
+    assert rows(people) == ["1"]
+    assert [(r.location, r.error) for p in people for r in p.records if r.error] == [
+        ("people1.csv:4", "expected 2 columns, found 3"),
+        ("people1.csv:7", "expected 2 columns, found 3"),
+    ]
