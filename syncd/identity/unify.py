@@ -399,7 +399,11 @@ def _log(
             bulk.executemany(insert, logs, between)
             logs = []
     for refusal in resolution.refusals:
-        if refusal.node_a in dirty or refusal.node_b in dirty:
+        # A refusal between nodes that did not change is logged once, when it parts them
+        # (a change elsewhere in their profile made it); later runs find it again, unlogged.
+        before = old.get(refusal.node_a)
+        parts_them = before is not None and before == old.get(refusal.node_b)
+        if refusal.node_a in dirty or refusal.node_b in dirty or parts_them:
             logs.append(
                 (
                     run_id,
@@ -418,7 +422,10 @@ def _log(
         live_successors = sorted(s for s in successors if s)
         if len(live_successors) > 1:
             result.splits += 1
-            reason = "its records no longer share an identifier; now " + ", ".join(live_successors)
+            reason = (
+                "its records no longer join (an identifier they shared is gone, or a merge is "
+                "now refused: see the refused rows); now " + ", ".join(live_successors)
+            )
             logs.extend(
                 (run_id, at, "split", profile, successor, None, None, None, reason)
                 for successor in live_successors

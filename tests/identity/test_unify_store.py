@@ -90,8 +90,7 @@ def test_losing_the_joining_identifier_splits_the_profile(project: Project) -> N
     assert sorted(after.values()) == [["a"], ["b"]]
     assert before in after  # the profile keeps its id: its smallest record stayed
     assert any(
-        action == "split" and "no longer share an identifier" in reason
-        for action, reason in merge_log(project)
+        action == "split" and "no longer join" in reason for action, reason in merge_log(project)
     )
 
 
@@ -110,6 +109,37 @@ def test_a_merge_over_the_user_id_limit_is_refused_and_logged(project: Project) 
     )
     assert sorted(profiles(project).values()) == [["a"], ["b"]]
     assert ("refused", "would give one profile more than 1 user_id value") in merge_log(project)
+
+
+def test_a_refusal_that_parts_two_unchanged_records_is_logged(project: Project) -> None:
+    # b4 and c4 share a phone and were one profile; d4 brings a second user_id on the same
+    # phone. Record ids order the phone's nodes c4, d4, b4, so c4 joins d4 first and the
+    # refused pair is c4 and b4, neither of which changed in the second run.
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "ada@x.com", "user_id": "u1"},
+                        {"id": "b4", "email": "ada@x.com", "phone": "4155550101"},
+                        {"id": "c4", "phone": "4155550101"},
+                    ]
+                )
+            ]
+        }
+    )
+    assert sorted(profiles(project).values()) == [["a", "b4", "c4"]]
+    project.run({"people": [records_page([{"id": "d4", "phone": "4155550101", "user_id": "u2"}])]})
+    assert sorted(profiles(project).values()) == [["a", "b4"], ["c4", "d4"]]
+    with transaction(project.engine) as bulk:
+        refused = bulk.connection.exec_driver_sql(
+            "SELECT record_a, record_b, reason FROM merge_log WHERE action = 'refused'"
+        ).all()
+    assert len(refused) == 1
+    assert refused[0][2] == "would give one profile more than 1 user_id value"
+    assert any(
+        action == "split" and "no longer join" in reason for action, reason in merge_log(project)
+    )
 
 
 def test_blocked_values_never_join_people(project: Project) -> None:
