@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
+from sqlmodel import SQLModel
 
 from syncd.inspect import export_profiles
 from syncd.store.db import transaction
@@ -76,20 +77,25 @@ def _state(project: Project) -> list[str]:
 
 
 def _reset(project: Project) -> None:
+    """Empty every table of the store (a new table is emptied too) and mark nothing resolved."""
     with project.engine.begin() as connection:
-        for table in (
-            "source_record",
-            "identifier",
-            "record_identifier",
-            "event",
-            "event_identifier",
-            "profile",
-            "merge_log",
-            "cursor",
-            "quarantine",
-            "sync_run",
-        ):
-            connection.execute(text(f"DELETE FROM {table}"))
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name != "unify_state":
+                connection.execute(table.delete())
+        connection.execute(text("UPDATE unify_state SET resolved = 0"))
+
+
+def _unlogged_refusals(project: Project) -> list[int]:
+    """Identifiers that nodes of two profiles or more carry, with no refused merge logged for
+    them: only a refusal (a limit) leaves an identifier shared across profiles."""
+    with transaction(project.engine) as bulk:
+        rows = bulk.connection.exec_driver_sql(
+            "SELECT ri.identifier_id FROM record_identifier ri "
+            "JOIN record_profile rp ON rp.record_id = ri.record_id "
+            "GROUP BY ri.identifier_id HAVING COUNT(DISTINCT rp.profile_id) > 1 "
+            "EXCEPT SELECT identifier_id FROM merge_log WHERE action = 'refused'"
+        ).all()
+    return [int(row[0]) for row in rows]
 
 
 @pytest.fixture
@@ -139,3 +145,4 @@ def test_incremental_runs_equal_one_run_of_the_final_records(
 
     assert _state(incremental) == _state(reference)
     assert incremental.pipeline().verify() == []
+    assert _unlogged_refusals(incremental) == []
