@@ -16,7 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from syncd.connector import ConnectorOptions, ConnectorSpec, EnvRef
+from syncd.connector import (
+    ConnectorOptions,
+    ConnectorSpec,
+    EnvRef,
+    database_url_without_secret,
+)
 from syncd.errors import ConfigError, Problem
 
 DEFAULT_BLOCKED_VALUES = (
@@ -94,12 +99,7 @@ class StoreConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _no_password_in_file(cls, url: str | EnvRef) -> str | EnvRef:
-        if isinstance(url, str) and "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-            raise ValueError(
-                'the URL holds a password; write url = { env = "SYNCD_STORE_URL" } '
-                "and export SYNCD_STORE_URL"
-            )
-        return url
+        return database_url_without_secret(url) if isinstance(url, str) else url
 
 
 class LoggingConfig(_Strict):
@@ -271,6 +271,14 @@ def load_config(path: Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([Problem(file, "(syntax)", str(error), "fix the TOML syntax")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            [Problem(file, "(file)", "not UTF-8 text", "save it as UTF-8 (TOML is UTF-8)")]
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            [Problem(file, "(file)", error.strerror or str(error), "pass the path of a file")]
+        ) from None
     try:
         raw = RawConfig.model_validate(data)
     except ValidationError as error:

@@ -130,6 +130,27 @@ class EnvRef(BaseModel):
         return value
 
 
+def database_url_without_secret(url: str) -> str:
+    """`url` when it is a database URL that holds no password; raises ValueError otherwise
+    (for pydantic validators: a URL given literally in the config file)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "not a database URL; write one such as sqlite:///var/syncd.db or "
+            'postgresql+psycopg://syncd@db/syncd, or { env = "NAME" }'
+        ) from None
+    if parsed.password is not None or any("password" in key.lower() for key in parsed.query):
+        raise ValueError(
+            'the URL holds a password; write url = { env = "SYNCD_STORE_URL" } '
+            "and export SYNCD_STORE_URL"
+        )
+    return url
+
+
 class ConnectorOptions(BaseModel):
     """Base of each connector's typed options; unknown keys are errors."""
 

@@ -77,6 +77,54 @@ def test_a_literal_password_in_the_store_url_is_refused(tmp_path: Path) -> None:
     assert not any("hunter2" in p for p in found)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://app@db/syncd?password=hunter2", "the URL holds a password"),
+        ("postgresql+psycopg://app@db/syncd?sslpassword=hunter2", "the URL holds a password"),
+        ("notaurl", "not a database URL"),
+    ],
+)
+def test_a_store_url_with_a_password_anywhere_or_no_url_at_all_is_refused(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    found = problems_of(write_project(tmp_path, url))
+    assert any(":store.url: " in p and message in p for p in found)
+    assert not any("hunter2" in p for p in found)
+
+
+def test_a_literal_password_in_the_ingest_spool_url_is_refused(tmp_path: Path) -> None:
+    path = write_project(
+        tmp_path,
+        "sqlite:///x.db",
+        extra_config="""
+        [sources.web]
+        type = "ingest"
+        [sources.web.options]
+        write_keys = [{ env = "WEB_KEY" }]
+        store_url = "postgresql://u:hunter2@db.invalid/x"
+        """,
+    )
+    found = problems_of(path)
+    assert any("sources.web.options.store_url: " in p and "holds a password" in p for p in found)
+    assert not any("hunter2" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "Is a directory"), (b"url = '\xe9'\n", "not UTF-8 text")]
+)
+def test_a_config_that_is_a_folder_or_not_utf8_is_a_problem_not_a_crash(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "syncd.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:(file): {message}")
+
+
 def test_store_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_project(tmp_path, "unused")
     text = path.read_text().replace('url = "unused"', 'url = { env = "TEST_STORE_URL" }')

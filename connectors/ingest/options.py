@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from syncd.connector import ConnectorOptions, EnvRef
+from syncd.connector import ConnectorOptions, EnvRef, database_url_without_secret
 
 MessageType = Literal["identify", "track", "page", "screen", "group", "alias"]
 MESSAGE_TYPES: tuple[MessageType, ...] = ("identify", "track", "page", "screen", "group", "alias")
@@ -35,6 +35,11 @@ class IngestOptions(ConnectorOptions):
     max_commit_messages: int = Field(default=5000, ge=1)
     max_pending_requests: int = Field(default=10_000, ge=1)
     spool_retention_hours: float = Field(default=168, ge=0, le=87_600)
+
+    @field_validator("store_url")
+    @classmethod
+    def _no_password_in_file(cls, url: str | EnvRef | None) -> str | EnvRef | None:
+        return database_url_without_secret(url) if isinstance(url, str) else url
 
     @field_validator("streams")
     @classmethod
