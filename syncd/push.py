@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import ConnectorContext, Destination, Outcome, PushItem, PushResult
-from syncd.errors import ConnectorError
+from syncd.errors import ConfigError, ConnectorError, SyncdError
 from syncd.log import get_logger
 from syncd.mapping.destinations import CompiledDestination, DestinationMappings
 from syncd.mapping.destinations import compile_destinations as _compile
@@ -104,12 +104,12 @@ class _Pusher:
         if self.destination is None:
             try:
                 self.destination = self.make(self.entry, self.config)
-            except ConnectorError as error:
+            except (ConnectorError, ConfigError) as error:  # ConfigError: a secret unset
                 self._fail(error)
         assert self.destination is not None
         return self.destination
 
-    def _fail(self, error: ConnectorError) -> None:
+    def _fail(self, error: SyncdError) -> None:
         self.report.errors.append(f"{self.entry.name}: {error}")
         self.report.counts["destinations_failed"] += 1
         self.log.error("destination failed", error=str(error), error_type=type(error).__name__)

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import ConnectorContext, Page, RawRecord, Source
-from syncd.errors import ConnectorError
+from syncd.errors import ConfigError, ConnectorError, SyncdError
 from syncd.identity.unify import UnifyResult, resolve_marked, unify, write_resolution
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import CompiledStream, Mappings
@@ -201,7 +201,7 @@ class Pipeline:
                     continue
                 try:
                     source = self.make_source(entry, self.config, dry_run)
-                except ConnectorError as error:
+                except (ConnectorError, ConfigError) as error:  # ConfigError: a secret unset
                     self._fail(summary, name, error)
                     continue
                 try:
@@ -253,7 +253,7 @@ class Pipeline:
             summary.status = "failed"
             summary.errors.extend(report.errors)
 
-    def _fail(self, summary: RunSummary, source: str, error: ConnectorError) -> None:
+    def _fail(self, summary: RunSummary, source: str, error: SyncdError) -> None:
         summary.status = "failed"
         summary.errors.append(f"{source}: {error}")
         self.log.error(

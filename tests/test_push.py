@@ -18,7 +18,7 @@ import pytest
 import syncd.push as push_module
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import Destination, Outcome, PushItem, PushResult
-from syncd.errors import FatalConnectorError, RetryableError
+from syncd.errors import ConfigError, FatalConnectorError, Problem, RetryableError
 from syncd.identity.resolve import profile_id_for
 from syncd.mapping.destinations import compile_destinations
 from syncd.plan.planner import plan_chunks
@@ -245,6 +245,33 @@ def test_a_failing_destination_does_not_stop_another(setup: Setup, error: Except
     setup.push()
     assert sorted(alpha.pushed) == sorted(p["email"] for p in PEOPLE)
     assert beta.pushed.count("p0@example.com") == 1
+
+
+def test_a_destination_whose_secret_is_unset_fails_alone(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unset = ConfigError(
+        [
+            Problem(
+                "syncd.toml",
+                "destinations.alpha.options.access_token",
+                "environment variable ALPHA_TOKEN is not set",
+                "export ALPHA_TOKEN",
+            )
+        ]
+    )
+    made = setup.make
+
+    def make(entry: ConnectorEntry, config: Config) -> Destination:
+        if entry.name == "alpha":
+            raise unset
+        return made(entry, config)
+
+    monkeypatch.setattr(setup, "make", make)
+    report = setup.push()
+    assert report.errors == [f"alpha: {unset}"]
+    assert report.counts["destinations_failed"] == 1
+    assert sorted(setup.fakes["beta"].pushed) == sorted(p["email"] for p in PEOPLE)
 
 
 def test_missing_match_value_is_skipped_and_counted(setup: Setup) -> None:
