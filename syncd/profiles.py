@@ -110,11 +110,19 @@ def survive(rule: TraitRule, candidates: Sequence[tuple[RecordView, Any]]) -> tu
         pick = max if rule.rule == "max" else min
         record, value = pick(candidates, key=lambda c: (_sortable(c[1]), c[0].id))
     else:
-        values: set[Any] = set()
-        for _, item in candidates:
-            values.update(item if isinstance(item, list) else [item])
-        return sorted(values, key=_sortable), candidates[-1][0].id
+        return _distinct(item for _, item in candidates), candidates[-1][0].id
     return value, record.id
+
+
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    """Every distinct value, a list's items one by one, in a fixed order. Values are told
+    apart by their JSON text: an object or a list is a value too (a set refused them), and
+    true, 1 and 1.0 stay three values (a set kept whichever came first)."""
+    kept: dict[str, Any] = {}
+    for value in values:
+        for item in value if isinstance(value, list) else (value,):
+            kept.setdefault(canonical_json(item), item)
+    return [kept[text] for text in sorted(kept, key=lambda text: (*_sortable(kept[text]), text))]
 
 
 def merge_traits(
@@ -161,10 +169,7 @@ def _aggregate(spec: ComputedTrait, values: list[Any]) -> Any:
         return min(present, key=_sortable) if present else None
     if spec.op in {"max", "last_seen"}:
         return max(present, key=_sortable) if present else None
-    flat: set[Any] = set()
-    for value in present:
-        flat.update(value if isinstance(value, list) else [value])
-    return sorted(flat, key=_sortable)
+    return _distinct(present)
 
 
 def compute(

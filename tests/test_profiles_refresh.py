@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 import syncd.profiles
-from syncd.mapping.model import ProfileMapping
+from syncd.mapping.model import ComputedTrait, ProfileMapping
 from syncd.mapping.transforms import format_timestamp
 from syncd.profiles import (
     Computed,
+    EventView,
     RecordView,
     RowsFromElsewhere,
+    compute,
     encode_traits,
     merge_traits,
     refresh_profiles,
@@ -382,6 +384,22 @@ def test_a_lone_record_survives_every_rule_as_it_is_except_union() -> None:
         {"score": 3, "tags": ["a", "b"]},
         {"score": 5, "tags": 5},
     )
+
+
+def test_union_and_distinct_keep_objects_and_tell_true_from_one() -> None:
+    older = RecordView(1, "crm", "people", "2025-01-01", {"tags": [{"sku": "a"}, True, 1.0]})
+    newer = RecordView(2, "shop", "people", "2025-02-01", {"tags": [1, {"sku": "a"}, "x"]})
+    expected = [True, 1, 1.0, "x", {"sku": "a"}]
+    assert merge_traits(RULES, [newer, older])[0]["tags"] == expected
+    assert merge_traits(RULES, [older, newer])[0]["tags"] == expected
+    items = [
+        EventView("order", "orders", f"2025-01-0{n}T00:00:00.000Z", {"items": items})
+        for n, items in ((1, [{"sku": "a"}, {"sku": "b"}]), (2, [{"sku": "a"}]))
+    ]
+    distinct = ComputedTrait.model_validate(
+        {"op": "distinct", "over": "events", "property": "items"}
+    )
+    assert compute(distinct, [], items, "2025-02-01T00:00:00.000Z") == [{"sku": "a"}, {"sku": "b"}]
 
 
 def test_survivorship_over_several_records() -> None:
