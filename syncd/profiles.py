@@ -27,6 +27,7 @@ from syncd.mapping.model import ComputedTrait, ProfileMapping, TraitRule
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
 from syncd.store.graph import identifiers_of_profiles
+from syncd.store.marks import mark_profiles_as_of, profiles_as_of
 from syncd.store.tables import decode_ids
 from syncd.timeutil import utcnow
 
@@ -350,17 +351,20 @@ def pending_events(bulk: Bulk) -> tuple[set[str], list[int]]:
     return profiles, events
 
 
-def leaving_windows(bulk: Bulk, rules: ProfileMapping, since: str | None) -> set[str]:
-    """Profiles with an event that left a `within_days` window since `since` (the last run).
+def leaving_windows(bulk: Bulk, rules: ProfileMapping) -> set[str]:
+    """Profiles with an event that left a `within_days` window since the last refresh, which
+    this one becomes (in the caller's transaction, which refreshes them).
 
     A count over the last 7 days changes when an event enters the window (a new event: its
     profile is pending anyway) or leaves it as time passes: those are found here, so idle
     profiles do not keep stale counts.
     """
+    now = utcnow()
+    since = profiles_as_of(bulk)
+    mark_profiles_as_of(bulk, format_timestamp(now))
     days = {spec.within_days for spec in rules.computed.values() if spec.within_days}
     if not days or since is None:
         return set()
-    now = utcnow()
     then = datetime.fromisoformat(since)
     profiles: set[str] = set()
     for window in days:

@@ -357,7 +357,7 @@ class Pipeline:
                 follow_renames(bulk, result.renamed, result.survivors)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
-                aged = leaving_windows(bulk, self.mappings.profile, _last_run_start(bulk, summary))
+                aged = leaving_windows(bulk, self.mappings.profile)
                 self.progress.stage("profiles")
                 touched = event_profiles | aged
                 # The workers compute every profile the resolution touched.
@@ -487,15 +487,6 @@ class Pipeline:
             after = _snapshot(bulk)
             transaction_.rollback()
         return _differences(before, after)
-
-
-def _last_run_start(bulk: Bulk, current: RunSummary) -> str | None:
-    """When the last successful run before this one started (its profiles were fresh then)."""
-    row = bulk.connection.exec_driver_sql(
-        bulk.sql("SELECT MAX(started_at) FROM sync_run WHERE status = 'ok' AND id <> ?"),
-        (current.run_id,),
-    ).first()
-    return None if row is None or row[0] is None else str(row[0])
 
 
 def _superseded(bulk: Bulk, records: list[StagedRecord], quarantined_in: str) -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 
 from syncd.errors import StoreError
 from syncd.store.db import MIGRATIONS, open_engine, open_store, transaction
-from syncd.store.marks import count_waiting
+from syncd.store.marks import count_waiting, profiles_as_of
 from syncd.store.tables import decode_ids
 
 BEFORE_APPEND_ORDER = ("0002", "0003")
@@ -184,6 +184,36 @@ def test_a_store_goes_back_to_profiles_and_marks_on_its_records(store_url: str) 
     ]
 
 
+def test_profiles_are_as_of_the_last_successful_run_after_the_upgrade_and_back(
+    store_url: str,
+) -> None:
+    _store_at(store_url, (*BEFORE_APPEND_ORDER, "0004", "0005", "0006", "0007"))
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO sync_run (id, kind, started_at, status, counts) VALUES "
+            "('a', 'full', '2026-01-01T00:00:00.000Z', 'ok', '{}'), "
+            "('b', 'incremental', '2026-01-02T00:00:00.000Z', 'ok', '{}'), "
+            "('c', 'incremental', '2026-01-03T00:00:00.000Z', 'failed', '{}')"
+        )
+    engine.dispose()
+
+    engine = open_store(store_url)
+    with transaction(engine, commit=False) as bulk:
+        assert profiles_as_of(bulk) == "2026-01-02T00:00:00.000Z"
+    engine.dispose()
+
+    alembic = AlembicConfig()
+    alembic.set_main_option("script_location", str(MIGRATIONS))
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        alembic.attributes["connection"] = connection
+        command.downgrade(alembic, "0007")
+    columns = {column["name"] for column in inspect(engine).get_columns("unify_state")}
+    engine.dispose()
+    assert columns == {"id", "resolved"}
+
+
 def test_an_upgrade_that_fails_half_way_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     # A view on a column the upgrade drops makes its last step fail, after its first
     # steps created tables: on SQLite those would commit at once without a transaction.
@@ -204,7 +234,7 @@ def test_an_upgrade_that_fails_half_way_leaves_the_store_as_it_was(tmp_path: Pat
     db.close()
     open_store(url).dispose()  # upgrades this time
     db = sqlite3.connect(tmp_path / "store.db")
-    assert "0007" in _revisions(db) and "0006" not in _revisions(db)
+    assert "0006" not in _revisions(db) and max(_revisions(db)) > "0006"
     db.close()
 
 

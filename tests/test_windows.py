@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import syncd.profiles
+import syncd.runner
 from syncd.connector import Page, RawRecord
 from syncd.inspect import export_profiles
 from syncd.mapping.transforms import format_timestamp
@@ -65,5 +66,37 @@ def test_the_first_run_counts_the_event(store_url: str, tmp_path: Path) -> None:
         with transaction(project.engine) as bulk:
             (profile,) = list(export_profiles(bulk))
         assert profile["traits"]["views_1d"] == 1
+    finally:
+        project.close()
+
+
+def test_a_dry_run_between_refreshes_does_not_hide_an_event_leaving_the_window(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dry run refreshes nothing: the window is still looked at from the last refresh.
+    project = visits_project(tmp_path, store_url, RULES)
+    try:
+        start = utcnow()
+        visit = {
+            "id": "v1",
+            "email": "ada@x.com",
+            "at": format_timestamp(start - timedelta(hours=23)),
+        }
+        project.run(
+            {
+                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
+                "visits": [Page([RawRecord(visit, "test:v1")], None)],
+            }
+        )
+        after_it_left = start + timedelta(hours=1, minutes=30)
+        monkeypatch.setattr(syncd.runner, "utcnow", lambda: after_it_left)
+        assert project.run({"people": [], "visits": []}, dry_run=True).status == "ok"
+        later = start + timedelta(hours=2)
+        monkeypatch.setattr(syncd.runner, "utcnow", lambda: later)
+        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
+        project.run({"people": [], "visits": []})
+        with transaction(project.engine) as bulk:
+            (profile,) = list(export_profiles(bulk))
+        assert profile["traits"]["views_1d"] == 0
     finally:
         project.close()

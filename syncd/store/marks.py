@@ -36,3 +36,17 @@ def count_waiting(bulk: Bulk) -> int:
             f"SELECT COUNT(*) FROM source_record WHERE unify_generation > ({RESOLVED})"
         ).scalar_one()
     )
+
+
+def profiles_as_of(bulk: Bulk) -> str | None:
+    """When the profiles were last refreshed (None before the first refresh)."""
+    value = bulk.connection.exec_driver_sql(
+        "SELECT profiles_as_of FROM unify_state WHERE id = 1"
+    ).scalar_one()
+    return None if value is None else str(value)
+
+
+def mark_profiles_as_of(bulk: Bulk, at: str) -> None:
+    bulk.connection.exec_driver_sql(
+        bulk.sql("UPDATE unify_state SET profiles_as_of = ? WHERE id = 1"), (at,)
+    )

@@ -96,12 +96,16 @@ class RecordProfile(SQLModel, table=True):
 
 
 class UnifyState(SQLModel, table=True):
-    """One row: the generation of the last resolution (see `SourceRecord.unify_generation`)."""
+    """One row: the generation of the last resolution (see `SourceRecord.unify_generation`),
+    and the time the profiles were last refreshed at."""
 
     __tablename__ = "unify_state"
 
     id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
     resolved: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    profiles_as_of: str | None = None
+    """The `now` of the last profile refresh: events that left a window of days since then
+    are what the next refresh looks for (`profiles.leaving_windows`)."""
 
 
 class Identifier(SQLModel, table=True):
