@@ -94,7 +94,19 @@ def _setup(config_path: Path) -> tuple[Project, Engine]:
     log_file = Path(config.logging.file) if config.logging.file else None
     if log_file is not None and not log_file.is_absolute():
         log_file = config.base_dir / log_file
-    log.configure(config.logging.level, log_file)
+    try:
+        log.configure(config.logging.level, log_file)
+    except OSError as error:
+        _exit_with_problems(
+            [
+                Problem(
+                    str(config.path),
+                    "logging.file",
+                    f"cannot write the log at {log_file}: {error.strerror}",
+                    "give the path of a file in a folder syncd may create or write",
+                )
+            ]
+        )
     try:
         engine = open_store(config.store_url)
     except StoreError as error:
@@ -347,7 +359,11 @@ def profiles_export(
 ) -> None:
     """Every profile as one JSON line: profile_id, traits, identifiers, records."""
     _, engine = _setup(config)
-    handle = output.open("w", encoding="utf-8") if output else sys.stdout
+    try:
+        handle = output.open("w", encoding="utf-8") if output else sys.stdout
+    except OSError as error:
+        err.print(f"cannot write {output}: {error.strerror}; give a file in a folder that exists")
+        raise typer.Exit(2) from None
     try:
         with transaction(engine) as bulk:
             for profile in export_profiles(bulk):
@@ -407,7 +423,10 @@ def logs_command(
     if not path.exists():
         err.print(f"no log yet at {path}")
         raise typer.Exit(1)
-    floor = log.LEVELS.get(level or "debug", 0)
+    if level is not None and level.lower() not in log.LEVELS:
+        err.print(f"unknown --level {level!r}; use one of: {', '.join(log.LEVELS)}")
+        raise typer.Exit(2)
+    floor = log.LEVELS[level.lower()] if level else 0
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +40,14 @@ class Explanation:
     event_count: int = 0
 
 
+PROFILE_ID = re.compile(r"p_[0-9a-f]{16}")
+"""What `resolve.profile_id_for` writes; anything else (p_smith@example.com) is an identifier."""
+
+
 def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
     """The current profile id for a profile id (old ids are followed), email, phone or id."""
     query = query.strip()
-    if query.startswith("p_"):
+    if PROFILE_ID.fullmatch(query):
         profile = query
         for _ in range(100):
             exists = bulk.connection.exec_driver_sql(

@@ -145,3 +145,18 @@ def test_demo_runs_both_crms_end_to_end_and_a_second_pass_changes_nothing(projec
     code, output = invoke("status", "--config", str(project), "--json")
     sources = {cursor["source"] for cursor in json.loads(output)["cursors"]}
     assert sources == {"inbox", "salesforce", "hubspot", "web", "matomo"}
+
+
+def test_bad_command_input_is_a_clear_error_not_a_traceback(project: Path) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    code, output = invoke("logs", "--config", str(project), "--level", "bogus")
+    assert code == 2 and "unknown --level 'bogus'" in output
+    missing = project.parent / "no" / "such" / "folder" / "out.jsonl"
+    code, output = invoke("profiles", "export", "--config", str(project), "-o", str(missing))
+    assert code == 2 and "give a file in a folder that exists" in output
+    text = project.read_text()
+    (project.parent / "a-folder").mkdir()
+    project.write_text(re.sub(r"(?m)^file = .*$", 'file = "a-folder"', text, count=1))
+    code, output = invoke("status", "--config", str(project))
+    assert code == 2 and f"{project}:logging.file: cannot write the log" in output
+    assert "Traceback" not in output

@@ -71,6 +71,15 @@ def test_records_join_through_normalized_identifiers_and_the_merge_is_explained(
     assert ("email", "ada@x.com") in found.identifiers
 
 
+def test_an_email_that_looks_like_a_profile_id_is_explained_as_an_email(project: Project) -> None:
+    project.run({"people": [records_page([{"id": "a", "email": "p_smith@x.com"}])]})
+    (profile,) = profiles(project)
+    with transaction(project.engine) as bulk:
+        found = explain(bulk, project.config.identity, project.mappings.profile, "p_smith@x.com")
+        again = explain(bulk, project.config.identity, project.mappings.profile, profile)
+    assert found.profile_id == again.profile_id == profile
+
+
 def test_losing_the_joining_identifier_splits_the_profile(project: Project) -> None:
     project.run(
         {
