@@ -60,11 +60,14 @@ def configure(
     level: str = "info", file: Path | None = None, quiet_terminal: bool | None = None
 ) -> None:
     """Set up structlog for this process; calling it again replaces the previous set-up."""
-    close()
     handle = None
     if file is not None:
+        # Opened before the previous file is closed: a path that cannot be written leaves
+        # the set-up as it was, still writing where it wrote.
         file.parent.mkdir(parents=True, exist_ok=True)
         handle = file.open("a", encoding="utf-8")
+    close()
+    if handle is not None:
         _open_files.append(handle)
     terminal = sys.stderr.isatty() if quiet_terminal is None else quiet_terminal
     stderr_level = LEVELS["warning"] if terminal else LEVELS[level]
