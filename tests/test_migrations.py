@@ -18,14 +18,15 @@ from syncd.store.tables import decode_ids
 BEFORE_APPEND_ORDER = ("0002", "0003")
 
 
-def _store_at(url: str, revisions: tuple[str, ...]) -> None:
+def _store_at(url: str, revisions: tuple[str, ...], down: bool = False) -> None:
+    """Upgrade the store at `url` through `revisions` in turn (with `down`, downgrade)."""
     engine = open_engine(url)
     alembic = AlembicConfig()
     alembic.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         alembic.attributes["connection"] = connection
         for revision in revisions:
-            command.upgrade(alembic, revision)
+            (command.downgrade if down else command.upgrade)(alembic, revision)
     engine.dispose()
 
 
@@ -168,12 +169,9 @@ def test_a_store_goes_back_to_profiles_and_marks_on_its_records(store_url: str) 
         bulk.connection.exec_driver_sql("UPDATE unify_state SET resolved = 3")
     engine.dispose()
 
-    alembic = AlembicConfig()
-    alembic.set_main_option("script_location", str(MIGRATIONS))
+    _store_at(store_url, ("0006",), down=True)
     engine = open_engine(store_url)
     with engine.begin() as connection:
-        alembic.attributes["connection"] = connection
-        command.downgrade(alembic, "0006")
         rows = connection.exec_driver_sql(
             "SELECT id, profile_id, needs_unify FROM source_record ORDER BY id"
         ).all()
@@ -203,12 +201,8 @@ def test_profiles_are_as_of_the_last_successful_run_after_the_upgrade_and_back(
         assert profiles_as_of(bulk) == "2026-01-02T00:00:00.000Z"
     engine.dispose()
 
-    alembic = AlembicConfig()
-    alembic.set_main_option("script_location", str(MIGRATIONS))
+    _store_at(store_url, ("0007",), down=True)
     engine = open_engine(store_url)
-    with engine.begin() as connection:
-        alembic.attributes["connection"] = connection
-        command.downgrade(alembic, "0007")
     columns = {column["name"] for column in inspect(engine).get_columns("unify_state")}
     engine.dispose()
     assert columns == {"id", "resolved"}

@@ -3,7 +3,7 @@ profile nothing else touches."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from syncd.inspect import export_profiles
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import transaction
 from syncd.timeutil import utcnow
-from tests.support.project import records_page, visits_project
+from tests.support.project import Project, records_page, visits_project
 
 RULES = """
 [computed.views_1d]
@@ -25,30 +25,35 @@ within_days = 1
 """
 
 
+def _visit_of_ada(project: Project, at: datetime) -> None:
+    """A first run: Ada's record and one page view of hers at `at`."""
+    visit = {"id": "v1", "email": "ada@x.com", "at": format_timestamp(at)}
+    project.run(
+        {
+            "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
+            "visits": [Page([RawRecord(visit, "test:v1")], None)],
+        }
+    )
+
+
+def _views(project: Project) -> object:
+    with transaction(project.engine) as bulk:
+        (profile,) = list(export_profiles(bulk))
+    return profile["traits"]["views_1d"]
+
+
 def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = visits_project(tmp_path, store_url, RULES)
     try:
         start = utcnow()
-        visit = {
-            "id": "v1",
-            "email": "ada@x.com",
-            "at": format_timestamp(start - timedelta(hours=23)),
-        }
-        project.run(
-            {
-                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
-                "visits": [Page([RawRecord(visit, "test:v1")], None)],
-            }
-        )
+        _visit_of_ada(project, start - timedelta(hours=23))
         later = start + timedelta(hours=2)
         monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
         summary = project.run({"people": [], "visits": []})
-        with transaction(project.engine) as bulk:
-            (profile,) = list(export_profiles(bulk))
         assert summary.counts["profiles_written"] == 1
-        assert profile["traits"]["views_1d"] == 0
+        assert _views(project) == 0
     finally:
         project.close()
 
@@ -56,16 +61,8 @@ def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
 def test_the_first_run_counts_the_event(store_url: str, tmp_path: Path) -> None:
     project = visits_project(tmp_path, store_url, RULES)
     try:
-        visit = {"id": "v1", "email": "ada@x.com", "at": format_timestamp(utcnow())}
-        project.run(
-            {
-                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
-                "visits": [Page([RawRecord(visit, "test:v1")], None)],
-            }
-        )
-        with transaction(project.engine) as bulk:
-            (profile,) = list(export_profiles(bulk))
-        assert profile["traits"]["views_1d"] == 1
+        _visit_of_ada(project, utcnow())
+        assert _views(project) == 1
     finally:
         project.close()
 
@@ -77,17 +74,7 @@ def test_a_dry_run_between_refreshes_does_not_hide_an_event_leaving_the_window(
     project = visits_project(tmp_path, store_url, RULES)
     try:
         start = utcnow()
-        visit = {
-            "id": "v1",
-            "email": "ada@x.com",
-            "at": format_timestamp(start - timedelta(hours=23)),
-        }
-        project.run(
-            {
-                "people": [records_page([{"id": "a", "email": "ada@x.com"}])],
-                "visits": [Page([RawRecord(visit, "test:v1")], None)],
-            }
-        )
+        _visit_of_ada(project, start - timedelta(hours=23))
         after_it_left = start + timedelta(hours=1, minutes=30)
         monkeypatch.setattr(syncd.runner, "utcnow", lambda: after_it_left)
         assert project.run({"people": [], "visits": []}, dry_run=True).status == "ok"
@@ -95,8 +82,6 @@ def test_a_dry_run_between_refreshes_does_not_hide_an_event_leaving_the_window(
         monkeypatch.setattr(syncd.runner, "utcnow", lambda: later)
         monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
         project.run({"people": [], "visits": []})
-        with transaction(project.engine) as bulk:
-            (profile,) = list(export_profiles(bulk))
-        assert profile["traits"]["views_1d"] == 0
+        assert _views(project) == 0
     finally:
         project.close()
