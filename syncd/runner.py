@@ -40,6 +40,7 @@ from syncd.profiles import (
 from syncd.push import run_push
 from syncd.staging import PageMapper, StagedPage, stage_page
 from syncd.store.db import Bulk, PageGroups, transaction
+from syncd.store.marks import mark_profiles_as_of, profiles_as_of
 from syncd.store.runlock import run_lock
 from syncd.store.writer import (
     DELETED_HASH,
@@ -436,10 +437,12 @@ class Pipeline:
         """Map every stored raw record again with today's mappings, then resolve everything."""
         summary = self._start("rebuild")
         with transaction(self.engine) as bulk:
-            self._rebuild_in(bulk, summary)
+            self._rebuild_in(bulk, summary, refresh_time())
         return self._finish(summary)
 
-    def _rebuild_in(self, bulk: Bulk, summary: RunSummary) -> None:
+    def _rebuild_in(self, bulk: Bulk, summary: RunSummary, now: str) -> None:
+        """Re-map every stored record, resolve everything, and compute every profile at
+        `now`, which becomes the time the profiles are as of."""
         writer = PageWriter(bulk, summary.run_id)
         for (source, stream), compiled in self.mappings.streams.items():
             if compiled.is_events:
@@ -467,8 +470,9 @@ class Pipeline:
         result = unify(bulk, self.config.identity, summary.run_id, everything=True)
         follow_renames(bulk, result.renamed, result.survivors)
         written, removed = refresh_profiles(
-            bulk, self.mappings.profile, result.touched, result.removed, summary.run_id
+            bulk, self.mappings.profile, result.touched, result.removed, summary.run_id, now=now
         )
+        mark_profiles_as_of(bulk, now)
         summary.bump("profiles_written", written)
         summary.bump("profiles_removed", removed)
 
@@ -483,7 +487,9 @@ class Pipeline:
             transaction_ = connection.begin()
             bulk = Bulk(connection)
             before = _snapshot(bulk)
-            self._rebuild_in(bulk, summary)
+            # At the time the stored profiles were computed at: an event that has left a
+            # window of days since is not a difference.
+            self._rebuild_in(bulk, summary, profiles_as_of(bulk) or refresh_time())
             after = _snapshot(bulk)
             transaction_.rollback()
         return _differences(before, after)

@@ -85,3 +85,18 @@ def test_a_dry_run_between_refreshes_does_not_hide_an_event_leaving_the_window(
         assert _views(project) == 0
     finally:
         project.close()
+
+
+def test_verify_compares_with_a_rebuild_as_of_the_stored_profiles(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The event leaves the window after the last run: the stored count is right as of then.
+    project = visits_project(tmp_path, store_url, RULES)
+    try:
+        start = utcnow()
+        _visit_of_ada(project, start - timedelta(hours=23))
+        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: start + timedelta(hours=2))
+        assert project.pipeline().verify() == []
+        assert _views(project) == 1
+    finally:
+        project.close()
