@@ -6,6 +6,7 @@ import pytest
 
 from syncd.config import load_config
 from syncd.errors import ConfigError
+from syncd.mapping.compiler import compile_mappings
 from tests.support.project import write_project
 
 
@@ -147,3 +148,16 @@ def test_missing_file_and_bad_syntax(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[store\n")
     assert ":(syntax):" in problems_of(bad)[0]
+
+
+def test_a_source_priority_rule_names_each_source_once(tmp_path: Path) -> None:
+    path = write_project(tmp_path, "sqlite:///x.db")
+    (tmp_path / "mappings" / "profile.toml").write_text(
+        '[traits.email]\nrule = "source_priority"\nsources = ["crm", "old_crm", "crm"]\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        compile_mappings(load_config(path))
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path / 'mappings' / 'profile.toml'}:traits.email.sources: 'crm' is listed twice"
+        " — list each source once, most trusted first"
+    ]

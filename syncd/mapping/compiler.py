@@ -426,6 +426,25 @@ def _compile_stream(
     return CompiledStream(mapping, IdentifierNormalizer(identity), fingerprint)
 
 
+def _priority_problems(path: Path, profile: ProfileMapping) -> list[Problem]:
+    """A source_priority rule naming a source twice: which place was meant is not known.
+
+    A source the config lacks is allowed: its records may still be in the store."""
+    problems: list[Problem] = []
+    for name, rule in profile.traits.items():
+        repeated = sorted({source for source in rule.sources if rule.sources.count(source) > 1})
+        problems.extend(
+            Problem(
+                str(path),
+                f"traits.{name}.sources",
+                f"{source!r} is listed twice",
+                "list each source once, most trusted first",
+            )
+            for source in repeated
+        )
+    return problems
+
+
 def compile_mappings(config: Config) -> Mappings:
     """Read and compile every mapping file; raises ConfigError listing all problems."""
     problems: list[Problem] = []
@@ -449,6 +468,8 @@ def compile_mappings(config: Config) -> Mappings:
                 profile = ProfileMapping.model_validate(data)
             except ValidationError as error:
                 problems.extend(problems_from_validation(str(path), error))
+            else:
+                problems.extend(_priority_problems(path, profile))
             continue
         attempted.add((str(data.get("source")), str(data.get("stream"))))
         compiled = _compile_stream(path, data, config.identity, problems)
