@@ -399,44 +399,45 @@ class Pipeline:
         stays in quarantine with its original reason.
         """
         summary = self._start("replay")
-        with transaction(self.engine) as bulk:
-            rows = bulk.connection.exec_driver_sql(
-                "SELECT id, run_id, source, stream, location, payload FROM quarantine "
-                "WHERE replayed_at IS NULL ORDER BY id"
-            ).all()
-            writer = PageWriter(bulk, summary.run_id)
-            replayed = []
-            for key, run_id, source, stream, location, payload in rows:
-                if (source, stream) not in self.mappings.streams:
-                    continue
-                compiled = self.mappings.for_stream(source, stream)
-                raw = RawRecord(Bulk.decode(payload), location)
-                staged = stage_page(compiled, Page([raw], None))
-                if staged.quarantined:
-                    continue
-                if _superseded(bulk, staged.records, run_id):
-                    # A later pull stored a newer version (or the deletion) of this record:
-                    # the quarantined version is history, not something to restore.
+        with self._recorded(summary):
+            with transaction(self.engine) as bulk:
+                rows = bulk.connection.exec_driver_sql(
+                    "SELECT id, run_id, source, stream, location, payload FROM quarantine "
+                    "WHERE replayed_at IS NULL ORDER BY id"
+                ).all()
+                writer = PageWriter(bulk, summary.run_id)
+                replayed = []
+                for key, run_id, source, stream, location, payload in rows:
+                    if (source, stream) not in self.mappings.streams:
+                        continue
+                    compiled = self.mappings.for_stream(source, stream)
+                    raw = RawRecord(Bulk.decode(payload), location)
+                    staged = stage_page(compiled, Page([raw], None))
+                    if staged.quarantined:
+                        continue
+                    if _superseded(bulk, staged.records, run_id):
+                        # A later pull stored a newer version (or the deletion) of this record:
+                        # the quarantined version is history, not something to restore.
+                        replayed.append(key)
+                        continue
+                    writer.write_records(source, stream, staged.records)
+                    writer.write_events(source, stream, staged.events)
                     replayed.append(key)
-                    continue
-                writer.write_records(source, stream, staged.records)
-                writer.write_events(source, stream, staged.events)
-                replayed.append(key)
-            bulk.execute_in(
-                "UPDATE quarantine SET replayed_at = ? WHERE id IN ({in})",
-                replayed,
-                before=(format_timestamp(utcnow()),),
-            )
-        summary.bump("replayed", len(replayed))
-        summary.bump("still_quarantined", len(rows) - len(replayed))
-        self._resolve(summary)
+                bulk.execute_in(
+                    "UPDATE quarantine SET replayed_at = ? WHERE id IN ({in})",
+                    replayed,
+                    before=(format_timestamp(utcnow()),),
+                )
+            summary.bump("replayed", len(replayed))
+            summary.bump("still_quarantined", len(rows) - len(replayed))
+            self._resolve(summary)
         return self._finish(summary)
 
     @_one_run_at_a_time
     def rebuild(self) -> RunSummary:
         """Map every stored raw record again with today's mappings, then resolve everything."""
         summary = self._start("rebuild")
-        with transaction(self.engine) as bulk:
+        with self._recorded(summary), transaction(self.engine) as bulk:
             self._rebuild_in(bulk, summary, refresh_time())
         return self._finish(summary)
 

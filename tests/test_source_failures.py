@@ -1,8 +1,11 @@
-"""A source that cannot be made (its secret unset) fails alone: the run records it and goes on."""
+"""A run that fails leaves its sync_run row saying so: a source that cannot be made (its secret
+unset) fails alone and the run goes on; a rebuild or a replay stopped by an error is failed."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import Source
@@ -38,5 +41,30 @@ def test_a_source_whose_secret_is_unset_fails_the_run_without_a_traceback(
         with transaction(project.engine) as bulk:
             (status,) = bulk.connection.exec_driver_sql("SELECT status FROM sync_run").one()
         assert status == "failed"
+    finally:
+        project.close()
+
+
+@pytest.mark.parametrize("command", ["rebuild", "replay_quarantine"])
+def test_a_rebuild_or_replay_stopped_by_an_error_is_recorded_as_failed(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    project = Project(tmp_path, store_url)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the store went away")
+
+    try:
+        pipeline = project.pipeline()
+        monkeypatch.setattr(pipeline, "_rebuild_in", broken)
+        monkeypatch.setattr(pipeline, "_resolve", broken)
+        with pytest.raises(RuntimeError):
+            getattr(pipeline, command)()
+        with transaction(project.engine) as bulk:
+            (status, error) = bulk.connection.exec_driver_sql(
+                "SELECT status, error FROM sync_run"
+            ).one()
+        assert status == "failed"
+        assert "RuntimeError: the run stopped" in str(error)
     finally:
         project.close()
