@@ -3,6 +3,7 @@ profile nothing else touches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -42,61 +43,54 @@ def _views(project: Project) -> object:
     return profile["traits"]["views_1d"]
 
 
+@pytest.fixture
+def project(store_url: str, tmp_path: Path) -> Iterator[Project]:
+    project = visits_project(tmp_path, store_url, RULES)
+    yield project
+    project.close()
+
+
+@pytest.fixture
+def start(project: Project) -> datetime:
+    """Now, after a first run has counted a page view of Ada's 23 hours ago."""
+    now = utcnow()
+    _visit_of_ada(project, now - timedelta(hours=23))
+    return now
+
+
 def test_an_event_leaving_the_window_is_uncounted_on_the_next_run(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Project, start: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = visits_project(tmp_path, store_url, RULES)
-    try:
-        start = utcnow()
-        _visit_of_ada(project, start - timedelta(hours=23))
-        later = start + timedelta(hours=2)
-        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
-        summary = project.run({"people": [], "visits": []})
-        assert summary.counts["profiles_written"] == 1
-        assert _views(project) == 0
-    finally:
-        project.close()
+    later = start + timedelta(hours=2)
+    monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
+    summary = project.run({"people": [], "visits": []})
+    assert summary.counts["profiles_written"] == 1
+    assert _views(project) == 0
 
 
-def test_the_first_run_counts_the_event(store_url: str, tmp_path: Path) -> None:
-    project = visits_project(tmp_path, store_url, RULES)
-    try:
-        _visit_of_ada(project, utcnow())
-        assert _views(project) == 1
-    finally:
-        project.close()
+def test_the_first_run_counts_the_event(project: Project) -> None:
+    _visit_of_ada(project, utcnow())
+    assert _views(project) == 1
 
 
 def test_a_dry_run_between_refreshes_does_not_hide_an_event_leaving_the_window(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Project, start: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A dry run refreshes nothing: the window is still looked at from the last refresh.
-    project = visits_project(tmp_path, store_url, RULES)
-    try:
-        start = utcnow()
-        _visit_of_ada(project, start - timedelta(hours=23))
-        after_it_left = start + timedelta(hours=1, minutes=30)
-        monkeypatch.setattr(syncd.runner, "utcnow", lambda: after_it_left)
-        assert project.run({"people": [], "visits": []}, dry_run=True).status == "ok"
-        later = start + timedelta(hours=2)
-        monkeypatch.setattr(syncd.runner, "utcnow", lambda: later)
-        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
-        project.run({"people": [], "visits": []})
-        assert _views(project) == 0
-    finally:
-        project.close()
+    after_it_left = start + timedelta(hours=1, minutes=30)
+    monkeypatch.setattr(syncd.runner, "utcnow", lambda: after_it_left)
+    assert project.run({"people": [], "visits": []}, dry_run=True).status == "ok"
+    later = start + timedelta(hours=2)
+    monkeypatch.setattr(syncd.runner, "utcnow", lambda: later)
+    monkeypatch.setattr(syncd.profiles, "utcnow", lambda: later)
+    project.run({"people": [], "visits": []})
+    assert _views(project) == 0
 
 
 def test_verify_compares_with_a_rebuild_as_of_the_stored_profiles(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Project, start: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The event leaves the window after the last run: the stored count is right as of then.
-    project = visits_project(tmp_path, store_url, RULES)
-    try:
-        start = utcnow()
-        _visit_of_ada(project, start - timedelta(hours=23))
-        monkeypatch.setattr(syncd.profiles, "utcnow", lambda: start + timedelta(hours=2))
-        assert project.pipeline().verify() == []
-        assert _views(project) == 1
-    finally:
-        project.close()
+    monkeypatch.setattr(syncd.profiles, "utcnow", lambda: start + timedelta(hours=2))
+    assert project.pipeline().verify() == []
+    assert _views(project) == 1
