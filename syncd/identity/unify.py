@@ -343,7 +343,7 @@ def write_resolution(
     # A first load logs a merge for most records: then the log's indexes are built once,
     # after its rows, instead of taking each row at a random place (on SQLite).
     def logs() -> int:
-        return sum(1 for a, b, _ in resolution.unions if _logged(old, a, b))
+        return sum(1 for a, b, _ in resolution.unions if not _were_one(old, a, b))
 
     with bulk.indexes_set_aside(
         "merge_log", _when_outnumbered(bulk, "merge_log", MERGE_LOG_INDEXES, logs)
@@ -364,10 +364,11 @@ def _when_outnumbered(
     return indexes if bulk.count_up_to(table, rows) < rows else ()
 
 
-def _logged(old: Mapping[int, str], a: int, b: int) -> bool:
-    """Whether a union of two nodes is a merge to log: not when they were one profile."""
+def _were_one(old: Mapping[int, str], a: int, b: int) -> bool:
+    """Whether two nodes were one profile before this resolution: a union of them is no merge
+    to log, and a refusal between them parts them."""
     before = old.get(a)
-    return before is None or before != old.get(b)
+    return before is not None and before == old.get(b)
 
 
 def _log(
@@ -389,7 +390,7 @@ def _log(
     )
     logs: list[tuple[object, ...]] = []
     for a, b, identifier in resolution.unions:
-        if not _logged(old, a, b):
+        if _were_one(old, a, b):
             continue
         reason = "records share this identifier"
         logs.append((run_id, at, "merge", new[a], None, identifier, a, b, reason))
@@ -401,19 +402,18 @@ def _log(
     for refusal in resolution.refusals:
         # A refusal between nodes that did not change is logged once, when it parts them
         # (a change elsewhere in their profile made it); later runs find it again, unlogged.
-        before = old.get(refusal.node_a)
-        parts_them = before is not None and before == old.get(refusal.node_b)
-        if refusal.node_a in dirty or refusal.node_b in dirty or parts_them:
+        a, b = refusal.node_a, refusal.node_b
+        if a in dirty or b in dirty or _were_one(old, a, b):
             logs.append(
                 (
                     run_id,
                     at,
                     "refused",
-                    new[refusal.node_a],
-                    new[refusal.node_b],
+                    new[a],
+                    new[b],
                     refusal.identifier_id,
-                    refusal.node_a,
-                    refusal.node_b,
+                    a,
+                    b,
                     refusal.reason,
                 )
             )
