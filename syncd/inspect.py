@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from syncd.config import IdentityConfig
 from syncd.errors import SyncdError
 from syncd.identity.normalize import IdentifierNormalizer
+from syncd.identity.resolve import PROFILE_ID
 from syncd.mapping.model import ProfileMapping
 from syncd.mapping.transforms import TransformError
 from syncd.profiles import EVENT_PROFILES, RecordView, merge_traits
@@ -38,10 +38,6 @@ class Explanation:
     merges: list[dict[str, Any]]
     events: list[dict[str, Any]] = field(default_factory=list)
     event_count: int = 0
-
-
-PROFILE_ID = re.compile(r"p_[0-9a-f]{16}")
-"""What `resolve.profile_id_for` writes; anything else (p_smith@example.com) is an identifier."""
 
 
 def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:

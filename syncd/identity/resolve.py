@@ -18,6 +18,7 @@ so it survives every change that does not remove that record or merge it with a 
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -104,6 +105,10 @@ class Resolution:
 def profile_id_for(anchor: int) -> str:
     """The profile id of a group whose smallest record node id is `anchor`."""
     return f"p_{anchor & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+PROFILE_ID = re.compile(r"p_[0-9a-f]{16}")
+"""What `profile_id_for` writes (to tell a profile id from an identifier such as p_x@y.com)."""
 
 
 def profile_range(profile: str, ranges: int) -> int:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import syncd.identity.resolve
 from syncd.identity.resolve import (
+    PROFILE_ID,
     Edge,
     EdgesByKind,
     anchor_range,
@@ -181,3 +182,9 @@ def test_a_large_resolution_ticks_while_it_goes_on(monkeypatch: pytest.MonkeyPat
 @given(st.integers(-(2**63), 2**63 - 1), st.integers(1, 64))
 def test_the_range_of_an_anchor_is_the_range_of_its_profile_id(anchor: int, ranges: int) -> None:
     assert anchor_range(anchor, ranges) == profile_range(profile_id_for(anchor), ranges)
+
+
+@given(st.integers(-(2**63), 2**63 - 1))
+def test_every_profile_id_is_recognised_as_one(anchor: int) -> None:
+    assert PROFILE_ID.fullmatch(profile_id_for(anchor))
+    assert not PROFILE_ID.fullmatch(profile_id_for(anchor) + "@example.com")
