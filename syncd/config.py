@@ -99,7 +99,7 @@ class StoreConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _no_password_in_file(cls, url: str | EnvRef) -> str | EnvRef:
-        return database_url_without_secret(url) if isinstance(url, str) else url
+        return database_url_without_secret(url, "url") if isinstance(url, str) else url
 
 
 class LoggingConfig(_Strict):

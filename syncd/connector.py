@@ -130,9 +130,9 @@ class EnvRef(BaseModel):
         return value
 
 
-def database_url_without_secret(url: str) -> str:
+def database_url_without_secret(url: str, key: str) -> str:
     """`url` when it is a database URL that holds no password; raises ValueError otherwise
-    (for pydantic validators: a URL given literally in the config file)."""
+    (for pydantic validators of a URL given literally in the config file as `key`)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -145,7 +145,7 @@ def database_url_without_secret(url: str) -> str:
         ) from None
     if parsed.password is not None or any("password" in key.lower() for key in parsed.query):
         raise ValueError(
-            'the URL holds a password; write url = { env = "SYNCD_STORE_URL" } '
+            f'the URL holds a password; write {key} = {{ env = "SYNCD_STORE_URL" }} '
             "and export SYNCD_STORE_URL"
         )
     return url

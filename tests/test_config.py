@@ -107,7 +107,12 @@ def test_a_literal_password_in_the_ingest_spool_url_is_refused(tmp_path: Path) -
         """,
     )
     found = problems_of(path)
-    assert any("sources.web.options.store_url: " in p and "holds a password" in p for p in found)
+    assert any(
+        "sources.web.options.store_url: " in p
+        and "holds a password" in p
+        and 'write store_url = { env = "' in p
+        for p in found
+    )
     assert not any("hunter2" in p for p in found)
 
 

@@ -39,7 +39,7 @@ class IngestOptions(ConnectorOptions):
     @field_validator("store_url")
     @classmethod
     def _no_password_in_file(cls, url: str | EnvRef | None) -> str | EnvRef | None:
-        return database_url_without_secret(url) if isinstance(url, str) else url
+        return database_url_without_secret(url, "store_url") if isinstance(url, str) else url
 
     @field_validator("streams")
     @classmethod
