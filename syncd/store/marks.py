@@ -4,6 +4,9 @@ A record written after resolution G carries G + 1 (`SourceRecord.unify_generatio
 next resolution reads the records past G and then moves `unify_state.resolved` on to G + 1.
 That one write is what marks them all resolved, so a resolution of a million records never
 writes their rows again, and a crash before it leaves them waiting for the next run.
+
+The same row holds when the profiles were last refreshed (`profiles_as_of`): where the next
+refresh looks for events that have left a window of days since.
 """
 
 from __future__ import annotations
