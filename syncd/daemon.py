@@ -36,9 +36,9 @@ from syncd.errors import ConfigError, Problem
 from syncd.ingest.app import create_app
 from syncd.ingest.server import running
 from syncd.ingest.store_sink import StoreEventSink
-from syncd.log import get_logger
+from syncd.log import bind_service, get_logger, unbind_run
 from syncd.mapping.compiler import Mappings, compile_mappings
-from syncd.runner import Pipeline
+from syncd.runner import Pipeline, new_run_id, record_failed_run
 
 INGEST_KIND = "ingest"
 
@@ -100,6 +100,7 @@ def serve_ingest(
     reported to `ready`. Signal handlers are installed only when called from the main
     thread; elsewhere, set `stop` to end it.
     """
+    bind_service(new_run_id())
     app = ingest_app(config, engine)
     options = _ingest_options(ingest_source(config))
     log = get_logger()
@@ -126,6 +127,7 @@ def run_daemon(
     the pass under way has finished. `ready` gets the endpoint's URL, or "" without one.
     Raises ConfigError for a crontab line APScheduler cannot read, before anything runs.
     """
+    bind_service(new_run_id())
     log = get_logger()
     triggers = _triggers(config, mappings)
     scheduler = BackgroundScheduler(
@@ -163,15 +165,24 @@ def run_daemon(
 
 
 def _pass(config: Config, engine: Engine, name: str) -> None:
+    log = get_logger()
+    # This thread's last pass bound its run id; until this pass's run starts, lines are the
+    # daemon's.
+    unbind_run()
     try:
         # Mapping files edited since start apply from the next pass on, in this process and
         # in its mapping workers alike (a bad edit fails the pass, not the daemon).
-        current = compile_mappings(config)
+        try:
+            current = compile_mappings(config)
+        except ConfigError as error:
+            # No run could start; one is recorded failed, so `syncd status` shows the pass.
+            record_failed_run(engine, "incremental", f"{name}: {error}")
+            raise
         Pipeline(config, current, engine).run_once(only_sources=[name])
     except Exception as error:  # noqa: BLE001 - the daemon outlives any one failed pass
-        # The pass failed as a whole (the store went away, a mapping broke); the next turn
+        # The pass failed as a whole (a mapping broke, the store went away); the next turn
         # tries again. Only the error's type and text: SQL parameters are hidden by the engine.
-        get_logger().error(
+        log.error(  # noqa: TRY400 - a traceback's locals and SQL could show record values
             "scheduled pass failed", source=name, error=str(error), error_type=type(error).__name__
         )
 

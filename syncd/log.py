@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -75,6 +76,7 @@ def configure(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _service_run_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -93,6 +95,29 @@ def bind_run(run_id: str) -> None:
     """Every line logged from now on in this context carries `run_id`."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+def unbind_run() -> None:
+    """Lines of this context belong to no run any more (see `bind_service`)."""
+    structlog.contextvars.clear_contextvars()
+
+
+_service: dict[str, str] = {}
+
+
+def bind_service(run_id: str) -> None:
+    """A long-running process (the daemon, the endpoint) gives its lines that belong to no
+    run this id: its own start and stop, a pass that failed before its run began, and the
+    lines of threads it did not start a run in (a new thread starts with no bound context)."""
+    _service["run_id"] = run_id
+
+
+def _service_run_id(
+    _logger: Any, _method: str, line: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if "run_id" not in line and _service:
+        line["run_id"] = _service["run_id"]
+    return line
 
 
 def get_logger() -> Any:

@@ -108,6 +108,56 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:8]}"
 
 
+def start_run(engine: Engine, kind: str) -> RunSummary:
+    """Record a run as started (its sync_run row); every line logged from here carries its id."""
+    summary = RunSummary(new_run_id())
+    bind_run(summary.run_id)
+    with transaction(engine) as bulk:
+        bulk.executemany(
+            bulk.sql(
+                "INSERT INTO sync_run (id, kind, started_at, status, counts) "
+                "VALUES (?, ?, ?, 'running', ?)"
+            ),
+            [(summary.run_id, kind, format_timestamp(utcnow()), "{}")],
+        )
+    get_logger().info("run started", kind=kind)
+    return summary
+
+
+def finish_run(engine: Engine, summary: RunSummary) -> RunSummary:
+    """Record how a run ended, with its counts and errors, and log it."""
+    with transaction(engine) as bulk:
+        bulk.executemany(
+            bulk.sql(
+                "UPDATE sync_run SET finished_at = ?, status = ?, counts = ?, error = ? "
+                "WHERE id = ?"
+            ),
+            [
+                (
+                    format_timestamp(utcnow()),
+                    summary.status,
+                    json.dumps(summary.counts, sort_keys=True),
+                    "\n".join(summary.errors) or None,
+                    summary.run_id,
+                )
+            ],
+        )
+    log = get_logger()
+    (log.info if summary.status == "ok" else log.error)(
+        "run finished", status=summary.status, seconds=summary.seconds, **summary.counts
+    )
+    return summary
+
+
+def record_failed_run(engine: Engine, kind: str, error: str) -> RunSummary:
+    """A run that failed before it could begin (its mappings did not compile), recorded like
+    any other, so that `syncd status` shows it."""
+    summary = start_run(engine, kind)
+    summary.status = "failed"
+    summary.errors.append(error)
+    return finish_run(engine, summary)
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -150,39 +200,10 @@ class Pipeline:
         self.log = get_logger()
 
     def _start(self, kind: str) -> RunSummary:
-        summary = RunSummary(new_run_id())
-        bind_run(summary.run_id)
-        with transaction(self.engine) as bulk:
-            bulk.executemany(
-                bulk.sql(
-                    "INSERT INTO sync_run (id, kind, started_at, status, counts) "
-                    "VALUES (?, ?, ?, 'running', ?)"
-                ),
-                [(summary.run_id, kind, format_timestamp(utcnow()), "{}")],
-            )
-        self.log.info("run started", kind=kind)
-        return summary
+        return start_run(self.engine, kind)
 
     def _finish(self, summary: RunSummary) -> RunSummary:
-        with transaction(self.engine) as bulk:
-            bulk.executemany(
-                bulk.sql(
-                    "UPDATE sync_run SET finished_at = ?, status = ?, counts = ?, error = ? "
-                    "WHERE id = ?"
-                ),
-                [
-                    (
-                        format_timestamp(utcnow()),
-                        summary.status,
-                        json.dumps(summary.counts, sort_keys=True),
-                        "\n".join(summary.errors) or None,
-                        summary.run_id,
-                    )
-                ],
-            )
-        log = self.log.info if summary.status == "ok" else self.log.error
-        log("run finished", status=summary.status, seconds=summary.seconds, **summary.counts)
-        return summary
+        return finish_run(self.engine, summary)
 
     @_one_run_at_a_time
     def run_once(

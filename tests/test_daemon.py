@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from syncd import log
 from syncd.config import load_config
 from syncd.daemon import ingest_app, run_daemon, serve_ingest
 from syncd.errors import ConfigError
@@ -228,3 +230,46 @@ def test_a_cron_source_waits_for_its_time(tmp_path: Path, env: str) -> None:
     finally:
         engine.dispose()
     assert runs == 0
+
+
+def failed_runs(engine: Engine) -> list[tuple[str, str]]:
+    with transaction(engine) as bulk:
+        return [
+            (str(row[0]), str(row[1]))
+            for row in bulk.connection.exec_driver_sql(
+                "SELECT id, error FROM sync_run WHERE status = 'failed'"
+            )
+        ]
+
+
+def test_a_pass_whose_mapping_broke_is_recorded_failed_and_every_line_has_a_run_id(
+    tmp_path: Path, env: str
+) -> None:
+    config = load_config(write_config(tmp_path, schedule="{ every_seconds = 3600 }"))
+    mappings = compile_mappings(config)
+    # Edited after start: the first pass compiles the mappings again and fails.
+    (tmp_path / "mappings" / "track.toml").write_text("stream = ", encoding="utf-8")
+    log_file = tmp_path / "daemon.log"
+    log.configure("info", log_file, quiet_terminal=True)
+    engine = open_store(config.store_url)
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_daemon, args=(config, mappings, engine), kwargs={"stop": stop}
+    )
+    worker.start()
+    try:
+        wait_for(lambda: bool(failed_runs(engine)))
+        stop.set()
+        worker.join(15)
+        [(run_id, error)] = failed_runs(engine)
+    finally:
+        stop.set()
+        worker.join(15)
+        engine.dispose()
+        log.configure("warning")
+    assert error.startswith("web: ") and "track.toml" in error, error
+    lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    assert all(line.get("run_id") for line in lines), lines
+    by_event = {line["event"]: line["run_id"] for line in lines}
+    assert by_event["scheduled pass failed"] == run_id
+    assert by_event["daemon started"] == by_event["daemon stopped"] != run_id
