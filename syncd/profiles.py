@@ -351,21 +351,22 @@ def pending_events(bulk: Bulk) -> tuple[set[str], list[int]]:
     return profiles, events
 
 
-def leaving_windows(bulk: Bulk, rules: ProfileMapping) -> set[str]:
+def leaving_windows(bulk: Bulk, rules: ProfileMapping, now: str) -> set[str]:
     """Profiles with an event that left a `within_days` window since the last refresh, which
-    this one becomes (in the caller's transaction, which refreshes them).
+    this one, computing its profiles at `now`, becomes (in the caller's transaction, which
+    refreshes them). The same `now` as the profiles': an event leaving between the two times
+    would be counted by its profile and never looked for again.
 
     A count over the last 7 days changes when an event enters the window (a new event: its
     profile is pending anyway) or leaves it as time passes: those are found here, so idle
     profiles do not keep stale counts.
     """
-    now = utcnow()
     since = profiles_as_of(bulk)
-    mark_profiles_as_of(bulk, format_timestamp(now))
+    mark_profiles_as_of(bulk, now)
     days = {spec.within_days for spec in rules.computed.values() if spec.within_days}
     if not days or since is None:
         return set()
-    then = datetime.fromisoformat(since)
+    then, until = datetime.fromisoformat(since), datetime.fromisoformat(now)
     profiles: set[str] = set()
     for window in days:
         rows = bulk.connection.exec_driver_sql(
@@ -377,7 +378,7 @@ def leaving_windows(bulk: Bulk, rules: ProfileMapping) -> set[str]:
             ),
             (
                 format_timestamp(then - timedelta(days=window)),
-                format_timestamp(now - timedelta(days=window)),
+                format_timestamp(until - timedelta(days=window)),
             ),
         )
         profiles.update(row[0] for row in rows)

@@ -379,7 +379,7 @@ class Pipeline:
                 follow_renames(bulk, result.renamed, result.survivors)
             with summary.timed("profiles"):
                 event_profiles, events = pending_events(bulk)
-                aged = leaving_windows(bulk, self.mappings.profile)
+                aged = leaving_windows(bulk, self.mappings.profile, now)
                 self.progress.stage("profiles")
                 touched = event_profiles | aged
                 # The workers compute every profile the resolution touched.

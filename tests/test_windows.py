@@ -94,3 +94,19 @@ def test_verify_compares_with_a_rebuild_as_of_the_stored_profiles(
     monkeypatch.setattr(syncd.profiles, "utcnow", lambda: start + timedelta(hours=2))
     assert project.pipeline().verify() == []
     assert _views(project) == 1
+
+
+def test_an_event_leaving_while_the_profiles_are_computed_is_found_by_the_next_run(
+    project: Project, start: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The run computes its profiles at 0:55, when the view still counts, and takes longer
+    # than that: it leaves the window at 1:00. The next run must look for events that left
+    # after 0:55, not after the time the run got to its window check.
+    computed_at = iter([start + timedelta(minutes=55)])
+    monkeypatch.setattr(
+        syncd.profiles, "utcnow", lambda: next(computed_at, start + timedelta(minutes=65))
+    )
+    project.run({"people": [], "visits": []})
+    monkeypatch.setattr(syncd.profiles, "utcnow", lambda: start + timedelta(hours=2))
+    project.run({"people": [], "visits": []})
+    assert _views(project) == 0
