@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -58,4 +59,29 @@ def _finite(value: Any) -> Any:
         return {key: _finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
+    return value
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def unstorable(text: str) -> bool:
+    """Whether `text` holds what a store cannot keep as text: a NUL (PostgreSQL refuses it) or
+    a lone surrogate, which is not Unicode (JSON's "\\ud800", from an emoji cut in two, decodes
+    to one) and which no UTF-8 encoder takes."""
+    if text.isascii():  # O(1): CPython keeps the flag
+        return "\x00" in text
+    return _UNSTORABLE.search(text) is not None
+
+
+def storable(value: Any) -> Any:
+    """`value` with NUL characters dropped and lone surrogates replaced by U+FFFD, as a
+    browser's UTF-8 encoder does, in its text, keys and nested values."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda found: "" if found[0] == "\x00" else _REPLACEMENT, value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
     return value

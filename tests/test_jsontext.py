@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.jsontext import canonical_json
+from syncd.jsontext import canonical_json, storable, unstorable
 
 
 def reference(value: Any) -> str:
@@ -63,3 +63,16 @@ def test_non_finite_floats_are_null_on_both_paths() -> None:
     # PostgreSQL refuses NaN in JSON; the fast path and the fallback (non-ASCII) agree.
     assert canonical_json({"x": math.nan}) == '{"x":null}'
     assert canonical_json({"x": math.inf, "name": "Zoë"}) == '{"name":"Zo\\u00eb","x":null}'
+
+
+@given(
+    st.text(
+        alphabet=st.characters(exclude_categories=()) | st.sampled_from("\x00\ud800\udc00\udfff")
+    )
+)
+def test_storable_text_is_utf8_without_nul_and_unchanged_when_it_was_already(text: str) -> None:
+    kept = storable(text)
+    kept.encode("utf-8")
+    assert "\x00" not in kept
+    assert unstorable(text) == (kept != text)
+    assert not unstorable(kept)

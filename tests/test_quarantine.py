@@ -82,3 +82,47 @@ def test_replay_does_not_restore_a_version_a_later_pull_replaced(
         assert open_rows == 0
     finally:
         project.close()
+
+
+def test_nul_and_lone_surrogates_are_kept_out_of_the_store_and_stop_nothing(
+    store_url: str, tmp_path: Path
+) -> None:
+    # JSON allows "\u0000" and "\ud800" (half of an emoji cut in two); PostgreSQL refuses
+    # both and no UTF-8 encoder takes the second.
+    project = Project(tmp_path, store_url)
+    try:
+        summary = project.run(
+            {
+                "people": [
+                    records_page(
+                        [
+                            {"id": "a", "email": "ada\ud800@x.com", "name": "ada \ud83d"},
+                            {"id": "b", "email": "bo@x.com", "user_id": "u\x00b", "name": "bo\x00"},
+                            {"id": "c\x00", "email": "cy@x.com"},
+                            {"id": "d\udc00", "email": "di@x.com"},
+                        ]
+                    )
+                ]
+            }
+        )
+        assert summary.status == "ok"
+        assert (summary.counts["new"], summary.counts["quarantined"]) == (2, 2)
+        with transaction(project.engine) as bulk:
+            reasons = [
+                str(row[0])
+                for row in bulk.connection.exec_driver_sql(
+                    "SELECT reason FROM quarantine ORDER BY location"
+                )
+            ]
+            profiles = {p["records"][0]["id"]: p for p in export_profiles(bulk)}
+    finally:
+        project.close()
+    assert (
+        reasons
+        == ["primary key holds a NUL character or text that is not Unicode (a lone surrogate)"] * 2
+    )
+    # The identifier is refused like any unusable value; the traits keep what can be kept.
+    assert profiles["a"]["identifiers"] == []
+    assert profiles["a"]["traits"]["name"] == "Ada \ufffd"
+    assert profiles["b"]["identifiers"] == [{"kind": "email", "value": "bo@x.com"}]
+    assert profiles["b"]["traits"]["name"] == "Bo"

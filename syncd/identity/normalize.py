@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.config import IdentityConfig
+from syncd.jsontext import unstorable
 from syncd.mapping.transforms import TransformError, normalize_email, normalize_phone, trim_value
 from syncd.pii import mask
 
@@ -28,6 +29,9 @@ def _normalizers(region: str) -> dict[str, Callable[[str], str]]:
     }
 
 
+UNSTORABLE = "holds a NUL character or text that is not Unicode (a lone surrogate)"
+
+
 class IdentifierNormalizer:
     """Turns raw identifier values into (kind, normalized value), refusing blocked values."""
 
@@ -41,6 +45,8 @@ class IdentifierNormalizer:
         text = trim_value(raw if isinstance(raw, str) else (None if raw is None else str(raw)))
         if text is None:
             return None
+        if unstorable(text):
+            raise TransformError(UNSTORABLE)
         value = self._by_kind[kind](text)
         if value.lower() in self._blocked or text.lower() in self._blocked:
             raise TransformError("blocked value")

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from syncd.config import Config, IdentityConfig, problems_from_validation
 from syncd.errors import ConfigError, Problem, RecordError
-from syncd.identity.normalize import IdentifierNormalizer
+from syncd.identity.normalize import UNSTORABLE, IdentifierNormalizer
+from syncd.jsontext import unstorable
 from syncd.mapping.model import (
     FieldSpec,
     IdentifierSpec,
@@ -326,6 +327,10 @@ class CompiledStream:
             raise RecordError(f"{what}: {error}") from None
         if value is None:
             raise RecordError(f"{what} is missing")
+        if isinstance(value, str) and unstorable(value):
+            # Stored as text of its own (a key, an event's name), so it cannot be cleaned
+            # the way JSON columns are without becoming another record's.
+            raise RecordError(f"{what} {UNSTORABLE}")
         return value
 
     def external_id(self, payload: Mapping[str, Any]) -> str:

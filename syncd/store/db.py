@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from syncd.errors import StoreError
-from syncd.jsontext import canonical_json
+from syncd.jsontext import canonical_json, storable
 from syncd.store import tables
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -127,21 +127,12 @@ def schema_tables(engine: Engine) -> set[str]:
 def to_json(value: Any) -> str:
     """The one JSON text of a value: sorted keys, so equal values hash alike.
 
-    NUL characters are dropped: PostgreSQL refuses them in JSON and text, and one stray NUL
-    in a browser event must not stop a stream.
+    NUL characters are dropped and lone surrogates replaced (`jsontext.storable`): PostgreSQL
+    refuses both in JSON and text, and one stray character in a browser event must not stop
+    a stream. Their escapes are what the text then holds ("\\ud" also starts a valid pair's).
     """
     text = canonical_json(value)
-    return canonical_json(_without_nul(value)) if "\\u0000" in text else text
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(item) for item in value]
-    return value
+    return canonical_json(storable(value)) if "\\u0000" in text or "\\ud" in text else text
 
 
 class Bulk:

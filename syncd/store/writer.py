@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from syncd.jsontext import storable
 from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
 from syncd.store.db import Bulk, to_json
@@ -445,7 +446,17 @@ class PageWriter:
                 + ", ?)"
             ),
             [
-                (self.run_id, source, stream, location, reason, Bulk.encode(dict(payload)), now)
+                # A location names where the record came from: a file name is whatever bytes
+                # the disk had, an id whatever the source sent.
+                (
+                    self.run_id,
+                    source,
+                    stream,
+                    storable(location),
+                    storable(reason),
+                    Bulk.encode(dict(payload)),
+                    now,
+                )
                 for location, reason, payload in items
             ],
         )
