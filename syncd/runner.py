@@ -108,6 +108,12 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:8]}"
 
 
+INTERRUPTED = (
+    "the run stopped before it finished (killed, or the machine went down); the next run "
+    "took over its work"
+)
+
+
 def start_run(engine: Engine, kind: str) -> RunSummary:
     """Record a run as started (its sync_run row); every line logged from here carries its id."""
     summary = RunSummary(new_run_id())
@@ -200,6 +206,16 @@ class Pipeline:
         self.log = get_logger()
 
     def _start(self, kind: str) -> RunSummary:
+        # Callers hold the run lock, so no other run is alive: a row still running belongs to
+        # a run that was killed. Its committed work stays and this run finishes the rest.
+        with transaction(self.engine) as bulk:
+            bulk.connection.exec_driver_sql(
+                bulk.sql(
+                    "UPDATE sync_run SET status = 'interrupted', finished_at = ?, error = ? "
+                    "WHERE status = 'running'"
+                ),
+                (format_timestamp(utcnow()), INTERRUPTED),
+            )
         return start_run(self.engine, kind)
 
     def _finish(self, summary: RunSummary) -> RunSummary:

@@ -77,3 +77,19 @@ def test_killed_run_then_rerun_equals_a_clean_run(tmp_path: Path, marker: str, c
     after_kill = snapshot(f"sqlite:///{tmp_path / 'killed.db'}")
     assert after_kill
     assert after_kill == snapshot(f"sqlite:///{tmp_path / 'clean.db'}")
+    # The killed run is not left "running" for ever: the run after it says what became of it.
+    assert run_statuses(f"sqlite:///{tmp_path / 'killed.db'}") == ["interrupted", "ok"]
+
+
+def run_statuses(store_url: str) -> list[str]:
+    engine = open_store(store_url)
+    try:
+        with transaction(engine) as bulk:
+            return [
+                str(row[0])
+                for row in bulk.connection.exec_driver_sql(
+                    "SELECT status FROM sync_run ORDER BY started_at"
+                )
+            ]
+    finally:
+        engine.dispose()
