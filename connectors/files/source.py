@@ -7,7 +7,8 @@
   are skipped, and so is a file modified less than `settle_seconds` ago; one rewritten while
   it was read is not done, and is read whole by the next run.
 - Files are streamed in pages of `batch_size` rows, so memory stays flat whatever their size;
-  the cursor after each page names the file and line, so a killed run resumes mid-file.
+  the cursor after each page names the file and line, so a killed run resumes mid-file
+  (that file first, whatever arrived meanwhile).
 - A malformed row (wrong column count, bad JSON) comes back as a RawRecord with an error and
   its file and line; the rest of the file loads.
 - A page is the lines it spans (`FileBlock`): reading only finds where pages end, and rows
@@ -186,9 +187,12 @@ class FilesSource:
         spec = self.options.streams[stream]
         done: list[str] = list((cursor or {}).get("done", []))
         current = (cursor or {}).get("current") or {}
-        for path in self._ready_files(spec):
-            version = _version(path)
-            digest = file_hash(path)
+        # The version is taken before the hash: a file rewritten after it was hashed is seen.
+        files = [(path, _version(path), file_hash(path)) for path in self._ready_files(spec)]
+        # The file a killed run was in the middle of goes first, whatever arrived since: the
+        # cursor holds one position, which the next file read would replace.
+        files.sort(key=lambda file: file[2] != current.get("hash"))
+        for path, version, digest in files:
             if digest in done:
                 continue
             skip_to = int(current.get("line", 0)) if current.get("hash") == digest else 0

@@ -71,6 +71,19 @@ def test_resuming_from_a_page_cursor_continues_mid_file(tmp_path: Path) -> None:
     assert rows(resumed) == ["3", "4", "5"]
 
 
+def test_the_file_a_run_stopped_in_goes_on_first_when_an_older_one_arrived(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "people2.csv", "id\n1\n2\n3\n4\n5\n", age=60)
+    first_page, *_ = source(tmp_path).read("people", None)
+    stopped_after = first_page.cursor
+    # Copied in with its old time kept (cp -p, rsync -t): it sorts before the one under way.
+    write(tmp_path / "people1.csv", "id\n7\n8\n9\n", age=600)
+    resumed = list(source(tmp_path).read("people", stopped_after))
+    assert rows(resumed) == ["3", "4", "5", "7", "8", "9"]
+    assert resumed[-1].cursor["current"] is None and len(resumed[-1].cursor["done"]) == 2
+
+
 def test_half_written_and_temporary_files_are_not_read(tmp_path: Path) -> None:
     write(tmp_path / "people1.csv", "id\n1\n", age=0)
     write(tmp_path / "people2.csv.part", "id\n2\n")
