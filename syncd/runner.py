@@ -270,6 +270,8 @@ class Pipeline:
             self.mapper.close()
             summary.status = "failed"
             summary.errors.append(f"{type(error).__name__}: the run stopped")
+            # Its type only: the text of an unexpected error may quote a record's values.
+            self.log.error("run stopped by an unexpected error", error_type=type(error).__name__)
             with suppress(Exception):
                 self._finish(summary)
             raise

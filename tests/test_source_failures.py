@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.config import Config, ConnectorEntry
 from syncd.connector import Source
@@ -58,8 +59,13 @@ def test_a_rebuild_or_replay_stopped_by_an_error_is_recorded_as_failed(
         pipeline = project.pipeline()
         monkeypatch.setattr(pipeline, "_rebuild_in", broken)
         monkeypatch.setattr(pipeline, "_resolve", broken)
-        with pytest.raises(RuntimeError):
+        with capture_logs() as lines, pytest.raises(RuntimeError):
             getattr(pipeline, command)()
+        stopped = [line for line in lines if line["event"] == "run stopped by an unexpected error"]
+        # Its type, never its text, which may quote a record.
+        assert stopped == [
+            {"event": stopped[0]["event"], "error_type": "RuntimeError", "log_level": "error"}
+        ]
         with transaction(project.engine) as bulk:
             (status, error) = bulk.connection.exec_driver_sql(
                 "SELECT status, error FROM sync_run"
