@@ -27,7 +27,7 @@ from syncd.errors import ConfigError, Problem, StoreError, SyncdError
 from syncd.ingest.server import running
 from syncd.ingest.simulator import simulate
 from syncd.inspect import NotFoundError, explain, export_profiles, status
-from syncd.mapping.compiler import Mappings, compile_mappings
+from syncd.mapping.compiler import Mappings, compile_mappings, compile_profile
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
 from syncd.pii import mask
 from syncd.process import tune_garbage_collector
@@ -59,12 +59,17 @@ class Project:
     destinations: DestinationMappings
 
 
-def _load(config_path: Path) -> Project:
-    """Config and every mapping, or exit 2 listing every problem."""
+def _load_config(config_path: Path) -> Config:
+    """The config, or exit 2 listing every problem."""
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except ConfigError as error:
         _exit_with_problems(error.problems)
+
+
+def _load(config_path: Path) -> Project:
+    """Config and every mapping, or exit 2 listing every problem."""
+    config = _load_config(config_path)
     problems = []
     mappings = destinations = None
     try:
@@ -89,8 +94,20 @@ def _exit_with_problems(problems: list[Problem]) -> NoReturn:
 
 
 def _setup(config_path: Path) -> tuple[Project, Engine]:
+    """For the commands that map records: the config, every mapping and the store."""
     project = _load(config_path)
-    config = project.config
+    return project, _open(project.config)
+
+
+def _setup_reader(config_path: Path) -> tuple[Config, Engine]:
+    """For the commands that only read the store: the config and the store, no mapping, so
+    that a broken mapping never blocks the commands an operator needs to find out why."""
+    config = _load_config(config_path)
+    return config, _open(config)
+
+
+def _open(config: Config) -> Engine:
+    """The sync log set up and the store opened."""
     log_file = Path(config.logging.file) if config.logging.file else None
     if log_file is not None and not log_file.is_absolute():
         log_file = config.base_dir / log_file
@@ -112,7 +129,7 @@ def _setup(config_path: Path) -> tuple[Project, Engine]:
     except StoreError as error:
         err.print(str(error), markup=False)
         raise typer.Exit(1) from None
-    return project, engine
+    return engine
 
 
 def _pipeline(project: Project, engine: Engine, progress: Progress | None = None) -> Pipeline:
@@ -265,7 +282,7 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """What the store holds, where each stream's cursor is, and the latest runs."""
-    _, engine = _setup(config)
+    _, engine = _setup_reader(config)
     with transaction(engine) as bulk:
         report = status(bulk)
     if as_json:
@@ -297,10 +314,14 @@ def explain_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """A profile: traits with the record each came from, identifiers, records and merges."""
-    project, engine = _setup(config)
+    loaded, engine = _setup_reader(config)
+    try:
+        rules = compile_profile(loaded)
+    except ConfigError as error:
+        _exit_with_problems(error.problems)
     try:
         with transaction(engine) as bulk:
-            found = explain(bulk, project.config.identity, project.mappings.profile, query)
+            found = explain(bulk, loaded.identity, rules, query)
     except NotFoundError as error:
         err.print(str(error))
         raise typer.Exit(1) from None
@@ -358,7 +379,7 @@ def profiles_export(
     ] = None,
 ) -> None:
     """Every profile as one JSON line: profile_id, traits, identifiers, records."""
-    _, engine = _setup(config)
+    _, engine = _setup_reader(config)
     try:
         handle = output.open("w", encoding="utf-8") if output else sys.stdout
     except OSError as error:
@@ -379,7 +400,7 @@ def quarantine_list(
     everything: Annotated[bool, typer.Option("--all", help="also the replayed ones")] = False,
 ) -> None:
     """Quarantined records: where they came from and why."""
-    _, engine = _setup(config)
+    _, engine = _setup_reader(config)
     with transaction(engine) as bulk:
         rows = bulk.connection.exec_driver_sql(
             "SELECT id, created_at, source, stream, location, reason, replayed_at FROM quarantine "
@@ -414,7 +435,7 @@ def logs_command(
     raw: Annotated[bool, typer.Option("--json", help="print the JSON lines as they are")] = False,
 ) -> None:
     """Filter and pretty-print the JSON sync log."""
-    loaded = _load(config).config
+    loaded = _load_config(config)
     if not loaded.logging.file:
         err.print("logging.file is not set in the config; nothing to read")
         raise typer.Exit(2)

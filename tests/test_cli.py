@@ -94,6 +94,32 @@ def test_run_once_then_explain_export_status_logs(project: Path) -> None:
     assert code == 0 and "record quarantined" in output and "page stored" not in output
 
 
+def test_a_broken_stream_mapping_blocks_runs_but_not_the_commands_that_read(
+    project: Path,
+) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    explain = ("explain", "john.rhodes4@mail.example.com", "--config", str(project), "--json")
+    explained = invoke(*explain)
+    mapping = project.parent / "mappings" / "inbox_customers.toml"
+    mapping.write_text(mapping.read_text().replace("| title", "| titel"))
+    for command in ("run-once", "validate"):
+        code, output = invoke(command, "--config", str(project))
+        assert code == 2 and "unknown transform 'titel'" in output
+    readers = (
+        ["logs"],
+        ["status"],
+        ["quarantine", "list"],
+        ["profiles", "export"],
+        ["explain", "john.rhodes4@mail.example.com"],
+    )
+    for command in readers:
+        code, output = invoke(*command, "--config", str(project))
+        assert code == 0, (command, output)
+        assert "titel" not in output
+    # Still the record each trait came from: explain reads the profile rules.
+    assert invoke(*explain) == explained
+
+
 def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:
     assert invoke("run-once", "--config", str(project))[0] == 0
     code, output = invoke("run-once", "--config", str(project), "--full")

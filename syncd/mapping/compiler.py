@@ -450,14 +450,47 @@ def _priority_problems(path: Path, profile: ProfileMapping) -> list[Problem]:
     return problems
 
 
-def compile_mappings(config: Config) -> Mappings:
-    """Read and compile every mapping file; raises ConfigError listing all problems."""
-    problems: list[Problem] = []
+def _mappings_folder(config: Config) -> Path:
     folder = config.mappings_dir
     if not folder.is_dir():
         raise ConfigError(
             [Problem(str(config.path), "mappings_dir", f"{folder} is not a folder", "create it")]
         )
+    return folder
+
+
+def _read_profile(path: Path, problems: list[Problem]) -> ProfileMapping:
+    """The profile rules of `path`, or the defaults (the problems then say why)."""
+    data = _read_toml(path, problems)
+    if data is None:
+        return ProfileMapping()
+    try:
+        profile = ProfileMapping.model_validate(data)
+    except ValidationError as error:
+        problems.extend(problems_from_validation(str(path), error))
+        return ProfileMapping()
+    problems.extend(_priority_problems(path, profile))
+    return profile
+
+
+def compile_profile(config: Config) -> ProfileMapping:
+    """The profile rules alone, for reading profiles without mapping records: a broken stream
+    mapping must not hide how the stored profiles were made. Raises ConfigError listing the
+    problems of the profile file."""
+    path = _mappings_folder(config) / PROFILE_FILE
+    if not path.is_file():
+        return ProfileMapping()
+    problems: list[Problem] = []
+    profile = _read_profile(path, problems)
+    if problems:
+        raise ConfigError(problems)
+    return profile
+
+
+def compile_mappings(config: Config) -> Mappings:
+    """Read and compile every mapping file; raises ConfigError listing all problems."""
+    problems: list[Problem] = []
+    folder = _mappings_folder(config)
     streams: dict[tuple[str, str], CompiledStream] = {}
     origin: dict[tuple[str, str], Path] = {}
     profile = ProfileMapping()
@@ -465,16 +498,11 @@ def compile_mappings(config: Config) -> Mappings:
     # once, not again as a source or stream without a mapping.
     attempted: set[tuple[str, str]] = set()
     for path in sorted(folder.glob("*.toml")):
+        if path.name == PROFILE_FILE:
+            profile = _read_profile(path, problems)
+            continue
         data = _read_toml(path, problems)
         if data is None:
-            continue
-        if path.name == PROFILE_FILE:
-            try:
-                profile = ProfileMapping.model_validate(data)
-            except ValidationError as error:
-                problems.extend(problems_from_validation(str(path), error))
-            else:
-                problems.extend(_priority_problems(path, profile))
             continue
         attempted.add((str(data.get("source")), str(data.get("stream"))))
         compiled = _compile_stream(path, data, config.identity, problems)
