@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import Engine
 
 import connectors
@@ -48,6 +48,23 @@ ConfigOption = Annotated[
 DEFAULT_CONFIG = Path("syncd.toml")
 out = Console()
 err = Console(stderr=True)
+UNCUT_WIDTH = 1_000_000
+"""The width of output that is not a terminal (a pipe, a file, cron's mail): wider than any
+line syncd prints, so that no run id, location or record name is cut or wrapped where scripts
+read it and people copy it into the next command."""
+
+
+@app.callback()
+def _uncut_off_a_terminal() -> None:
+    for console in (out, err):
+        if not console.is_terminal:
+            console.width = UNCUT_WIDTH
+
+
+def _whole(header: str) -> Column:
+    """A column of ids, locations or record names, which are copied into other commands: on a
+    narrow terminal the other columns wrap first."""
+    return Column(header, no_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -173,7 +190,9 @@ class LineProgress:
 
 
 def _print_summary(summary: RunSummary) -> None:
-    table = Table(title=f"run {summary.run_id}: {summary.status}", show_header=False)
+    # Not the table's title: a title wraps at the width of its table, which is narrower.
+    out.print(f"run {summary.run_id}: {summary.status}", markup=False)
+    table = Table(show_header=False)
     for name, value in sorted(summary.counts.items()):
         table.add_row(name, str(value))
     out.print(table)
@@ -265,7 +284,9 @@ def plan_command(
     for (destination, target, change), count in sorted(counts.items()):
         table.add_row(destination, target, change, str(count))
     out.print(table)
-    listed = Table("destination/target", "profile", "match", "fields", title=f"first {show}")
+    listed = Table(
+        "destination/target", _whole("profile"), "match", "fields", title=f"first {show}"
+    )
     for item in planned[:show]:
         listed.add_row(
             f"{item.destination}/{item.target}",
@@ -300,7 +321,7 @@ def status_command(
     ):
         counts.add_row(key, str(report[key]))
     out.print(counts)
-    runs = Table("run", "kind", "status", "started", "counts", title="latest runs")
+    runs = Table(_whole("run"), "kind", "status", "started", "counts", title="latest runs")
     for run in report["runs"]:
         shown = ", ".join(f"{k}={v}" for k, v in sorted((run["counts"] or {}).items()))
         runs.add_row(run["id"], run["kind"], run["status"], run["started_at"], shown)
@@ -329,17 +350,17 @@ def explain_command(
         print(json.dumps(vars(found), indent=2, default=str))
         return
     out.print(f"[bold]profile {found.profile_id}[/bold]")
-    traits = Table("trait", "value", "from record", title="traits")
+    traits = Table("trait", "value", _whole("from record"), title="traits")
     for name, value in sorted(found.traits.items()):
         traits.add_row(
             name, json.dumps(value, default=str), found.trait_origin.get(name, "computed")
         )
     out.print(traits)
-    identifiers = Table("kind", "value", title="identifiers")
+    identifiers = Table("kind", _whole("value"), title="identifiers")
     for kind, value in found.identifiers:
         identifiers.add_row(kind, value)
     out.print(identifiers)
-    records = Table("source", "stream", "id", "updated", "notes", title="records")
+    records = Table("source", "stream", _whole("id"), "updated", "notes", title="records")
     for record in found.records:
         records.add_row(
             record["source"],
@@ -349,13 +370,13 @@ def explain_command(
             "; ".join(record["notes"]),
         )
     out.print(records)
-    merges = Table("when", "action", "identifier", "records", "reason", title="merge log")
+    merges = Table("when", "action", "identifier", _whole("records"), "reason", title="merge log")
     for merge in found.merges:
         merges.add_row(
             merge["at"],
             merge["action"],
             merge["identifier"] or "",
-            " + ".join(merge["records"]),
+            "\n".join(merge["records"]),
             merge["reason"],
         )
     out.print(merges)
@@ -408,7 +429,7 @@ def quarantine_list(
             + "ORDER BY id"
         ).all()
     table = Table(
-        "id", "when", "source/stream", "location", "reason", "replayed", title="quarantine"
+        "id", "when", "source/stream", _whole("location"), "reason", "replayed", title="quarantine"
     )
     for key, at, source, stream, location, reason, replayed in rows:
         table.add_row(str(key), at, f"{source}/{stream}", location, reason, replayed or "")

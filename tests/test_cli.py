@@ -120,6 +120,23 @@ def test_a_broken_stream_mapping_blocks_runs_but_not_the_commands_that_read(
     assert invoke(*explain) == explained
 
 
+def test_ids_locations_and_record_names_come_out_whole_when_piped_to_a_narrow_reader(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As from cron: not a terminal, and no one asking for colours.
+    monkeypatch.setenv("COLUMNS", "40")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        monkeypatch.delenv(name, raising=False)
+    code, summary = invoke("run-once", "--config", str(project))
+    assert code == 0
+    (run,) = json.loads(invoke("status", "--config", str(project), "--json")[1])["runs"]
+    assert f"run {run['id']}: ok" in summary
+    assert run["id"] in invoke("status", "--config", str(project))[1]
+    assert "customers_000.csv:8" in invoke("quarantine", "list", "--config", str(project))[1]
+    code, output = invoke("explain", "john.rhodes4@mail.example.com", "--config", str(project))
+    assert "inbox/crm_export/003000000000004" in output
+
+
 def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:
     assert invoke("run-once", "--config", str(project))[0] == 0
     code, output = invoke("run-once", "--config", str(project), "--full")
