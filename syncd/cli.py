@@ -1,4 +1,5 @@
-"""The command line. Exit codes: 0 success, 1 a failed run, 2 bad config or usage."""
+"""The command line. Exit codes: 0 success, 1 a failed run, 2 bad config, a store that cannot be
+opened, or bad usage."""
 
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ def _open(config: Config) -> Engine:
         engine = open_store(config.store_url)
     except StoreError as error:
         err.print(str(error), markup=False)
-        raise typer.Exit(1) from None
+        # Nothing has run: like a bad config, the store must be fixed before anything can.
+        raise typer.Exit(2) from None
     return engine
 
 

@@ -203,3 +203,17 @@ def test_bad_command_input_is_a_clear_error_not_a_traceback(project: Path) -> No
     code, output = invoke("status", "--config", str(project))
     assert code == 2 and f"{project}:logging.file: cannot write the log" in output
     assert "Traceback" not in output
+
+
+def test_a_store_path_that_cannot_be_created_is_a_clear_problem(project: Path) -> None:
+    blocker = project.parent / "a-file"
+    blocker.write_text("")
+    database = blocker / "syncd.db"
+    project.write_text(
+        re.sub(r'(?m)^url = "sqlite.*$', f'url = "sqlite:///{database}"', project.read_text())
+    )
+    code, output = invoke("status", "--config", str(project))
+    assert code == 2
+    assert f"cannot create the folder of the SQLite store {database}: " in output
+    assert "give [store] url a path in a folder syncd may create or write" in output
+    assert "Traceback" not in output

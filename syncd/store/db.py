@@ -79,7 +79,14 @@ def in_memory(url: str | URL) -> bool:
 def open_engine(url: str) -> Engine:
     """An engine for `url`; SQLite files get their folder created and WAL mode."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(url.removeprefix("sqlite:///"))
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the folder of the SQLite store {database}: {error.strerror} — "
+                "give [store] url a path in a folder syncd may create or write"
+            ) from None
     try:
         # hide_parameters: a failed statement's message must not carry payloads (PII) to logs.
         engine = create_engine(url, future=True, hide_parameters=True)
