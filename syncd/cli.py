@@ -7,9 +7,10 @@ import importlib
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -450,7 +451,9 @@ def quarantine_replay(config: ConfigOption = DEFAULT_CONFIG) -> None:
 @app.command("logs")
 def logs_command(
     config: ConfigOption = DEFAULT_CONFIG,
-    run: Annotated[str | None, typer.Option("--run", help="only this run id")] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="only this run (its id, or the start of it)")
+    ] = None,
     level: Annotated[str | None, typer.Option("--level", help="at least this level")] = None,
     event: Annotated[
         str | None, typer.Option("--event", help="only lines whose event contains this")
@@ -471,31 +474,59 @@ def logs_command(
         err.print(f"unknown --level {level!r}; use one of: {', '.join(log.LEVELS)}")
         raise typer.Exit(2)
     floor = log.LEVELS[level.lower()] if level else 0
+    run_id = _run_named(path, run) if run else None
+    for line, entry in _log_entries(path):
+        if run_id and entry.get("run_id") != run_id:
+            continue
+        if log.LEVELS.get(entry.get("level", "info"), 20) < floor:
+            continue
+        if event and event not in str(entry.get("event", "")):
+            continue
+        if raw:
+            print(line.rstrip("\n"))
+            continue
+        extra = " ".join(
+            f"{k}={v}"
+            for k, v in sorted(entry.items())
+            if k not in {"timestamp", "level", "event", "run_id"}
+        )
+        # One line per entry, never wrapped: for grep and less as much as for eyes.
+        print(
+            f"{entry.get('timestamp', '')} {entry.get('level', ''):7} "
+            f"{entry.get('run_id', '')} {entry.get('event', '')} {extra}"
+        )
+
+
+def _log_entries(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each line of the sync log with its entry; a line cut short by a crash is skipped."""
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if run and entry.get("run_id") != run:
-                continue
-            if log.LEVELS.get(entry.get("level", "info"), 20) < floor:
-                continue
-            if event and event not in str(entry.get("event", "")):
-                continue
-            if raw:
-                print(line.rstrip("\n"))
-                continue
-            extra = " ".join(
-                f"{k}={v}"
-                for k, v in sorted(entry.items())
-                if k not in {"timestamp", "level", "event", "run_id"}
-            )
-            # One line per entry, never wrapped: for grep and less as much as for eyes.
-            print(
-                f"{entry.get('timestamp', '')} {entry.get('level', ''):7} "
-                f"{entry.get('run_id', '')} {entry.get('event', '')} {extra}"
-            )
+            if isinstance(entry, dict):
+                yield line, entry
+
+
+def _run_named(path: Path, asked: str) -> str:
+    """The run id in the log that `asked` is, or is the start of: ids are long to type."""
+    found = set()
+    for _, entry in _log_entries(path):
+        run_id = entry.get("run_id")
+        if run_id == asked:
+            return asked
+        if isinstance(run_id, str) and run_id.startswith(asked):
+            found.add(run_id)
+    if not found:
+        err.print(f"no run id in {path} is or begins with {asked!r}", markup=False)
+        raise typer.Exit(1)
+    if len(found) > 1:
+        err.print(f"{len(found)} run ids begin with {asked!r}; give more of one:", markup=False)
+        for run_id in sorted(found):
+            print(run_id, file=sys.stderr)
+        raise typer.Exit(2)
+    return found.pop()
 
 
 @app.command()

@@ -137,6 +137,27 @@ def test_ids_locations_and_record_names_come_out_whole_when_piped_to_a_narrow_re
     assert "inbox/crm_export/003000000000004" in output
 
 
+def test_logs_of_one_run_by_the_start_of_its_id(project: Path) -> None:
+    for _ in range(2):
+        assert invoke("run-once", "--config", str(project))[0] == 0
+    status = json.loads(invoke("status", "--config", str(project), "--json")[1])
+    later, earlier = (run["id"] for run in status["runs"])
+    code, output = invoke("logs", "--config", str(project), "--run", earlier[:-4])
+    assert code == 0 and "run finished" in output
+    assert earlier in output and later not in output
+
+    common = next(
+        earlier[:i] for i, (a, b) in enumerate(zip(earlier, later, strict=True)) if a != b
+    )
+    code, output = invoke("logs", "--config", str(project), "--run", common)
+    assert code == 2
+    assert f"2 run ids begin with {common!r}" in output
+    assert earlier in output and later in output and "run finished" not in output
+
+    code, output = invoke("logs", "--config", str(project), "--run", "19990101")
+    assert code == 1 and "no run id in" in output and "begins with '19990101'" in output
+
+
 def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:
     assert invoke("run-once", "--config", str(project))[0] == 0
     code, output = invoke("run-once", "--config", str(project), "--full")
