@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -329,6 +330,10 @@ def status_command(
         shown = ", ".join(f"{k}={v}" for k, v in sorted((run["counts"] or {}).items()))
         runs.add_row(run["id"], run["kind"], run["status"], run["started_at"], shown)
     out.print(runs)
+    for run in report["runs"]:
+        if run["error"]:
+            out.print(f"run {run['id']} {run['status']}:", markup=False)
+            out.print(textwrap.indent(run["error"], "  "), markup=False, style="red")
 
 
 @app.command("explain")

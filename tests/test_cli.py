@@ -158,6 +158,17 @@ def test_logs_of_one_run_by_the_start_of_its_id(project: Path) -> None:
     assert code == 1 and "no run id in" in output and "begins with '19990101'" in output
 
 
+def test_status_shows_why_a_run_failed(project: Path) -> None:
+    unreadable = project.parent / "data" / "inbox" / "customers_999.csv"
+    unreadable.write_bytes(b"customer_id,first_name\nC1,Ren\xe9e\n")
+    os.utime(unreadable, (time.time() - 60, time.time() - 60))
+    assert invoke("run-once", "--config", str(project))[0] == 1
+    (run,) = json.loads(invoke("status", "--config", str(project), "--json")[1])["runs"]
+    code, output = invoke("status", "--config", str(project))
+    assert code == 0
+    assert f"run {run['id']} failed:\n  inbox: customers_999.csv: not utf-8 text" in output
+
+
 def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:
     assert invoke("run-once", "--config", str(project))[0] == 0
     code, output = invoke("run-once", "--config", str(project), "--full")
