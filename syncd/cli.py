@@ -357,6 +357,14 @@ def explain_command(
     if as_json:
         print(json.dumps(vars(found), indent=2, default=str))
         return
+    if found.other_profiles:
+        held_by = [found.profile_id, *found.other_profiles]
+        out.print(
+            f"{len(held_by)} profiles hold {query.strip()}: {', '.join(held_by)}; this is "
+            f"{found.profile_id}. Run syncd explain with each profile id to see the others.",
+            markup=False,
+            style="yellow",
+        )
     out.print(f"[bold]profile {found.profile_id}[/bold]")
     traits = Table("trait", "value", _whole("from record"), title="traits")
     for name, value in sorted(found.traits.items()):

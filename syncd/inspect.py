@@ -38,10 +38,14 @@ class Explanation:
     merges: list[dict[str, Any]]
     events: list[dict[str, Any]] = field(default_factory=list)
     event_count: int = 0
+    other_profiles: list[str] = field(default_factory=list)
+    """The other profiles holding what was asked about (after a refused merge, or a value that
+    is an identifier of several kinds), each to be explained by its own id."""
 
 
-def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
-    """The current profile id for a profile id (old ids are followed), email, phone or id."""
+def find_profiles(bulk: Bulk, identity: IdentityConfig, query: str) -> list[str]:
+    """The current profile ids for a profile id (old ids are followed: one), or for an email,
+    phone or id (several after a refused merge), in id order."""
     query = query.strip()
     if PROFILE_ID.fullmatch(query):
         profile = query
@@ -50,7 +54,7 @@ def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
                 bulk.sql("SELECT 1 FROM record_profile WHERE profile_id = ? LIMIT 1"), (profile,)
             ).first()
             if exists:
-                return profile
+                return [profile]
             moved = bulk.connection.exec_driver_sql(
                 bulk.sql(
                     "SELECT to_profile_id FROM merge_log WHERE profile_id = ? "
@@ -71,22 +75,36 @@ def find_profile(bulk: Bulk, identity: IdentityConfig, query: str) -> str:
             continue
         if value is not None:
             candidates.append(identifier_id(kind, value))
-    rows = list(
-        bulk.select_in(
-            "SELECT rp.profile_id FROM record_identifier ri JOIN record_profile rp "
-            "ON rp.record_id = ri.record_id WHERE ri.identifier_id IN ({in}) "
-            "ORDER BY rp.profile_id",
-            candidates,
-        )
+    profiles = sorted(
+        {
+            str(profile)
+            for (profile,) in bulk.select_in(
+                "SELECT rp.profile_id FROM record_identifier ri JOIN record_profile rp "
+                "ON rp.record_id = ri.record_id WHERE ri.identifier_id IN ({in})",
+                candidates,
+            )
+        }
     )
-    if not rows:
+    if not profiles:
         raise NotFoundError("no profile has that identifier")
-    return str(rows[0][0])
+    return profiles
+
+
+def _record_names(bulk: Bulk, ids: Sequence[int]) -> dict[int, str]:
+    """source/stream/external id of records by id, deleted ones too: what an operator can
+    look up in the source system, where the internal id means nothing."""
+    return {
+        int(key): f"{source}/{stream}/{external_id}"
+        for key, source, stream, external_id in bulk.select_in(
+            "SELECT id, source, stream, external_id FROM source_record WHERE id IN ({in})", ids
+        )
+    }
 
 
 def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: str) -> Explanation:
-    """The profile matching `query`, with where every trait and merge came from."""
-    profile_id = find_profile(bulk, identity, query)
+    """The profile matching `query` (the first by id when several hold it), with where every
+    trait and merge came from."""
+    profile_id, *other_profiles = find_profiles(bulk, identity, query)
     row = bulk.connection.exec_driver_sql(
         bulk.sql("SELECT traits FROM profile WHERE id = ?"), (profile_id,)
     ).first()
@@ -130,7 +148,6 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
     _, origin = merge_traits(rules, views)
     identifiers = sorted(profile_identifiers(bulk, [profile_id]).get(profile_id, ()))
     merges = []
-    seen: set[int] = set()
     rows: list[Sequence[Any]] = []
     for column in ("record_a", "record_b"):
         rows += bulk.select_in(
@@ -139,12 +156,13 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
             f"LEFT JOIN identifier i ON i.id = m.identifier_id WHERE m.{column} IN ({{in}})",
             sorted(names),
         )
-    for key, action, at, profile, to_profile, kind, value, a, b, reason in sorted(
-        rows, key=lambda row: int(row[0])
-    ):
-        if key in seen:
-            continue
-        seen.add(key)
+    logged = {int(row[0]): row for row in rows}  # a merge inside the profile is found twice
+    # The other record (record_a, record_b) of a refused merge or of a split is in another
+    # profile now: named all the same.
+    mentioned = {int(x) for row in logged.values() for x in row[7:9] if x is not None}
+    names |= _record_names(bulk, sorted(mentioned - names.keys()))
+    for key in sorted(logged):
+        _, action, at, profile, to_profile, kind, value, a, b, reason = logged[key]
         merges.append(
             {
                 "action": action,
@@ -183,6 +201,7 @@ def explain(bulk: Bulk, identity: IdentityConfig, rules: ProfileMapping, query: 
         merges,
         events[-EVENTS_SHOWN:],
         len(events),
+        other_profiles,
     )
 
 

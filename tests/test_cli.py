@@ -94,6 +94,32 @@ def test_run_once_then_explain_export_status_logs(project: Path) -> None:
     assert code == 0 and "record quarantined" in output and "page stored" not in output
 
 
+def test_explain_says_when_several_profiles_hold_the_identifier(project: Path) -> None:
+    # Two loyalty numbers on one email: the merge is refused (one loyalty number a profile).
+    shared = project.parent / "data" / "inbox" / "customers_900.csv"
+    shared.write_text(
+        "customer_id,email,loyalty_number,updated_at\n"
+        "X1,twins@example.net,L-1,2024-01-01T00:00:00+00:00\n"
+        "X2,twins@example.net,L-2,2024-01-01T00:00:00+00:00\n"
+    )
+    os.utime(shared, (time.time() - 60, time.time() - 60))
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    exported = invoke("profiles", "export", "--config", str(project))[1].splitlines()
+    held_by = sorted(
+        profile["profile_id"]
+        for profile in map(json.loads, exported)
+        if {"kind": "email", "value": "twins@example.net"} in profile["identifiers"]
+    )
+    assert len(held_by) == 2
+    code, output = invoke("explain", "twins@example.net", "--config", str(project))
+    assert code == 0
+    assert f"2 profiles hold twins@example.net: {held_by[0]}, {held_by[1]}" in output
+    assert f"this is {held_by[0]}. Run syncd explain with each profile id" in output
+    assert f"profile {held_by[0]}" in output
+    # The refused merge names the other side as it names the profile's own records.
+    assert "inbox/customers/X1" in output and "inbox/customers/X2" in output
+
+
 def test_a_broken_stream_mapping_blocks_runs_but_not_the_commands_that_read(
     project: Path,
 ) -> None:

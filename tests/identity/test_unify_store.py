@@ -120,6 +120,28 @@ def test_a_merge_over_the_user_id_limit_is_refused_and_logged(project: Project) 
     assert ("refused", "would give one profile more than 1 user_id value") in merge_log(project)
 
 
+def test_explain_of_an_identifier_two_profiles_hold_names_both_and_both_records(
+    project: Project,
+) -> None:
+    project.run(
+        {
+            "people": [
+                records_page(
+                    [
+                        {"id": "a", "email": "family@x.com", "user_id": "u1"},
+                        {"id": "b", "email": "family@x.com", "user_id": "u2"},
+                    ]
+                )
+            ]
+        }
+    )
+    with transaction(project.engine) as bulk:
+        found = explain(bulk, project.config.identity, project.mappings.profile, "family@x.com")
+    assert [found.profile_id, *found.other_profiles] == sorted(profiles(project))
+    (refused,) = [merge for merge in found.merges if merge["action"] == "refused"]
+    assert sorted(refused["records"]) == ["crm/people/a", "crm/people/b"]
+
+
 def test_a_refusal_that_parts_two_unchanged_records_is_logged(project: Project) -> None:
     # b4 and c4 share a phone and were one profile; d4 brings a second user_id on the same
     # phone. Record ids order the phone's nodes c4, d4, b4, so c4 joins d4 first and the
