@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
+from rich.text import Text
 from sqlalchemy import Engine
 
 import connectors
@@ -193,12 +194,18 @@ class LineProgress:
         print(f"{name}…", flush=True)
 
 
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of data, shown as it is: text from records is never read as rich markup (a trait
+    holding "[/]" would stop the command, "[b]" would vanish)."""
+    table.add_row(*(Text(cell) for cell in cells))
+
+
 def _print_summary(summary: RunSummary) -> None:
     # Not the table's title: a title wraps at the width of its table, which is narrower.
     out.print(f"run {summary.run_id}: {summary.status}", markup=False)
     table = Table(show_header=False)
     for name, value in sorted(summary.counts.items()):
-        table.add_row(name, str(value))
+        _add_row(table, name, str(value))
     out.print(table)
     for error in summary.errors:
         err.print(error, markup=False, style="red")
@@ -286,13 +293,14 @@ def plan_command(
     counts = Counter((p.destination, p.target, str(p.change)) for p in planned)
     table = Table("destination", "target", "change", "profiles", title="next push")
     for (destination, target, change), count in sorted(counts.items()):
-        table.add_row(destination, target, change, str(count))
+        _add_row(table, destination, target, change, str(count))
     out.print(table)
     listed = Table(
         "destination/target", _whole("profile"), "match", "fields", title=f"first {show}"
     )
     for item in planned[:show]:
-        listed.add_row(
+        _add_row(
+            listed,
             f"{item.destination}/{item.target}",
             item.state.profile_id,
             mask("email" if "@" in item.state.match_value else "id", item.state.match_value),
@@ -323,12 +331,12 @@ def status_command(
         "quarantined",
         "pending_unify",
     ):
-        counts.add_row(key, str(report[key]))
+        _add_row(counts, key, str(report[key]))
     out.print(counts)
     runs = Table(_whole("run"), "kind", "status", "started", "counts", title="latest runs")
     for run in report["runs"]:
         shown = ", ".join(f"{k}={v}" for k, v in sorted((run["counts"] or {}).items()))
-        runs.add_row(run["id"], run["kind"], run["status"], run["started_at"], shown)
+        _add_row(runs, run["id"], run["kind"], run["status"], run["started_at"], shown)
     out.print(runs)
     for run in report["runs"]:
         if run["error"]:
@@ -368,17 +376,18 @@ def explain_command(
     out.print(f"[bold]profile {found.profile_id}[/bold]")
     traits = Table("trait", "value", _whole("from record"), title="traits")
     for name, value in sorted(found.traits.items()):
-        traits.add_row(
-            name, json.dumps(value, default=str), found.trait_origin.get(name, "computed")
+        _add_row(
+            traits, name, json.dumps(value, default=str), found.trait_origin.get(name, "computed")
         )
     out.print(traits)
     identifiers = Table("kind", _whole("value"), title="identifiers")
     for kind, value in found.identifiers:
-        identifiers.add_row(kind, value)
+        _add_row(identifiers, kind, value)
     out.print(identifiers)
     records = Table("source", "stream", _whole("id"), "updated", "notes", title="records")
     for record in found.records:
-        records.add_row(
+        _add_row(
+            records,
             record["source"],
             record["stream"],
             record["id"],
@@ -388,7 +397,8 @@ def explain_command(
     out.print(records)
     merges = Table("when", "action", "identifier", _whole("records"), "reason", title="merge log")
     for merge in found.merges:
-        merges.add_row(
+        _add_row(
+            merges,
             merge["at"],
             merge["action"],
             merge["identifier"] or "",
@@ -404,7 +414,7 @@ def explain_command(
             title=f"events (last {len(found.events)} of {found.event_count})",
         )
         for event in found.events:
-            events.add_row(event["occurred_at"], event["name"], event["stream"])
+            _add_row(events, event["occurred_at"], event["name"], event["stream"])
         out.print(events)
 
 
@@ -448,7 +458,7 @@ def quarantine_list(
         "id", "when", "source/stream", _whole("location"), "reason", "replayed", title="quarantine"
     )
     for key, at, source, stream, location, reason, replayed in rows:
-        table.add_row(str(key), at, f"{source}/{stream}", location, reason, replayed or "")
+        _add_row(table, str(key), at, f"{source}/{stream}", location, reason, replayed or "")
     out.print(table)
 
 

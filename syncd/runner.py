@@ -270,8 +270,9 @@ class Pipeline:
             self.mapper.close()
             summary.status = "failed"
             summary.errors.append(f"{type(error).__name__}: the run stopped")
-            # Its type only: the text of an unexpected error may quote a record's values.
-            self.log.error("run stopped by an unexpected error", error_type=type(error).__name__)
+            self.log.error(  # noqa: TRY400 - a traceback, like the error's text, may quote records
+                "run stopped by an unexpected error", error_type=type(error).__name__
+            )
             with suppress(Exception):
                 self._finish(summary)
             raise

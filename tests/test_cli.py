@@ -94,6 +94,19 @@ def test_run_once_then_explain_export_status_logs(project: Path) -> None:
     assert code == 0 and "record quarantined" in output and "page stored" not in output
 
 
+def test_text_from_records_is_shown_as_it_is_not_read_as_markup(project: Path) -> None:
+    odd = project.parent / "data" / "inbox" / "customers_901.csv"
+    odd.write_text(
+        "customer_id,first_name,last_name,email,updated_at\n"
+        "Q1,[/],[b]x,odd@example.net,2024-01-01T00:00:00+00:00\n"
+    )
+    os.utime(odd, (time.time() - 60, time.time() - 60))
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    code, output = invoke("explain", "odd@example.net", "--config", str(project))
+    assert code == 0, output
+    assert '"[/]"' in output and '"[B]X"' in output
+
+
 def test_explain_says_when_several_profiles_hold_the_identifier(project: Path) -> None:
     # Two loyalty numbers on one email: the merge is refused (one loyalty number a profile).
     shared = project.parent / "data" / "inbox" / "customers_900.csv"
