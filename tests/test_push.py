@@ -226,6 +226,25 @@ def test_retry_is_sent_again_next_run_with_attempts_counted(setup: Setup) -> Non
     assert all(r[4] == "ok" and r[3] == 0 for r in setup.ledger("alpha").values())
 
 
+def test_a_state_acknowledged_before_a_retry_is_sent_again(setup: Setup) -> None:
+    # The retried write may have landed (its answer lost): after it, the destination may
+    # hold the changed state, so going back to the acknowledged one is a change to send.
+    setup.push(only=["alpha"])
+    alpha = setup.fakes["alpha"]
+    alpha.retry = {"p2@example.com"}
+    setup.pull([dict(PEOPLE[2], name="changed", updated_at="2030-01-01T00:00:00Z")])
+    assert setup.push(only=["alpha"]).counts["retry"] == 1
+    alpha.retry = set()
+    alpha.calls.clear()
+    setup.pull([dict(PEOPLE[2], updated_at="2030-01-02T00:00:00Z")])
+    planned = preview(setup.project.config, setup.project.engine, setup.mappings)
+    assert [p.change for p in planned if p.destination == "alpha"] == ["failed before"]
+    report = setup.push(only=["alpha"])
+    (sent,) = [item for _, items in alpha.calls for item in items]
+    assert (sent.match_value, sent.fields["full_name"]) == ("p2@example.com", "Person 2")
+    assert report.counts["pushed_ok"] == 1
+
+
 @pytest.mark.parametrize(
     "error", [FatalConnectorError("bad field"), RetryableError("still down")], ids=str
 )

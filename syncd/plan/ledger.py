@@ -1,9 +1,11 @@
 """The push ledger: per (destination, target, profile) what the destination acknowledged.
 
 OK stores the state's hash and the destination's id and clears the failure count. RETRY
-keeps the acknowledged hash (so the state is planned again next run) and counts the attempt.
-REJECTED also remembers the refused state's hash, so that same state is not sent again until
-the profile changes.
+clears the acknowledged hash and counts the attempt: the write may have landed (an answer
+lost after the destination processed it), so what the destination holds is unknown and the
+next run sends the profile's state whatever it is, even the one acknowledged before. REJECTED
+remembers the refused state's hash, so that same state is not sent again until the profile
+changes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ _ON_CONFLICT = {
         "state_hash = excluded.state_hash, rejected_hash = NULL, "
         "external_id = excluded.external_id, attempts = 0, last_error = NULL"
     ),
-    Outcome.RETRY: "attempts = push_ledger.attempts + 1, last_error = excluded.last_error",
+    Outcome.RETRY: (
+        "state_hash = NULL, attempts = push_ledger.attempts + 1, last_error = excluded.last_error"
+    ),
     Outcome.REJECTED: (
         "rejected_hash = excluded.rejected_hash, attempts = push_ledger.attempts + 1, "
         "last_error = excluded.last_error"

@@ -262,7 +262,8 @@ class IngestSpool(SQLModel, table=True):
 class PushLedger(SQLModel, table=True):
     """Per destination, target and profile: the last state the destination acknowledged.
 
-    `state_hash` moves only on OK, so a state that failed is planned again; `rejected_hash`
+    `state_hash` is set on OK and cleared on RETRY (the write may have landed, so what the
+    destination holds is unknown): a state that failed is planned again; `rejected_hash`
     remembers a state the destination refused, so that exact state is not sent again until
     the profile changes. `attempts` counts failures since the last OK.
     """
