@@ -156,8 +156,7 @@ class _Pusher:
                 )
             recorded.append(
                 Recorded(
-                    profile_id,
-                    planned.state.hash,
+                    planned.state,
                     result.outcome,
                     result.external_id,
                     None if result.outcome is Outcome.OK else result.reason,

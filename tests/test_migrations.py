@@ -208,6 +208,37 @@ def test_profiles_are_as_of_the_last_successful_run_after_the_upgrade_and_back(
     assert columns == {"id", "resolved"}
 
 
+def test_ledger_entries_get_an_empty_match_value_after_the_upgrade_and_keep_the_rest_back(
+    store_url: str,
+) -> None:
+    _store_at(store_url, BEFORE_APPEND_ORDER)
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO push_ledger (destination, target, profile_id, state_hash, attempts, "
+            "last_outcome, updated_at, run_id) VALUES "
+            "('crm', 'contacts', 'p_1', 'h', 0, 'ok', '2026-01-01T00:00:00.000Z', 'r')"
+        )
+    engine.dispose()
+
+    engine = open_store(store_url)
+    with engine.begin() as connection:
+        upgraded = connection.exec_driver_sql(
+            "SELECT profile_id, state_hash, match_value FROM push_ledger"
+        ).all()
+    engine.dispose()
+    assert [tuple(row) for row in upgraded] == [("p_1", "h", None)]
+
+    _store_at(store_url, ("0002",), down=True)
+    engine = open_engine(store_url)
+    with engine.begin() as connection:
+        kept = connection.exec_driver_sql("SELECT profile_id, state_hash FROM push_ledger").all()
+    columns = {column["name"] for column in inspect(engine).get_columns("push_ledger")}
+    engine.dispose()
+    assert [tuple(row) for row in kept] == [("p_1", "h")]
+    assert "match_value" not in columns
+
+
 def test_an_upgrade_that_fails_half_way_leaves_the_store_as_it_was(tmp_path: Path) -> None:
     # A view on a column the upgrade drops makes its last step fail, after its first
     # steps created tables: on SQLite those would commit at once without a transaction.

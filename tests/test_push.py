@@ -356,9 +356,10 @@ def test_a_profile_named_again_after_a_merge_is_compared_with_what_was_pushed_la
     setup: Setup,
 ) -> None:
     # Two people, the one with the larger email anchoring (smaller record id) and scoring
-    # more. They merge: the merged state goes to the smaller email's record. Then the anchor
-    # is deleted: the profile takes the other's old name, and the destination still holds
-    # the merged state, so the person's own state must go out again.
+    # more. They merge: the merged state goes to the record the anchor was pushed to, not to
+    # the smaller email. Then the anchor is deleted: the profile takes the other's old name
+    # with the anchor's entry, whose email it no longer has, so its own state goes out to
+    # its own email.
     large, small = anchored_first("b", "a")
     people = [
         {"id": small, "email": f"{small}@example.com", "name": "small", "score": "1"},
@@ -370,7 +371,7 @@ def test_a_profile_named_again_after_a_merge_is_compared_with_what_was_pushed_la
     merged = setup.push()
     assert merged.counts["pushed_ok"] == 2
     alpha = setup.fakes["alpha"]
-    assert alpha.pushed[-1] == f"{small}@example.com"
+    assert alpha.pushed[-1] == f"{large}@example.com"
     alpha.calls.clear()
     setup.delete([large])
     again = setup.push()

@@ -5,7 +5,8 @@ clears the acknowledged hash and counts the attempt: the write may have landed (
 lost after the destination processed it), so what the destination holds is unknown and the
 next run sends the profile's state whatever it is, even the one acknowledged before. REJECTED
 remembers the refused state's hash, so that same state is not sent again until the profile
-changes.
+changes. Every outcome keeps the state's match value: the key the destination's record has
+(or may have, after a RETRY), which the planner keeps using while the profile has it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from syncd.connector import Outcome
+from syncd.plan.desired import DesiredState
 from syncd.store.db import Bulk
 
 COLUMNS = (
@@ -22,6 +24,7 @@ COLUMNS = (
     "profile_id",
     "state_hash",
     "rejected_hash",
+    "match_value",
     "external_id",
     "attempts",
     "last_outcome",
@@ -50,14 +53,14 @@ class LedgerEntry:
 
     state_hash: str | None
     rejected_hash: str | None
+    match_value: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """One outcome to write: the pushed state's hash, and the destination's answer."""
+    """One outcome to write: the pushed state, and the destination's answer."""
 
-    profile_id: str
-    state_hash: str
+    state: DesiredState
     outcome: Outcome
     external_id: str | None = None
     error: str | None = None
@@ -68,12 +71,12 @@ def load_entries(
 ) -> dict[str, LedgerEntry]:
     """The ledger entries of `profiles` at one target."""
     rows = bulk.select_in(
-        "SELECT profile_id, state_hash, rejected_hash FROM push_ledger "
+        "SELECT profile_id, state_hash, rejected_hash, match_value FROM push_ledger "
         "WHERE destination = ? AND target = ? AND profile_id IN ({in})",
         profiles,
         before=(destination, target),
     )
-    return {row[0]: LedgerEntry(row[1], row[2]) for row in rows}
+    return {row[0]: LedgerEntry(row[1], row[2], row[3]) for row in rows}
 
 
 def follow_renames(bulk: Bulk, renamed: Mapping[str, str], survivors: Set[str]) -> None:
@@ -112,9 +115,10 @@ def record_outcomes(
             (
                 destination,
                 target,
-                r.profile_id,
-                r.state_hash if outcome is Outcome.OK else None,
-                r.state_hash if outcome is Outcome.REJECTED else None,
+                r.state.profile_id,
+                r.state.hash if outcome is Outcome.OK else None,
+                r.state.hash if outcome is Outcome.REJECTED else None,
+                r.state.match_value,
                 r.external_id,
                 0 if outcome is Outcome.OK else 1,
                 outcome.value,
@@ -128,7 +132,8 @@ def record_outcomes(
         sql = (
             f"INSERT INTO push_ledger ({', '.join(COLUMNS)}) VALUES ({marks}) "
             "ON CONFLICT (destination, target, profile_id) DO UPDATE SET "
-            f"{assignments}, last_outcome = excluded.last_outcome, "
-            "updated_at = excluded.updated_at, run_id = excluded.run_id"
+            f"{assignments}, match_value = excluded.match_value, "
+            "last_outcome = excluded.last_outcome, updated_at = excluded.updated_at, "
+            "run_id = excluded.run_id"
         )
         bulk.executemany(bulk.sql(sql), rows)

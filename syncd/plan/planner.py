@@ -8,7 +8,7 @@ so pushes and ledger writes can run between chunks.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,14 +51,21 @@ def _profiles_after(bulk: Bulk, after: str, limit: int) -> list[tuple[str, dict[
     return [(row[0], Bulk.decode(row[1])) for row in rows]
 
 
-def identifier_values(bulk: Bulk, kind: str, profiles: Sequence[str]) -> dict[str, str]:
-    """Each profile's value of identifier `kind`; the smallest when it has several, so the
-    choice does not depend on record order."""
+def identifier_values(
+    bulk: Bulk, kind: str, profiles: Sequence[str], pinned: Mapping[str, str]
+) -> dict[str, str]:
+    """Each profile's value of identifier `kind`.
+
+    A profile keeps the value it was last pushed with (`pinned`) while it still has it: the
+    destination upserts by that value, and another would create a second record there.
+    Otherwise the smallest, so the choice does not depend on record order.
+    """
     chosen = {}
     for profile, identifiers in profile_identifiers(bulk, profiles).items():
-        values = [value for of_kind, value in identifiers if of_kind == kind]
+        values = {value for of_kind, value in identifiers if of_kind == kind}
         if values:
-            chosen[profile] = min(values)
+            kept = pinned.get(profile)
+            chosen[profile] = kept if kept in values else min(values)
     return chosen
 
 
@@ -75,9 +82,10 @@ def _plan(
 ) -> PlanChunk:
     chunk = PlanChunk()
     ids = [profile_id for profile_id, _ in profiles]
-    kind = mapping.match_identifier
-    identifiers = identifier_values(bulk, kind, ids) if kind else {}
     entries = load_entries(bulk, mapping.destination, mapping.target, ids)
+    kind = mapping.match_identifier
+    pinned = {key: entry.match_value for key, entry in entries.items() if entry.match_value}
+    identifiers = identifier_values(bulk, kind, ids, pinned) if kind else {}
     for profile_id, traits in profiles:
         if not mapping.selects(traits):
             chunk.counts["not_selected"] += 1

@@ -265,7 +265,9 @@ class PushLedger(SQLModel, table=True):
     `state_hash` is set on OK and cleared on RETRY (the write may have landed, so what the
     destination holds is unknown): a state that failed is planned again; `rejected_hash`
     remembers a state the destination refused, so that exact state is not sent again until
-    the profile changes. `attempts` counts failures since the last OK.
+    the profile changes. `match_value` is the key the last state went with: a profile
+    matched by identifier keeps it while it still has that value, so the destination's
+    record keeps its key. `attempts` counts failures since the last OK.
     """
 
     __tablename__ = "push_ledger"
@@ -275,6 +277,7 @@ class PushLedger(SQLModel, table=True):
     profile_id: str = Field(primary_key=True)
     state_hash: str | None = None
     rejected_hash: str | None = None
+    match_value: str | None = None
     external_id: str | None = None
     attempts: int = 0
     last_outcome: str

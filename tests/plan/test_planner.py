@@ -60,13 +60,12 @@ def _plan(project: Project, size: int = 500) -> tuple[list[PlannedPush], Counter
 
 
 def _record(project: Project, planned: PlannedPush, outcome: Outcome) -> None:
-    state = planned.state
     with transaction(project.engine) as bulk:
         record_outcomes(
             bulk,
             "crm",
             "contacts",
-            [Recorded(state.profile_id, state.hash, outcome, "ext-1", "why")],
+            [Recorded(planned.state, outcome, "ext-1", "why")],
             "run",
             "2030-01-01T00:00:00.000Z",
         )
@@ -111,5 +110,31 @@ def test_identifier_match_takes_the_smallest_value(project: Project) -> None:
         {"id": "2", "email": "amy@example.com", "user_id": "u1", "name": "a"},
     ]
     project.run({"people": [records_page(people)]})
+    (item,), _ = _plan(project)
+    assert item.state.match_value == "amy@example.com"
+
+
+def test_identifier_match_keeps_the_value_pushed_while_the_profile_has_it(
+    project: Project,
+) -> None:
+    people = [{"id": "1", "email": "zed@example.com", "user_id": "u1", "name": "a"}]
+    project.run({"people": [records_page(people)]})
+    (pushed,), _ = _plan(project)
+    _record(project, pushed, Outcome.OK)
+
+    # A smaller email joins: the destination knows the person by the one pushed.
+    joining = {
+        "id": "2",
+        "email": "amy@example.com",
+        "user_id": "u1",
+        "name": "b",
+        "updated_at": "2030-01-01",
+    }
+    project.run({"people": [records_page([joining])]})
+    (item,), _ = _plan(project)
+    assert (item.state.match_value, item.change) == ("zed@example.com", "changed")
+
+    # The pushed email leaves the profile: the smallest it has is taken.
+    project.run({"people": [records_page([], deleted=["1"])]})
     (item,), _ = _plan(project)
     assert item.state.match_value == "amy@example.com"
