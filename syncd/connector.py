@@ -69,6 +69,13 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"
 
 
+LIST_PREFIX = "list:"
+"""A target named `list:<id>` is a list of members, not an object to upsert into."""
+MEMBER = "member"
+"""The field of a list target's item that says whether its record belongs to the list: the
+record is added unless it is false, then it is removed."""
+
+
 @dataclass(frozen=True, slots=True)
 class PushItem:
     """The desired state of one profile at a destination, keyed by our profile id."""

@@ -205,7 +205,7 @@ def push_destinations(
     """Push what changed since the ledger's last acknowledged state to every destination.
 
     Returns counts: planned, pushed_ok, retry, rejected, skipped_no_key, unchanged (and
-    skipped_invalid, not_selected, destinations_failed when they occur). With `dry_run`
+    skipped_invalid, not_selected, left, destinations_failed when they occur). With `dry_run`
     nothing is sent and the ledger is left alone: `planned` says what would go.
     """
     return dict(run_push(config, engine, run_id, only, dry_run).counts)

@@ -19,12 +19,11 @@ from typing import Any
 import structlog
 
 from connectors.hubspot.client import Answer, HubSpotClient, HubSpotRejected, redact
-from syncd.connector import Outcome, PushItem, PushResult
+from syncd.connector import LIST_PREFIX, MEMBER, Outcome, PushItem, PushResult
 from syncd.errors import RetryableError
 
 log = structlog.get_logger(__name__)
 
-LIST_PREFIX = "list:"
 SPLITTABLE_STATUSES = frozenset({400, 409})
 SCHEMA_ERROR = "PROPERTY_DOESNT_EXIST"
 TRANSIENT_CATEGORIES = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
@@ -163,7 +162,7 @@ class HubSpotDestination:
     # -- lists ---------------------------------------------------------------------------
 
     def _push_list(self, list_id: str, items: Sequence[PushItem]) -> dict[str, PushResult]:
-        """Add items whose `fields["member"]` is true (the default), remove the others."""
+        """Add items whose `fields[MEMBER]` is true (the default), remove the others."""
         outcomes: dict[str, PushResult] = {}
         for batch in _chunks(items, self.max_batch_size):
             try:
@@ -176,8 +175,8 @@ class HubSpotDestination:
                             reason=f"OBJECT_NOT_FOUND: no contact with this {self._id_property}",
                         )
                 found = [item for item in batch if item.key in record_ids]
-                add = [record_ids[i.key] for i in found if i.fields.get("member", True)]
-                remove = [record_ids[i.key] for i in found if not i.fields.get("member", True)]
+                add = [record_ids[i.key] for i in found if i.fields.get(MEMBER, True)]
+                remove = [record_ids[i.key] for i in found if not i.fields.get(MEMBER, True)]
                 answer = self._client.change_memberships(list_id, add, remove) if found else {}
             except RetryableError as failure:
                 for item in batch:

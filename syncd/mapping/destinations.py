@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from syncd.config import Config, problems_from_validation
+from syncd.connector import LIST_PREFIX
 from syncd.errors import ConfigError, Problem
 from syncd.mapping.compiler import Getter, _read_toml, compile_expression
 from syncd.mapping.transforms import TransformError
@@ -75,7 +76,7 @@ class DestinationMapping(_Strict):
 
     @model_validator(mode="after")
     def _some_fields(self) -> DestinationMapping:
-        if not self.fields and not self.target.startswith("list:"):
+        if not self.fields and not self.target.startswith(LIST_PREFIX):
             raise ValueError("an object target needs at least one entry in [fields]")
         return self
 
@@ -109,6 +110,11 @@ class CompiledDestination:
     match_identifier: str | None
     conditions: tuple[Condition, ...]
     getters: tuple[tuple[str, Getter], ...]
+
+    @property
+    def is_list(self) -> bool:
+        """Whether the target is a list of members, which a profile leaves by being removed."""
+        return self.target.startswith(LIST_PREFIX)
 
     def selects(self, traits: Mapping[str, Any]) -> bool:
         """Whether the profile with these traits goes to this target."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from syncd.connector import MEMBER
 from syncd.mapping.destinations import CompiledDestination
 
 
@@ -32,20 +33,40 @@ class DesiredState:
     hash: str
 
 
+def _state(profile_id: str, match_value: str, fields: Mapping[str, Any]) -> DesiredState:
+    return DesiredState(profile_id, match_value, fields, state_hash(match_value, fields))
+
+
+def match_value(
+    mapping: CompiledDestination, traits: Mapping[str, Any], identifier: str | None
+) -> str | None:
+    """The profile's match value, or None when it has none.
+
+    `identifier` is the profile's value of the mapping's identifier kind, when it matches by
+    one.
+    """
+    raw = traits.get(mapping.match_trait) if mapping.match_trait else identifier
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return raw.strip() if isinstance(raw, str) else str(raw)
+
+
 def desired_state(
     mapping: CompiledDestination,
     profile_id: str,
     traits: Mapping[str, Any],
     identifier: str | None,
 ) -> DesiredState | None:
-    """The desired state, or None when the profile has no match value.
+    """The desired state, or None when the profile has no match value (see `match_value`).
 
-    `identifier` is the profile's value of the mapping's identifier kind, when it matches by
-    one. Raises FieldError when a field's expression fails on these traits.
+    Raises FieldError when a field's expression fails on these traits.
     """
-    raw = traits.get(mapping.match_trait) if mapping.match_trait else identifier
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    match = match_value(mapping, traits, identifier)
+    if match is None:
         return None
-    match_value = raw.strip() if isinstance(raw, str) else str(raw)
-    fields = mapping.fields(traits)
-    return DesiredState(profile_id, match_value, fields, state_hash(match_value, fields))
+    return _state(profile_id, match, mapping.fields(traits))
+
+
+def removal(profile_id: str, match: str) -> DesiredState:
+    """The state of a profile taken out of a list target: its record there is no member."""
+    return _state(profile_id, match, {MEMBER: False})

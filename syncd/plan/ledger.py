@@ -66,17 +66,35 @@ class Recorded:
     error: str | None = None
 
 
+_ENTRY = "SELECT profile_id, state_hash, rejected_hash, match_value FROM push_ledger"
+
+
 def load_entries(
     bulk: Bulk, destination: str, target: str, profiles: Sequence[str]
 ) -> dict[str, LedgerEntry]:
     """The ledger entries of `profiles` at one target."""
     rows = bulk.select_in(
-        "SELECT profile_id, state_hash, rejected_hash, match_value FROM push_ledger "
-        "WHERE destination = ? AND target = ? AND profile_id IN ({in})",
+        f"{_ENTRY} WHERE destination = ? AND target = ? AND profile_id IN ({{in}})",
         profiles,
         before=(destination, target),
     )
-    return {row[0]: LedgerEntry(row[1], row[2], row[3]) for row in rows}
+    return {row[0]: LedgerEntry(*row[1:]) for row in rows}
+
+
+def entries_without_profile(
+    bulk: Bulk, destination: str, target: str, after: str, limit: int
+) -> list[tuple[str, LedgerEntry]]:
+    """Up to `limit` entries at one target, after profile id `after` in id order, whose
+    profile no longer exists (every record of it deleted)."""
+    rows = bulk.connection.exec_driver_sql(
+        bulk.sql(
+            f"{_ENTRY} WHERE destination = ? AND target = ? AND profile_id > ? AND NOT EXISTS "
+            "(SELECT 1 FROM profile WHERE profile.id = push_ledger.profile_id) "
+            "ORDER BY profile_id LIMIT ?"
+        ),
+        (destination, target, after, limit),
+    ).all()
+    return [(row[0], LedgerEntry(*row[1:])) for row in rows]
 
 
 def follow_renames(bulk: Bulk, renamed: Mapping[str, str], survivors: Set[str]) -> None:
