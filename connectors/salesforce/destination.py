@@ -38,8 +38,16 @@ def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
     return PushResult(item.key, outcome, reason=reason)
 
 
-def _csv_value(value: Any) -> str:
-    # Bulk CSV: an empty cell leaves a field unchanged, #N/A clears it.
+def _cell(fields: Mapping[str, Any], name: str) -> str:
+    """One Bulk CSV cell: an empty one leaves the field unchanged, #N/A clears it.
+
+    A job's columns are every field of its items, so an item may lack some: the engine left
+    them out for the record to keep what it has, which only an empty cell does. An explicit
+    None clears the field, as null does through sObject Collections.
+    """
+    if name not in fields:
+        return ""
+    value = fields[name]
     if value is None:
         return "#N/A"
     if isinstance(value, bool):
@@ -88,7 +96,7 @@ class SalesforceDestination:
         rows = [
             {
                 ext: item.match_value,
-                **{c: _csv_value(item.fields.get(c)) for c in columns},
+                **{c: _cell(item.fields, c) for c in columns},
             }
             for item in items
         ]

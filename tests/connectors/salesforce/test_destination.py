@@ -56,6 +56,16 @@ def test_none_clears_a_field(emulator: SalesforceEmulator) -> None:
     assert stored(emulator, "ext-2")["Phone"] is None
 
 
+def test_a_bulk_push_leaves_a_field_alone_where_an_item_lacks_it(
+    emulator: SalesforceEmulator,
+) -> None:
+    push(emulator, [item(1, Phone="555-0100")])
+    push(emulator, [item(1), item(2, Phone="555-0101")], bulk_push_threshold=1)
+    assert emulator.bulk_jobs == [("ingest", "upsert", "Contact")]
+    assert stored(emulator, "ext-1")["Phone"] == "555-0100"
+    assert stored(emulator, "ext-2")["Phone"] == "555-0101"
+
+
 def test_rejections_carry_the_salesforce_code(emulator: SalesforceEmulator) -> None:
     results = push(emulator, [item(1, Email="nope"), PushItem("k2", "ext-2", {"Email": "a@b.co"})])
     assert [r.outcome for r in results] == [Outcome.REJECTED, Outcome.REJECTED]
