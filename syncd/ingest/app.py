@@ -95,9 +95,15 @@ def _decode(body: bytes) -> Any:
         ) from None
 
 
+def _key_bytes(key: str) -> bytes:
+    # A key in a JSON body may hold a lone surrogate, which has no UTF-8 form: it must only
+    # fail to match, so it is compared through an encoding that has one.
+    return key.encode("utf-8", "surrogatepass")
+
+
 class _WriteKeys:
     def __init__(self, keys: Collection[str]) -> None:
-        self._keys = [key.encode() for key in keys if key]
+        self._keys = [_key_bytes(key) for key in keys if key]
         if not self._keys:
             raise ValueError("the ingest endpoint needs at least one non-empty write key")
 
@@ -106,7 +112,7 @@ class _WriteKeys:
             raise _Unauthorized(
                 "missing write key: send it as the basic auth user name or as writeKey"
             )
-        if not any(hmac.compare_digest(key.encode(), known) for known in self._keys):
+        if not any(hmac.compare_digest(_key_bytes(key), known) for known in self._keys):
             raise _Unauthorized("unknown write key")
 
 

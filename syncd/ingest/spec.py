@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -180,6 +181,58 @@ def _where(prefix: str, field: str) -> str:
     return f"{prefix}.{field}" if prefix else field
 
 
+# JSON may spell a lone UTF-16 surrogate (`"\ud800"`), which has no UTF-8 form, so no store
+# can hold it; and a NUL, which PostgreSQL refuses in text when the pull stores the event.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(text: str) -> str | None:
+    """What in `text` no store can hold, in words; None when it is fine."""
+    # Most text is ASCII, which Python knows without looking at it.
+    if text.isascii() and "\x00" not in text:
+        return None
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "a NUL character (\\u0000)"
+    return f"a lone surrogate (\\u{ord(found.group()):04x})"
+
+
+def _path(parent: str, key: str | int | None) -> str:
+    if key is None:
+        return parent
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return _where(parent, key)
+
+
+def _check_text(value: Any, where: str, index: int | None) -> None:
+    """Refuse `value` when a key or string anywhere in it holds text no store can hold."""
+    # An explicit stack, as a deeply nested message must not exhaust the interpreter's; each
+    # entry holds its parent's path and its key, joined only when needed, as most are fine.
+    stack: list[tuple[Any, str, str | int | None]] = [(value, where, None)]
+    while stack:
+        item, parent, key = stack.pop()
+        if isinstance(item, str):
+            problem = _unstorable(item)
+            if problem is not None:
+                field = _path(parent, key)
+                raise SpecError(f"{field}: contains {problem}", field, index)
+        elif isinstance(item, dict):
+            path = _path(parent, key)
+            for name, child in item.items():
+                problem = _unstorable(name)
+                if problem is not None:
+                    # The answer names the object, as the key is the text it cannot encode.
+                    field = path or "body"
+                    raise SpecError(f"{field}: has a key that contains {problem}", field, index)
+                stack.append((child, path, name))
+        elif isinstance(item, list):
+            path = _path(parent, key)
+            stack.extend((child, path, n) for n, child in enumerate(item))
+
+
 def _first_problem(error: ValidationError, prefix: str, index: int | None) -> SpecError:
     problem = error.errors(include_url=False)[0]
     field = ".".join(str(part) for part in problem["loc"]) or "message"
@@ -206,7 +259,13 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_message(
+def parse_message(raw: Any, *, kind: str, received_at: datetime) -> IngestMessage:
+    """Validate the message of a single call; `kind` is the type its path implies."""
+    _check_text(raw, "", None)
+    return _parse_message(raw, kind=kind, received_at=received_at)
+
+
+def _parse_message(
     raw: Any,
     *,
     kind: str | None,
@@ -214,7 +273,7 @@ def parse_message(
     defaults: Mapping[str, Any] | None = None,
     index: int | None = None,
 ) -> IngestMessage:
-    """Validate one message; `kind` is the type implied by the path (None inside a batch).
+    """Validate one message whose text is checked; `kind` is None inside a batch.
 
     `defaults` are batch-level `context`, `integrations` and `sentAt`, which the message's
     own values override.
@@ -292,8 +351,10 @@ def parse_batch(raw: Any, *, received_at: datetime) -> list[IngestMessage]:
     defaults = {key: raw[key] for key in ("context", "integrations", "sentAt") if key in raw}
     if "context" in defaults and not isinstance(defaults["context"], dict):
         raise SpecError("context: must be a JSON object", "context")
+    _check_text(defaults, "", None)
     messages: list[IngestMessage] = []
     for index, item in enumerate(batch):
+        _check_text(item, f"batch[{index}]", index)
         if _encoded_size(item) > MAX_MESSAGE_BYTES:
             raise TooLarge(
                 f"batch[{index}]: message is larger than the 32 KB limit per message",
@@ -301,7 +362,7 @@ def parse_batch(raw: Any, *, received_at: datetime) -> list[IngestMessage]:
                 index,
             )
         messages.append(
-            parse_message(item, kind=None, received_at=received_at, defaults=defaults, index=index)
+            _parse_message(item, kind=None, received_at=received_at, defaults=defaults, index=index)
         )
     return messages
 

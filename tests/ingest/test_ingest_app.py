@@ -203,6 +203,70 @@ def test_a_bad_message_rejects_the_whole_batch_naming_its_index(
     assert sink.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/v1/track",
+            rb'{"userId": "u", "event": "E", "properties": {"e": "\ud800"}}',
+            "properties.e",
+        ),
+        ("/v1/track", rb'{"userId": "u", "event": "E\u0000"}', "event"),
+        (
+            "/v1/track",
+            b'{"userId": "u", "event": "E", "properties": {"e": "\xed\xa0\x80"}}',
+            "properties.e",
+        ),
+        (
+            "/v1/track",
+            rb'{"userId": "u", "event": "E", "timestamp": "2024-05-01T10:00:00Z", "properties": {"x\udfff": 1}}',
+            "properties",
+        ),
+        ("/v1/identify", rb'{"userId": "u", "traits": {"a": [{"b": "\u0000"}]}}', "traits.a[0].b"),
+        ("/v1/identify", rb'{"userId": "u", "\u0000": 1}', "body"),
+        (
+            "/v1/batch",
+            rb'{"batch": [{"type": "page", "anonymousId": "a"}, {"type": "page", "anonymousId": "a\udc00"}]}',
+            "batch[1].anonymousId",
+        ),
+        (
+            "/v1/batch",
+            rb'{"batch": [{"type": "page", "anonymousId": "a"}], "context": {"ip": "\ud800"}}',
+            "context.ip",
+        ),
+    ],
+    ids=[
+        "lone surrogate",
+        "NUL",
+        "surrogate as UTF-8 bytes",
+        "in a key, with a timestamp and no messageId",
+        "deep inside",
+        "a key of the message",
+        "in a batch",
+        "in the context of a batch",
+    ],
+)
+def test_text_no_store_can_hold_is_400_naming_the_field(
+    client: httpx.Client, sink: SqliteEventSink, path: str, body: bytes, field: str
+) -> None:
+    # A lone surrogate has no UTF-8 form, so the commit would fail; PostgreSQL refuses NUL.
+    answer = client.post(path, content=body, auth=AUTH)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == field
+    assert answer.json()["error"].startswith(f"{field}: ")
+    assert "NUL" in answer.json()["error"] or "surrogate" in answer.json()["error"]
+    assert sink.count() == 0
+    assert client.post("/v1/track", json=track(), auth=AUTH).status_code == 200
+
+
+def test_a_write_key_no_store_can_hold_is_401(client: httpx.Client, sink: SqliteEventSink) -> None:
+    answer = client.post(
+        "/v1/track", content=rb'{"writeKey": "\ud800", "userId": "u", "event": "E"}'
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unknown write key"
+
+
 def test_unknown_type_in_a_batch_is_400(client: httpx.Client, sink: SqliteEventSink) -> None:
     answer = client.post("/v1/batch", json={"batch": [{"type": "purchase"}]}, auth=AUTH)
     assert answer.status_code == 400

@@ -8,6 +8,7 @@ kills it with SIGKILL mid-stream: every messageId that got a 200 must be in the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -122,6 +123,17 @@ def test_a_message_sent_twice_is_stored_once(engine: Engine) -> None:
         ).all()
     assert [(r[0], r[1]) for r in rows] == [("m-1", "track"), ("m-2", "page")]
     assert '"event":"A"' in rows[0][2], "the first copy is kept"
+
+
+def test_a_message_with_no_utf8_form_fails_before_the_store_sees_it(engine: Engine) -> None:
+    # parse_message refuses such text; should a message get past it, nothing of the commit
+    # may be stored in a form the pull cannot read.
+    now = datetime.now(UTC)
+    good = parse_message({"userId": "u", "messageId": "m-1"}, kind="identify", received_at=now)
+    bad = dataclasses.replace(good, message_id="m-2", payload={**good.payload, "e": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        StoreEventSink(engine).write([good, bad])
+    assert spooled(engine) == []
 
 
 @pytest.mark.parametrize(
