@@ -27,7 +27,14 @@ class Overloaded(Exception):
 
 
 class CommitFailed(Exception):
-    """The sink refused the commit that held these messages; none of them is acknowledged."""
+    """The sink refused the commit that held these messages; none of them is acknowledged.
+
+    It carries nothing of the sink's error, whose text may quote the messages (and their
+    people's addresses) to every client of the commit.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the commit failed")
 
 
 @dataclass
@@ -108,11 +115,12 @@ class GroupCommitWriter:
         try:
             self._sink.write(messages)
         except Exception as error:  # noqa: BLE001 - any sink failure fails these requests (503), never the writer
-            log.error(  # noqa: TRY400 - the error is in the event; a traceback adds nothing
-                "ingest_commit_failed", messages=len(messages), error=repr(error)
+            # The type only: the error's text and traceback may quote the messages (PII).
+            log.error(  # noqa: TRY400
+                "ingest_commit_failed", messages=len(messages), error=type(error).__name__
             )
             for p in live:
-                p.done.set_exception(CommitFailed(repr(error)))
+                p.done.set_exception(CommitFailed())
             return
         for p in live:
             p.done.set_result(None)

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 import pytest
+from structlog.testing import capture_logs
 
 from syncd.ingest.spec import IngestMessage, parse_message
 from syncd.ingest.writer import CommitFailed, GroupCommitWriter, Overloaded
@@ -119,6 +120,28 @@ def test_a_failed_commit_fails_every_request_in_it() -> None:
     writer.stop()
     for future in futures:
         assert isinstance(future.exception(), CommitFailed)
+
+
+def test_a_failed_commit_is_logged_without_the_text_of_its_error() -> None:
+    class Quoting:
+        def write(self, messages: Sequence[IngestMessage]) -> None:
+            raise UnicodeEncodeError("utf-8", '{"email":"ann@example.com"}', 0, 1, "no")
+
+    writer = GroupCommitWriter(Quoting())
+    writer.start()
+    with capture_logs() as lines:
+        failed = writer.submit([message(1), message(2)])
+        wait([failed], timeout=5)
+        writer.stop()
+    assert str(failed.exception()) == "the commit failed"
+    assert lines == [
+        {
+            "event": "ingest_commit_failed",
+            "log_level": "error",
+            "messages": 2,
+            "error": "UnicodeEncodeError",
+        }
+    ]
 
 
 def test_a_cancelled_request_is_not_committed() -> None:
