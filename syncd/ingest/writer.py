@@ -21,6 +21,9 @@ from syncd.ingest.spec import IngestMessage
 
 log = structlog.get_logger(__name__)
 
+_DOWN_AFTER = 2
+"""Requests retried alone that the sink refuses in a row, after which it is taken to be down."""
+
 
 class Overloaded(Exception):
     """Too many requests are already waiting for a commit, or the writer is stopped."""
@@ -109,18 +112,33 @@ class GroupCommitWriter:
     def _commit(self, group: list[_Pending]) -> None:
         # A request whose client went away before the commit started is dropped unanswered.
         live = [p for p in group if p.done.set_running_or_notify_cancel()]
-        if not live:
+        if not live or self._write(live):
             return
-        messages = [m for p in live for m in p.messages]
+        if len(live) == 1:
+            live[0].done.set_exception(CommitFailed())
+            return
+        # The sink may refuse the messages of one request only: alone, the others get stored.
+        # A sink that refuses requests alone in a row is down, and the rest of the group fail
+        # without a write each, which could take a timeout each.
+        refused_in_a_row = 0
+        for pending in live:
+            if refused_in_a_row < _DOWN_AFTER and self._write([pending]):
+                refused_in_a_row = 0
+            else:
+                refused_in_a_row += 1
+                pending.done.set_exception(CommitFailed())
+
+    def _write(self, requests: list[_Pending]) -> bool:
+        """Commit the messages of `requests` in one write and answer them; False if refused."""
+        messages = [m for p in requests for m in p.messages]
         try:
             self._sink.write(messages)
-        except Exception as error:  # noqa: BLE001 - any sink failure fails these requests (503), never the writer
+        except Exception as error:  # noqa: BLE001 - any sink failure fails requests (503), never the writer
             # The type only: the error's text and traceback may quote the messages (PII).
             log.error(  # noqa: TRY400
                 "ingest_commit_failed", messages=len(messages), error=type(error).__name__
             )
-            for p in live:
-                p.done.set_exception(CommitFailed())
-            return
-        for p in live:
+            return False
+        for p in requests:
             p.done.set_result(None)
+        return True

@@ -122,6 +122,58 @@ def test_a_failed_commit_fails_every_request_in_it() -> None:
         assert isinstance(future.exception(), CommitFailed)
 
 
+class PickySink:
+    """Refuses every write holding a refused message id (all of them when `down`); the first
+    write waits for the gate, so that the requests sent meanwhile form the next commit."""
+
+    def __init__(self, refused: set[str], down: bool = False) -> None:
+        self.refused, self.down = refused, down
+        self.gate = threading.Event()
+        self.writes: list[list[str]] = []
+        self.stored: list[str] = []
+
+    def write(self, messages: Sequence[IngestMessage]) -> None:
+        if not self.writes:
+            self.gate.wait(5)
+        ids = [m.message_id for m in messages]
+        self.writes.append(ids)
+        if self.down or self.refused & set(ids):
+            raise OSError("refused")
+        self.stored += ids
+
+
+def commit_behind_a_gate(sink: PickySink, requests: int) -> list[Future[None]]:
+    """Futures of `requests` requests committed together, after a first one of their own."""
+    writer = GroupCommitWriter(sink)
+    writer.start()
+    first = writer.submit([message(0)])
+    while not first.running():
+        threading.Event().wait(0.001)
+    futures = [writer.submit([message(n), message(n + 100)]) for n in range(1, requests + 1)]
+    sink.gate.set()
+    wait(futures, timeout=5)
+    writer.stop()
+    return futures
+
+
+def test_a_request_the_sink_refuses_fails_alone() -> None:
+    sink = PickySink(refused={"m102"})
+    futures = commit_behind_a_gate(sink, 4)
+    assert [f.exception() is None for f in futures] == [True, False, True, True]
+    assert isinstance(futures[1].exception(), CommitFailed)
+    assert sink.writes[1] == ["m1", "m101", "m2", "m102", "m3", "m103", "m4", "m104"]
+    # Retried alone, the other requests are stored; of the refused one, nothing.
+    assert sorted(sink.stored) == ["m0", "m1", "m101", "m103", "m104", "m3", "m4"]
+
+
+def test_a_sink_that_refuses_requests_alone_in_a_row_fails_the_rest_without_writes() -> None:
+    sink = PickySink(refused=set(), down=True)
+    futures = commit_behind_a_gate(sink, 10)
+    assert all(isinstance(f.exception(), CommitFailed) for f in futures)
+    # The first request alone, the group, then the first two of the group alone.
+    assert [len(ids) for ids in sink.writes] == [1, 20, 2, 2]
+
+
 def test_a_failed_commit_is_logged_without_the_text_of_its_error() -> None:
     class Quoting:
         def write(self, messages: Sequence[IngestMessage]) -> None:
