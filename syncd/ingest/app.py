@@ -15,6 +15,7 @@ import base64
 import binascii
 import hmac
 import json
+import sys
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from syncd.ingest.sink import EventSink
 from syncd.ingest.spec import (
     MAX_BATCH_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_NESTING,
     PATH_KINDS,
     IngestMessage,
     SpecError,
@@ -92,6 +94,14 @@ def _decode(body: bytes) -> Any:
         raise SpecError(
             f"body: is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
             "body",
+        ) from None
+    except RecursionError:
+        raise SpecError(f"body: is nested deeper than {MAX_NESTING} levels", "body") from None
+    except ValueError:
+        # The one other ValueError json.loads raises: Python reads integers of so many
+        # digits only, as reading them takes quadratic time.
+        raise SpecError(
+            f"body: holds an integer of more than {sys.get_int_max_str_digits()} digits", "body"
         ) from None
 
 

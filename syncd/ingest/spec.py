@@ -29,6 +29,13 @@ MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 """The largest batch request body the spec allows."""
 
+MAX_NESTING = 64
+"""The deepest a message may nest objects and arrays, itself being the first level.
+
+Far more than events use, and far less than what the JSON code of Python (about 1,000 with
+the frames below it) and orjson (255) can read and write, in the endpoint and in the pull.
+"""
+
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 PATH_KINDS: Mapping[str, str] = {
@@ -110,7 +117,12 @@ def _iso_timestamp(value: Any) -> Any:
     except ValueError:
         raise ValueError(f"{value[:40]!r} is not an ISO-8601 timestamp") from None
     # A timestamp without an offset is read as UTC, as the SDKs write UTC.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # the first hour of year 1 east of UTC, the last of 9999 west
+        raise ValueError(f"{value[:40]!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def _non_empty(value: Any) -> Any:
@@ -207,30 +219,35 @@ def _path(parent: str, key: str | int | None) -> str:
     return _where(parent, key)
 
 
-def _check_text(value: Any, where: str, index: int | None) -> None:
-    """Refuse `value` when a key or string anywhere in it holds text no store can hold."""
-    # An explicit stack, as a deeply nested message must not exhaust the interpreter's; each
-    # entry holds its parent's path and its key, joined only when needed, as most are fine.
-    stack: list[tuple[Any, str, str | int | None]] = [(value, where, None)]
+def _check_storable(value: Any, where: str, index: int | None) -> None:
+    """Refuse `value` when it nests deeper than MAX_NESTING levels, or when a key or string
+    anywhere in it holds text no store can hold."""
+    # Each entry holds its parent's path and its key, joined only when needed: most values
+    # are fine, and this runs on every message.
+    stack: list[tuple[Any, str, str | int | None, int]] = [(value, where, None, 1)]
     while stack:
-        item, parent, key = stack.pop()
+        item, parent, key, level = stack.pop()
         if isinstance(item, str):
             problem = _unstorable(item)
             if problem is not None:
                 field = _path(parent, key)
                 raise SpecError(f"{field}: contains {problem}", field, index)
-        elif isinstance(item, dict):
-            path = _path(parent, key)
-            for name, child in item.items():
-                problem = _unstorable(name)
-                if problem is not None:
-                    # The answer names the object, as the key is the text it cannot encode.
-                    field = path or "body"
-                    raise SpecError(f"{field}: has a key that contains {problem}", field, index)
-                stack.append((child, path, name))
-        elif isinstance(item, list):
-            path = _path(parent, key)
-            stack.extend((child, path, n) for n, child in enumerate(item))
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        path = _path(parent, key)
+        if level > MAX_NESTING:
+            raise SpecError(f"{path}: is nested deeper than {MAX_NESTING} levels", path, index)
+        if isinstance(item, list):
+            stack.extend((child, path, n, level + 1) for n, child in enumerate(item))
+            continue
+        for name, child in item.items():
+            problem = _unstorable(name)
+            if problem is not None:
+                # The answer names the object, as the key is the text it cannot encode.
+                field = path or "body"
+                raise SpecError(f"{field}: has a key that contains {problem}", field, index)
+            stack.append((child, path, name, level + 1))
 
 
 def _first_problem(error: ValidationError, prefix: str, index: int | None) -> SpecError:
@@ -261,7 +278,7 @@ def _iso(moment: datetime) -> str:
 
 def parse_message(raw: Any, *, kind: str, received_at: datetime) -> IngestMessage:
     """Validate the message of a single call; `kind` is the type its path implies."""
-    _check_text(raw, "", None)
+    _check_storable(raw, "", None)
     return _parse_message(raw, kind=kind, received_at=received_at)
 
 
@@ -312,7 +329,16 @@ def _parse_message(
         timestamp = model.timestamp
     elif model.originalTimestamp is not None and model.sentAt is not None:
         # The device clock may be wrong: shift the device time by the device's own skew.
-        timestamp = received_at - (model.sentAt - model.originalTimestamp)
+        try:
+            timestamp = received_at - (model.sentAt - model.originalTimestamp)
+        except OverflowError:
+            field = _where(prefix, "originalTimestamp")
+            raise SpecError(
+                f"{field}: corrected by the device's clock skew (sentAt - originalTimestamp), "
+                "it is outside the years 1 to 9999",
+                field,
+                index,
+            ) from None
     else:
         timestamp = model.originalTimestamp or received_at
     message_id = model.messageId or _message_id(as_sent, model.timestamp is not None)
@@ -351,10 +377,10 @@ def parse_batch(raw: Any, *, received_at: datetime) -> list[IngestMessage]:
     defaults = {key: raw[key] for key in ("context", "integrations", "sentAt") if key in raw}
     if "context" in defaults and not isinstance(defaults["context"], dict):
         raise SpecError("context: must be a JSON object", "context")
-    _check_text(defaults, "", None)
+    _check_storable(defaults, "", None)
     messages: list[IngestMessage] = []
     for index, item in enumerate(batch):
-        _check_text(item, f"batch[{index}]", index)
+        _check_storable(item, f"batch[{index}]", index)
         if _encoded_size(item) > MAX_MESSAGE_BYTES:
             raise TooLarge(
                 f"batch[{index}]: message is larger than the 32 KB limit per message",

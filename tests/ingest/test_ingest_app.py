@@ -47,6 +47,14 @@ def track(**extra: Any) -> dict[str, Any]:
     return {"userId": "u-1", "event": "Order Completed", **extra}
 
 
+def nested(levels: int) -> Any:
+    """An empty array inside arrays, `levels` deep in all."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 def stored(sink: SqliteEventSink) -> list[dict[str, Any]]:
     rows = sink._db.execute("SELECT payload FROM ingest_event ORDER BY rowid").fetchall()
     return [json.loads(row[0]) for row in rows]
@@ -154,6 +162,15 @@ def test_a_batch_of_many_small_messages_within_500_kb_is_accepted(
         ("/v1/track", track(timestamp="yesterday"), "timestamp"),
         ("/v1/track", track(timestamp=1700000000), "timestamp"),
         ("/v1/track", track(properties=[1, 2]), "properties"),
+        ("/v1/track", track(timestamp="0001-01-01T00:00:00+01:00"), "timestamp"),
+        ("/v1/track", track(timestamp="9999-12-31T23:30:00-01:00"), "timestamp"),
+        (
+            "/v1/track",
+            track(originalTimestamp="0001-01-01T00:00:00Z", sentAt="9999-12-31T00:00:00Z"),
+            "originalTimestamp",
+        ),
+        # The message, properties, then 63 arrays: the innermost is the 65th level.
+        ("/v1/track", track(properties={"n": nested(63)}), "properties.n" + "[0]" * 62),
         ("/v1/identify", {"userId": "u", "traits": "x"}, "traits"),
         ("/v1/identify", {"anonymousId": "", "userId": None}, "anonymousId"),
         ("/v1/group", {"userId": "u"}, "groupId"),
@@ -182,6 +199,30 @@ def test_invalid_json_is_400(client: httpx.Client, sink: SqliteEventSink) -> Non
     assert answer.json()["field"] == "body"
     assert "not valid JSON" in answer.json()["error"]
     assert sink.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"userId": "u", "event": "E", "n": ' + b"1" * 5000 + b"}", "integer of more than"),
+        (b'{"userId": "u", "event": "E", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    ],
+    ids=["5,000 digits", "5,000 levels"],
+)
+def test_json_too_large_for_python_to_read_is_400(
+    client: httpx.Client, sink: SqliteEventSink, body: bytes, error: str
+) -> None:
+    answer = client.post("/v1/track", content=body, auth=AUTH)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == "body"
+    assert error in answer.json()["error"]
+    assert sink.count() == 0
+
+
+def test_a_message_64_levels_deep_is_accepted(client: httpx.Client, sink: SqliteEventSink) -> None:
+    batch = [{"type": "track", **track(properties={"n": nested(62)})}]
+    assert client.post("/v1/batch", json={"batch": batch}, auth=AUTH).status_code == 200
+    assert stored(sink)[0]["properties"]["n"] == nested(62)
 
 
 def test_a_bad_message_rejects_the_whole_batch_naming_its_index(
