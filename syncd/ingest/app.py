@@ -4,8 +4,9 @@
     GET  /health
 
 A request is authenticated by its write key (HTTP basic auth user name, or `writeKey` in the
-body), size-checked, parsed and validated as a whole, handed to the group-commit writer,
-and answered 200 `{"success": true}` only after the commit that holds its messages is done.
+body), decompressed (gzip or deflate) and size-checked as it streams in, parsed and validated
+as a whole, handed to the group-commit writer, and answered 200 `{"success": true}` only
+after the commit that holds its messages is done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import binascii
 import hmac
 import json
 import sys
+import zlib
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -71,17 +73,73 @@ def _header_key(request: Request) -> str | None:
     return decoded.partition(":")[0]
 
 
+class _UnsupportedEncoding(SpecError):
+    status = 415
+
+
+_WBITS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    # HTTP's deflate is the zlib format, header and checksum included.
+    "deflate": zlib.MAX_WBITS,
+}
+
+
+class _Inflater:
+    """Decodes a gzip or deflate request body chunk by chunk, as it arrives."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._zlib = zlib.decompressobj(_WBITS[encoding])
+
+    def inflate(self, data: bytes, room: int) -> bytes:
+        """What `data` decodes to, cut one byte past `room`: enough to know that the body is
+        over its limit without inflating a compression bomb in memory."""
+        try:
+            return self._zlib.decompress(data, room + 1)
+        except zlib.error as error:
+            raise SpecError(f"body: is not valid {self._encoding} data ({error})", "body") from None
+
+    def finish(self) -> None:
+        """Refuse a body whose compressed data ended early or was followed by more."""
+        if not self._zlib.eof:
+            raise SpecError(f"body: its {self._encoding} data is cut short", "body")
+        if self._zlib.unused_data:
+            raise SpecError(f"body: has bytes after the end of its {self._encoding} data", "body")
+
+
+def _inflater(request: Request) -> _Inflater | None:
+    """The decoder of the request's Content-Encoding; None when the body is sent as it is."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in _WBITS:
+        raise _UnsupportedEncoding(
+            f"body: Content-Encoding {encoding[:40]!r} is not supported; "
+            "send gzip, deflate or no encoding",
+            "body",
+        )
+    return _Inflater(encoding)
+
+
 async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    """The body, decoded; the limit holds for the bytes sent and for what they decode to."""
+    inflater = _inflater(request)
+    too_large = TooLarge(f"{what} is larger than the {limit // 1024} KB limit", "body")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"{what} is larger than the {limit // 1024} KB limit", "body")
+        raise too_large
     chunks: list[bytes] = []
-    size = 0
+    sent = size = 0
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"{what} is larger than the {limit // 1024} KB limit", "body")
-        chunks.append(chunk)
+        sent += len(chunk)
+        data = chunk if inflater is None else inflater.inflate(chunk, limit - size)
+        size += len(data)
+        if sent > limit or size > limit:
+            raise too_large
+        chunks.append(data)
+    if inflater is not None:
+        inflater.finish()
     return b"".join(chunks)
 
 

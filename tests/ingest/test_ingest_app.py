@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import threading
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -147,6 +149,92 @@ def test_a_batch_of_many_small_messages_within_500_kb_is_accepted(
     batch = [track(type="track", messageId=f"m{i}", properties={"i": i}) for i in range(1000)]
     assert client.post("/v1/batch", json={"batch": batch}, auth=AUTH).status_code == 200
     assert sink.count() == 1000
+
+
+# --- compression ----------------------------------------------------------------------
+
+
+def body_of(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("x-gzip", gzip.compress), ("deflate", zlib.compress)],
+)
+def test_a_compressed_body_is_decoded(
+    client: httpx.Client, sink: SqliteEventSink, encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    # analytics-python sends its batches so with gzip=True.
+    batch = [track(type="track", messageId=f"m{i}") for i in range(3)]
+    headers = {"Content-Encoding": encoding.upper()}
+    answer = client.post(
+        "/v1/batch", content=compress(body_of({"batch": batch})), headers=headers, auth=AUTH
+    )
+    assert answer.status_code == 200, answer.text
+    single = client.post(
+        "/v1/track", content=compress(body_of(track())), headers=headers, auth=AUTH
+    )
+    assert single.status_code == 200, single.text
+    assert sink.count() == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "padding", "limit"),
+    [("/v1/track", 40_000, "32 KB"), ("/v1/batch", 100_000_000, "500 KB")],
+    ids=["a call", "a batch"],
+)
+def test_the_size_limits_hold_for_the_decompressed_body(
+    client: httpx.Client, sink: SqliteEventSink, path: str, padding: int, limit: str
+) -> None:
+    # 100 MB of spaces take 100 KB compressed: the body is refused, not inflated.
+    body = body_of({"batch": [track(type="track")]})
+    padded = gzip.compress(body[:-1] + b" " * padding + b"}")
+    assert len(padded) < 500 * 1024
+    answer = client.post(path, content=padded, headers={"Content-Encoding": "gzip"}, auth=AUTH)
+    assert answer.status_code == 413
+    assert limit in answer.json()["error"]
+    assert sink.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (gzip.compress(body_of(track()))[:-4], "body: its gzip data is cut short"),
+        (gzip.compress(body_of(track())) + b"{}", "body: has bytes after the end of its gzip data"),
+        (body_of(track()), "body: is not valid gzip data"),
+    ],
+    ids=["cut short", "followed by more", "not compressed"],
+)
+def test_broken_gzip_is_400(
+    client: httpx.Client, sink: SqliteEventSink, body: bytes, error: str
+) -> None:
+    answer = client.post("/v1/track", content=body, headers={"Content-Encoding": "gzip"}, auth=AUTH)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith(error)
+    assert sink.count() == 0
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, gzip"])
+def test_another_content_encoding_is_415(
+    client: httpx.Client, sink: SqliteEventSink, encoding: str
+) -> None:
+    headers = {"Content-Encoding": encoding}
+    answer = client.post("/v1/track", content=body_of(track()), headers=headers, auth=AUTH)
+    assert answer.status_code == 415
+    assert answer.json()["error"] == (
+        f"body: Content-Encoding {encoding!r} is not supported; send gzip, deflate or no encoding"
+    )
+    assert sink.count() == 0
+
+
+def test_an_identity_encoding_is_the_body_as_sent(
+    client: httpx.Client, sink: SqliteEventSink
+) -> None:
+    headers = {"Content-Encoding": "identity"}
+    answer = client.post("/v1/track", content=body_of(track()), headers=headers, auth=AUTH)
+    assert answer.status_code == 200
+    assert sink.count() == 1
 
 
 # --- malformed payloads ---------------------------------------------------------------
