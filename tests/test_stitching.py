@@ -208,6 +208,35 @@ def test_every_arrival_order_ends_with_the_same_profile(
     assert story.event_count == 6
 
 
+def test_web_orders_add_to_total_spent(web: Web) -> None:
+    # SDKs send an order's amount as `total` or `revenue`; the profile sums `total`.
+    web.deliver(
+        [
+            msg("identify", "id-1", 3, userId="u-ann", traits={"email": "ann@example.com"}),
+            msg(
+                "track",
+                "or-1",
+                2,
+                userId="u-ann",
+                event="Order Completed",
+                properties={"total": 10},
+            ),
+            msg(
+                "track",
+                "or-2",
+                1,
+                userId="u-ann",
+                event="Order Completed",
+                properties={"revenue": "2.5"},
+            ),
+        ]
+    )
+    with transaction(web.engine) as bulk:
+        traits = explain(bulk, web.config.identity, web.mappings.profile, "u-ann").traits
+    assert traits["orders_count"] == 2
+    assert traits["total_spent"] == 12.5
+
+
 def test_a_shared_device_does_not_merge_two_users(web: Web) -> None:
     web.deliver(
         [
