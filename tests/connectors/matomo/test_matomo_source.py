@@ -15,8 +15,10 @@ from connectors.matomo.emulator import DEFAULT_TOKEN, MatomoEmulator
 from connectors.matomo.options import MatomoOptions
 from connectors.matomo.source import MatomoSource, action_ids
 from syncd.budget import RequestBudget
+from syncd.config import load_config
 from syncd.connector import ConnectorContext, JsonValue, Page
 from syncd.errors import AuthError, ConfigError, FatalConnectorError, RetryableError
+from syncd.mapping.compiler import compile_mappings
 from syncd.testing import FakeSleep
 
 from .conftest import SourceFactory
@@ -278,3 +280,20 @@ def test_bad_options_are_refused(change: dict[str, object], field: str) -> None:
     settings = {"url": "https://matomo.example.com", "site_id": 1, "token_auth": {"env": "T"}}
     with pytest.raises(ValidationError, match=field):
         MatomoOptions.model_validate({**settings, **change})
+
+
+def test_a_matomo_order_adds_to_total_spent_with_the_shipped_mappings() -> None:
+    mappings = compile_mappings(load_config(Path("syncd.toml")))
+    summed = mappings.profile.computed["total_spent"]
+    order = mappings.for_stream("matomo", "actions").map_event(
+        {
+            "actionId": "v1-3",
+            "type": "ecommerceOrder",
+            "revenue": 12.5,
+            "orderId": "O-1",
+            "timestamp": 1732406400,
+            "visitorId": "a1b2c3d4e5f60718",
+        }
+    )
+    assert order.name == summed.event
+    assert order.properties[str(summed.property)] == 12.5
