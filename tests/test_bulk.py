@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, event, inspect
 
 from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, SQLITE_PAGE_SIZE, open_store, transaction
+from syncd.store.writer import PageWriter, load_cursor
 
 TABLE = "merge_log"
 INDEXES = ("ix_merge_log_record_a", "ix_merge_log_record_b")
@@ -100,3 +101,12 @@ def test_indexes_set_aside_come_back_when_the_transaction_fails(engine: Engine) 
     ):
         raise RuntimeError("the write-back failed")
     assert _index_columns(engine) == before
+
+
+@pytest.mark.parametrize("value", ["12345", "null", "2024-01-01T00:00:00Z", 7, [1, "a"], None])
+def test_a_stored_cursor_comes_back_as_it_was(engine: Engine, value: object) -> None:
+    # PostgreSQL hands JSON values over decoded: a string is the value itself.
+    with transaction(engine) as bulk:
+        PageWriter(bulk, "r1").set_cursor("src", "stream", value)
+    with transaction(engine) as bulk:
+        assert load_cursor(bulk, "src", "stream") == value

@@ -56,7 +56,7 @@ def _stored_positions(bulk: Bulk, stream: str) -> list[int]:
     for (value,) in bulk.connection.exec_driver_sql(
         bulk.sql("SELECT value FROM cursor WHERE stream = ?"), (stream,)
     ):
-        cursor = Bulk.decode(value)
+        cursor = bulk.decode_any(value)
         if isinstance(cursor, dict) and set(cursor) == {"after_id"}:
             positions.append(cursor_after_id(cursor))
     return positions

@@ -169,8 +169,14 @@ class Bulk:
 
     @staticmethod
     def decode(value: Any) -> Any:
-        """A JSON column's value: SQLite gives its text, PostgreSQL the value decoded."""
+        """A JSON column's object or list: SQLite gives its text, PostgreSQL the value decoded.
+        A column that may hold a bare string (a cursor) needs `decode_any`."""
         return json.loads(value) if isinstance(value, str) else value
+
+    def decode_any(self, value: Any) -> Any:
+        """A JSON column's value whatever it is: on PostgreSQL a string is the value itself,
+        which decoding again would turn "12345" into a number and "null" into nothing."""
+        return Bulk.decode(value) if self.dialect == "sqlite" else value
 
     def executemany(
         self,

@@ -477,4 +477,4 @@ def load_cursor(bulk: Bulk, source: str, stream: str) -> Any:
     ).first()
     if row is None or row[0] is None:
         return None
-    return Bulk.decode(row[0])
+    return bulk.decode_any(row[0])
