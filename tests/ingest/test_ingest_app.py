@@ -250,6 +250,8 @@ def test_an_identity_encoding_is_the_body_as_sent(
         ("/v1/track", track(timestamp="yesterday"), "timestamp"),
         ("/v1/track", track(timestamp=1700000000), "timestamp"),
         ("/v1/track", track(properties=[1, 2]), "properties"),
+        ("/v1/track", track(messageId="鍵" * 342), "messageId"),
+        ("/v1/track", track(userId="u" * 1025), "userId"),
         ("/v1/track", track(timestamp="0001-01-01T00:00:00+01:00"), "timestamp"),
         ("/v1/track", track(timestamp="9999-12-31T23:30:00-01:00"), "timestamp"),
         (
