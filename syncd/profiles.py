@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from itertools import groupby, islice
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -165,12 +167,22 @@ def _aggregate(spec: ComputedTrait, values: list[Any]) -> Any:
         return len(values)
     present = [v for v in values if v is not None]
     if spec.op == "sum":
-        return sum(v for v in present if isinstance(v, int | float) and not isinstance(v, bool))
+        return _sum([v for v in present if isinstance(v, int | float) and not isinstance(v, bool)])
     if spec.op in {"min", "first_seen"}:
         return min(present, key=_sortable) if present else None
     if spec.op in {"max", "last_seen"}:
         return max(present, key=_sortable) if present else None
     return _distinct(present)
+
+
+def _sum(numbers: list[int | float]) -> int | float | None:
+    """Whole numbers add exactly. With a float among them, each adds as the decimal it is
+    written as (prices 0.1 + 0.2 give 0.3, not 0.30000000000000004); None when no float
+    holds the sum."""
+    if all(isinstance(number, int) for number in numbers):
+        return sum(numbers)
+    total = float(sum(Decimal(repr(n)) if isinstance(n, float) else Decimal(n) for n in numbers))
+    return total if math.isfinite(total) else None
 
 
 def compute(

@@ -450,3 +450,23 @@ def test_a_lone_record_takes_the_short_way_to_what_the_rules_give(
     )
     record = RecordView(7, "crm", "people", "2026-01-01T00:00:00+00:00", traits)
     assert merge_traits(mapping, [record]) == syncd.profiles._survivors(mapping, [record])
+
+
+@pytest.mark.parametrize(
+    ("totals", "expected"),
+    [
+        ([0.1, 0.2], 0.3),
+        ([760.0, 0.6, 0.07], 760.67),
+        ([3, 4], 7),
+        ([2**80, 1], 2**80 + 1),
+        ([10**400, 0.5], None),
+        ([1e308, 1e308], None),
+    ],
+)
+def test_a_sum_is_the_float_nearest_the_exact_one_and_whole_numbers_stay_exact(
+    totals: list[float], expected: object
+) -> None:
+    spent = ComputedTrait(op="sum", event="Order", property="total")
+    orders = [EventView("Order", "orders", "2025-01-01", {"total": total}) for total in totals]
+    summed = compute(spent, [], orders, "2025-02-01T00:00:00.000Z")
+    assert summed == expected and type(summed) is type(expected)
