@@ -125,10 +125,11 @@ class _Pusher:
             pushes = [
                 PushItem(p.state.profile_id, p.state.match_value, p.state.fields) for p in batch
             ]
-            failure: ConnectorError | None = None
+            failure: ConnectorError | ConfigError | None = None
             try:
                 results = destination.push(target, pushes)
-            except ConnectorError as error:
+            # ConfigError: a secret the connector reads only when it first logs in.
+            except (ConnectorError, ConfigError) as error:
                 failure = error
                 results = [PushResult(p.key, Outcome.RETRY, reason=str(error)) for p in pushes]
             self._record(target, batch, results, counts)

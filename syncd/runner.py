@@ -248,7 +248,8 @@ class Pipeline:
                             self._pull(
                                 summary, name, stream, source, full, dry_run, entry.spec.local_reads
                             )
-                except ConnectorError as error:
+                # ConfigError: a secret the connector reads only when it first logs in.
+                except (ConnectorError, ConfigError) as error:
                     self._fail(summary, name, error)
                 finally:
                     source.close()

@@ -293,6 +293,19 @@ def test_a_destination_whose_secret_is_unset_fails_alone(
     assert sorted(setup.fakes["beta"].pushed) == sorted(p["email"] for p in PEOPLE)
 
 
+def test_a_destination_that_finds_its_secret_unset_when_it_logs_in_fails_alone(
+    setup: Setup,
+) -> None:
+    unset = ConfigError(
+        [Problem("syncd.toml", "destinations.alpha.options.password", "not set", "export P")]
+    )
+    setup.fakes["alpha"].fail_calls.append(unset)
+    report = setup.push()
+    assert report.errors == [f"alpha: {unset}"]
+    assert report.counts["destinations_failed"] == 1
+    assert sorted(setup.fakes["beta"].pushed) == sorted(p["email"] for p in PEOPLE)
+
+
 def test_missing_match_value_is_skipped_and_counted(setup: Setup) -> None:
     setup.pull([{"id": "9", "name": "no email", "phone": "+14155550134", "score": "1"}])
     report = setup.push()

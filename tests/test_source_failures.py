@@ -3,21 +3,34 @@ unset) fails alone and the run goes on; a rebuild or a replay stopped by an erro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from syncd.config import Config, ConnectorEntry
-from syncd.connector import Source
+from syncd.connector import JsonValue, Page, Source
 from syncd.errors import ConfigError, Problem
 from syncd.runner import Pipeline
 from syncd.store.db import transaction
-from tests.support.project import Project
+from tests.support.project import Project, ScriptedSource
 
 
+class LogsInOnFirstRead(ScriptedSource):
+    """A source that reads its secret when it first logs in, as simple-salesforce does."""
+
+    def __init__(self, unset: ConfigError) -> None:
+        super().__init__({})
+        self.unset = unset
+
+    def read(self, stream: str, cursor: JsonValue | None) -> Iterator[Page]:
+        raise self.unset
+
+
+@pytest.mark.parametrize("when", ["made", "first read"])
 def test_a_source_whose_secret_is_unset_fails_the_run_without_a_traceback(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, store_url: str, when: str
 ) -> None:
     project = Project(tmp_path, store_url)
     unset = ConfigError(
@@ -32,7 +45,9 @@ def test_a_source_whose_secret_is_unset_fails_the_run_without_a_traceback(
     )
 
     def make(entry: ConnectorEntry, config: Config, read_only: bool) -> Source:
-        raise unset
+        if when == "made":
+            raise unset
+        return LogsInOnFirstRead(unset)
 
     try:
         pipeline = Pipeline(project.config, project.mappings, project.engine, make_source=make)
