@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from syncd.config import IdentityConfig
@@ -222,10 +223,14 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
             "SELECT rp.profile_id, sr.source, sr.stream, sr.external_id FROM record_profile rp "
             "JOIN source_record sr ON sr.id = rp.record_id "
             f"WHERE rp.profile_id IN ({{in}}) AND sr.node_kind = 'record' "
-            f"AND sr.deleted = {bulk.false} ORDER BY sr.source, sr.stream, sr.external_id",
+            f"AND sr.deleted = {bulk.false}",
             ids,
         ):
             records[pid].append({"source": source, "stream": stream, "id": external_id})
+        for listed in records.values():
+            # Sorted here, by code point: a database's ORDER BY on text follows its collation,
+            # which on PostgreSQL may be a language's ("B2" after "a 3").
+            listed.sort(key=itemgetter("source", "stream", "id"))
         for pid, traits in chunk:
             yield {
                 "profile_id": pid,
