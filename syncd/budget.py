@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
@@ -46,8 +47,44 @@ class RequestBudget:
             self._sleep(delay)
             waited += delay
 
+    def resize(self, max_requests: int, per_seconds: float) -> None:
+        """Take a newly configured limit; the requests already in the window still count."""
+        if max_requests < 1 or per_seconds <= 0:
+            raise ValueError("a budget needs max_requests >= 1 and per_seconds > 0")
+        with self._lock:
+            self.max_requests = max_requests
+            self.per_seconds = per_seconds
+
     def penalize(self, seconds: float) -> None:
         """The system said to slow down: treat the window as full for `seconds`."""
         with self._lock:
             until = self._clock() + seconds - self.per_seconds
             self._sent = deque([until] * self.max_requests)
+
+
+_SHARED: dict[tuple[str, ...], RequestBudget] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_budget(account: tuple[str, ...], max_requests: int, per_seconds: float) -> RequestBudget:
+    """The one budget of `account` in this process, for every source and destination of it.
+
+    Sources and destinations are built anew for each run, and the system counts their requests
+    together: a budget of their own would start each run with an empty window, and a pull and
+    a push could together exceed the account's limit. `account` names the system and the
+    account (host, user...), never a secret in clear (see `account_fingerprint`). The budget
+    keeps its window when a later build configures another limit, so that those built before
+    still share it; the last limit configured holds.
+    """
+    with _SHARED_LOCK:
+        budget = _SHARED.get(account)
+        if budget is None:
+            budget = _SHARED[account] = RequestBudget(max_requests, per_seconds)
+        else:
+            budget.resize(max_requests, per_seconds)
+        return budget
+
+
+def account_fingerprint(secret: str) -> str:
+    """A name for an account known by a secret (a token, a client id), revealing nothing of it."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]

@@ -3,12 +3,11 @@ and list memberships, built on `hubspot-api-client`, with a loopback emulator be
 
 from __future__ import annotations
 
-import hashlib
-
-from connectors.hubspot.client import HubSpotClient, shared_budget
+from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.destination import HubSpotDestination
 from connectors.hubspot.options import HubSpotOptions
 from connectors.hubspot.source import HubSpotSource
+from syncd.budget import account_fingerprint, shared_budget
 from syncd.connector import ConnectorContext, ConnectorSpec
 from syncd.errors import ConfigError, Problem
 from syncd.retry import RetryPolicy
@@ -29,11 +28,11 @@ def make_client(context: ConnectorContext) -> HubSpotClient:
     """A client for the account named in `context`, on that account's shared budget."""
     options = _options(context)
     token = options.access_token.resolve(f"{context.name}.access_token")
-    account = hashlib.sha256(token.encode()).hexdigest()[:16]
+    account = ("hubspot", options.host, account_fingerprint(token))
     return HubSpotClient(
         host=options.host,
         access_token=token,
-        budget=shared_budget(options.host, account, options.budget, options.budget_window),
+        budget=shared_budget(account, options.budget, options.budget_window),
         timeout=options.timeout,
         policy=RetryPolicy(attempts=options.retry_attempts),
     )

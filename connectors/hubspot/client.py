@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,20 +119,6 @@ def classify(error: BaseException) -> ConnectorError:
     if isinstance(error, urllib3.exceptions.HTTPError | OSError):
         return RetryableError(f"HubSpot unreachable: {type(error).__name__}")
     raise TypeError(f"not a HubSpot client failure: {error!r}") from error
-
-
-_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
-
-
-def shared_budget(host: str, account: str, max_requests: int, window: float) -> RequestBudget:
-    """The one budget of an account (host + token), shared by its sources and destinations."""
-    with _BUDGETS_LOCK:
-        key = (host, account)
-        budget = _BUDGETS.get(key)
-        if budget is None or (budget.max_requests, budget.per_seconds) != (max_requests, window):
-            budget = _BUDGETS[key] = RequestBudget(max_requests, window)
-        return budget
 
 
 class HubSpotClient:

@@ -31,7 +31,7 @@ from simple_salesforce.exceptions import (
 from simple_salesforce.util import call_salesforce
 
 from connectors.salesforce.options import SalesforceOptions
-from syncd.budget import RequestBudget
+from syncd.budget import RequestBudget, account_fingerprint, shared_budget
 from syncd.errors import AuthError, ConnectorError, FatalConnectorError, RetryableError
 from syncd.retry import RetryPolicy, call_with_retry
 
@@ -106,6 +106,20 @@ def classify(error: Exception) -> ConnectorError:
     raise TypeError(f"not a Salesforce or HTTP failure: {type(error).__name__}") from error
 
 
+def org_user(options: SalesforceOptions) -> tuple[str, ...]:
+    """What names the org and the user that `options` log in as, to share their budget by.
+
+    The org is its login host (or the emulator's URL); the user, the username or the connected
+    app's client id, which is fingerprinted: it is given as a secret.
+    """
+    org = options.instance_url or options.domain
+    if options.client_id is not None:
+        return ("salesforce", org, account_fingerprint(options.client_id.resolve("client_id")))
+    if options.username is None:
+        raise TypeError("SalesforceOptions guarantees a username without a client id")
+    return ("salesforce", org, options.username)
+
+
 def _json(answer: Any | None) -> Any:
     """A REST answer that must have a body (restful returns None for an empty one)."""
     if answer is None:
@@ -114,7 +128,10 @@ def _json(answer: Any | None) -> Any:
 
 
 class SalesforceClient:
-    """A logged-in org (logging in lazily, and again once when the session expires)."""
+    """A logged-in org (logging in lazily, and again once when the session expires).
+
+    Unless given one, it spends the budget every client of the same org and user shares.
+    """
 
     def __init__(
         self,
@@ -126,7 +143,9 @@ class SalesforceClient:
         self.options = options
         self.sleep = sleep
         self.policy = RetryPolicy(attempts=options.retry_attempts)
-        self.budget = budget or RequestBudget(options.budget_requests, options.budget_seconds)
+        self.budget = budget or shared_budget(
+            org_user(options), options.budget_requests, options.budget_seconds
+        )
         self.session = requests.Session()
         self.session.mount(
             "https://",

@@ -15,7 +15,6 @@ from connectors.hubspot.client import (
     HubSpotRejected,
     classify,
     redact,
-    shared_budget,
 )
 from connectors.hubspot.emulator import Fault, FaultKind, HubSpotEmulator
 from syncd.budget import RequestBudget
@@ -189,11 +188,3 @@ def test_a_429_from_the_account_budget_slows_the_shared_budget(
     _page(client)
     # The window was marked full for the Retry-After, so the retry waited for the budget too.
     assert sum(clock.slept) == pytest.approx(2.0)
-
-
-def test_one_budget_per_account() -> None:
-    first = shared_budget("https://api.hubapi.com", "account-a", 100, 10.0)
-    assert shared_budget("https://api.hubapi.com", "account-a", 100, 10.0) is first
-    assert shared_budget("https://api.hubapi.com", "account-b", 100, 10.0) is not first
-    resized = shared_budget("https://api.hubapi.com", "account-a", 190, 10.0)
-    assert resized.max_requests == 190

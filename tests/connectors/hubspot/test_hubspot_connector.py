@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from connectors.hubspot import CONNECTOR, HubSpotOptions
+from connectors.hubspot import CONNECTOR, HubSpotOptions, make_client
 from connectors.hubspot.emulator import HubSpotEmulator
 from syncd.connector import ConnectorContext, Outcome, PushItem
 from syncd.errors import ConfigError
@@ -65,3 +65,21 @@ def test_factories_build_a_working_source_and_destination(
     finally:
         source.close()
         destination.close()
+
+
+def test_clients_of_one_account_share_its_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HUBSPOT_TOKEN", "pat-budget-one")
+    monkeypatch.setenv("OTHER_TOKEN", "pat-budget-two")
+    pull = make_client(ConnectorContext("crm", options(), tmp_path))
+    push = make_client(ConnectorContext("crm_out", options(id_property="syncd_key"), tmp_path))
+    other = make_client(
+        ConnectorContext("other", options(access_token={"env": "OTHER_TOKEN"}), tmp_path)
+    )
+    try:
+        assert pull.budget is push.budget
+        assert other.budget is not pull.budget
+    finally:
+        for client in (pull, push, other):
+            client.close()

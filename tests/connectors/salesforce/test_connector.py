@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.salesforce import CONNECTOR, SalesforceDestination, SalesforceSource
+from connectors.salesforce.client import org_user
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.options import SalesforceOptions
 from syncd.connector import ConnectorContext, ConnectorOptions
@@ -86,6 +87,40 @@ def test_the_spec_builds_sources_and_destinations(emulator: SalesforceEmulator) 
     assert sum(len(page.records) for page in source.read("Account", None)) == 12
     source.close()
     destination.close()
+
+
+def _built(
+    options: SalesforceOptions, name: str = "crm"
+) -> tuple[SalesforceSource, SalesforceDestination]:
+    assert CONNECTOR.make_source is not None
+    assert CONNECTOR.make_destination is not None
+    context = ConnectorContext(name, options, Path())
+    return CONNECTOR.make_source(context), CONNECTOR.make_destination(context)
+
+
+def test_pulls_and_pushes_of_one_org_and_user_share_one_budget() -> None:
+    org = {"instance_url": "http://127.0.0.1:8710", **PASSWORD_LOGIN}
+    source, destination = _built(SalesforceOptions(**org))
+    again, _ = _built(SalesforceOptions(**org, objects=("Lead",)), name="leads")
+    other_user, _ = _built(SalesforceOptions(**{**org, "username": "etl@example.com"}))
+    other_org, _ = _built(SalesforceOptions(**{**org, "instance_url": "http://127.0.0.1:8711"}))
+    assert destination.client.budget is source.client.budget
+    assert again.client.budget is source.client.budget
+    assert other_user.client.budget is not source.client.budget
+    assert other_org.client.budget is not source.client.budget
+
+
+def test_a_connected_app_shares_its_budget_by_a_fingerprint_of_its_client_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SF_ID", "3MVG9-budget-client-id")
+    monkeypatch.setenv("SF_OTHER_ID", "3MVG9-another-client-id")
+    oauth = {"domain": "acme.my", "client_id": {"env": "SF_ID"}, "client_secret": {"env": "S"}}
+    source, destination = _built(SalesforceOptions(**oauth))
+    other, _ = _built(SalesforceOptions(**{**oauth, "client_id": {"env": "SF_OTHER_ID"}}))
+    assert destination.client.budget is source.client.budget
+    assert other.client.budget is not source.client.budget
+    assert "3MVG9-budget-client-id" not in org_user(SalesforceOptions(**oauth))
 
 
 def test_the_spec_refuses_foreign_options() -> None:
