@@ -250,7 +250,9 @@ class BulkApi:
                     {"sf__Id": outcome.record_id or "", "sf__Created": created, **row}
                 )
             else:
-                error = f"{outcome.error.status_code}:{outcome.error.message}:--"
+                # Salesforce ends the message with the fields it concerns: "Email --".
+                fields = "".join(f"{name} " for name in outcome.error.fields)
+                error = f"{outcome.error.status_code}:{outcome.error.message}:{fields}--"
                 job.failed.append({"sf__Id": "", "sf__Error": error, **row})
         job.state = "JobComplete"
 

@@ -157,6 +157,7 @@ class RestApi:
                         "nillable": not f.required and f.updateable,
                         "externalId": f.external_id,
                         "idLookup": f.external_id or f.name == "Id",
+                        "length": f.length,
                     }
                     for f in spec.fields
                 ],

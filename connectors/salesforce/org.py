@@ -39,6 +39,8 @@ class FieldSpec:
     updateable: bool = True
     required: bool = False
     external_id: bool = False
+    length: int = 0
+    """The most characters a text field holds (0 for other types), as describe says."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,8 @@ OBJECTS: dict[str, ObjectSpec] = {
         "001",
         (
             *_audit(),
-            FieldSpec("Name", "string", required=True),
-            FieldSpec("BillingCity", "string"),
+            FieldSpec("Name", "string", required=True, length=255),
+            FieldSpec("BillingCity", "string", length=40),
         ),
     ),
     "Contact": ObjectSpec(
@@ -91,13 +93,13 @@ OBJECTS: dict[str, ObjectSpec] = {
         (
             *_audit(),
             FieldSpec("AccountId", "reference"),
-            FieldSpec("FirstName", "string"),
-            FieldSpec("LastName", "string", required=True),
+            FieldSpec("FirstName", "string", length=40),
+            FieldSpec("LastName", "string", required=True, length=80),
             FieldSpec("Email", "email"),
             FieldSpec("Phone", "phone"),
-            FieldSpec("MailingCity", "string"),
+            FieldSpec("MailingCity", "string", length=40),
             FieldSpec("Birthdate", "date"),
-            FieldSpec("Syncd_Id__c", "string", external_id=True),
+            FieldSpec("Syncd_Id__c", "string", external_id=True, length=255),
         ),
     ),
     "Lead": ObjectSpec(
@@ -105,14 +107,14 @@ OBJECTS: dict[str, ObjectSpec] = {
         "00Q",
         (
             *_audit(),
-            FieldSpec("FirstName", "string"),
-            FieldSpec("LastName", "string", required=True),
-            FieldSpec("Company", "string", required=True),
+            FieldSpec("FirstName", "string", length=40),
+            FieldSpec("LastName", "string", required=True, length=80),
+            FieldSpec("Company", "string", required=True, length=255),
             FieldSpec("Email", "email"),
             FieldSpec("Phone", "phone"),
-            FieldSpec("City", "string"),
+            FieldSpec("City", "string", length=40),
             FieldSpec("Status", "picklist"),
-            FieldSpec("Syncd_Id__c", "string", external_id=True),
+            FieldSpec("Syncd_Id__c", "string", external_id=True, length=255),
         ),
     ),
 }
@@ -279,6 +281,13 @@ class Org:
                 return RecordError(
                     "INVALID_EMAIL_ADDRESS",
                     f"{field_spec.name}: invalid email address: {value}",
+                    (field_spec.name,),
+                )
+            if field_spec.length and isinstance(value, str) and len(value) > field_spec.length:
+                return RecordError(
+                    "STRING_TOO_LONG",
+                    f"{field_spec.name}: data value too large: {value} "
+                    f"(max length={field_spec.length})",
                     (field_spec.name,),
                 )
         return None

@@ -269,18 +269,23 @@ def test_per_record_errors_do_not_block_the_batch(
             contact("bad-email", Email="nope"),
             {"attributes": {"type": "Contact"}, "Syncd_Id__c": "no-name"},
             contact("audit", SystemModstamp="2024-01-01T00:00:00Z"),
+            contact("too-long", MailingCity="x" * 41),
             contact("ok-2"),
         ],
     )
-    codes = [r["errors"][0]["statusCode"] if r["errors"] else None for r in results]
-    assert codes == [
+    errors = [
+        (r["errors"][0]["statusCode"], r["errors"][0]["fields"]) if r["errors"] else None
+        for r in results
+    ]
+    assert errors == [
         None,
-        "INVALID_EMAIL_ADDRESS",
-        "REQUIRED_FIELD_MISSING",
-        "INVALID_FIELD_FOR_INSERT_UPDATE",
+        ("INVALID_EMAIL_ADDRESS", ["Email"]),
+        ("REQUIRED_FIELD_MISSING", ["LastName"]),
+        ("INVALID_FIELD_FOR_INSERT_UPDATE", ["SystemModstamp"]),
+        ("STRING_TOO_LONG", ["MailingCity"]),
         None,
     ]
-    assert [r["success"] for r in results] == [True, False, False, False, True]
+    assert [r["success"] for r in results] == [True, False, False, False, False, True]
     assert len(emulator.find("Contact", "Syncd_Id__c", "ok-2")) == 1
     assert not emulator.find("Contact", "Syncd_Id__c", "bad-email")
 
@@ -444,7 +449,10 @@ def test_bulk_ingest_upserts_and_reports_per_record(
     assert (job["numberRecordsProcessed"], job["numberRecordsFailed"]) == (2, 1)
     report = bulk2(sf).get_all_ingest_records(job["job_id"])
     assert [r["Syncd_Id__c"] for r in report["successfulRecords"]] == ["b1"]
-    assert report["failedRecords"][0]["sf__Error"].startswith("INVALID_EMAIL_ADDRESS:")
+    # Code, message (quoting the value), then the fields it concerns.
+    assert report["failedRecords"][0]["sf__Error"] == (
+        "INVALID_EMAIL_ADDRESS:Email: invalid email address: broken:Email --"
+    )
     assert report["unprocessedRecords"] == []
     assert [(w.api, w.records) for w in emulator.writes] == [("bulk", 2)]
 
