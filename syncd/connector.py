@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -93,6 +94,22 @@ class PushResult:
     outcome: Outcome
     external_id: str | None = None
     reason: str | None = None
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
+
+
+def refusal_reason(code: str, fields: Iterable[str] = (), explanation: str | None = None) -> str:
+    """Why a destination refused a record, in words that may go to logs and the ledger.
+
+    Systems quote the refused value in their error messages (an address, a phone number, a
+    name), in ways no pattern can foresee, so a message is never passed on: only the error code
+    and the names of the fields the system reports, each kept only if it is shaped like a name,
+    and the connector's own explanation of the code. `CODE (Field, Other): explanation`.
+    """
+    named = ", ".join(dict.fromkeys(name for name in fields if _NAME.fullmatch(name)))
+    said = (code if _NAME.fullmatch(code) else "UNKNOWN") + (f" ({named})" if named else "")
+    return f"{said}: {explanation}" if explanation else said
 
 
 class Destination(Protocol):

@@ -13,19 +13,31 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient
-from syncd.connector import Outcome, PushItem, PushResult
+from syncd.connector import Outcome, PushItem, PushResult, refusal_reason
 from syncd.errors import RetryableError
 
 COLLECTION_LIMIT = 200
 """The most records Salesforce accepts in one sObject Collections request."""
 _TRANSIENT_RECORD_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE"}
-_EMAIL = re.compile(r"[^\s@:]+@[^\s@]+")
-_REJECTED_VALUE = re.compile(r"(invalid (?:email address|phone number)):\s*\S.*$", re.IGNORECASE)
+EXPLANATIONS = {
+    "DUPLICATE_EXTERNAL_ID": "more than one record has this external id",
+    "DUPLICATE_VALUE": "another record holds this value of a unique field",
+    "DUPLICATES_DETECTED": "a duplicate rule of the org refused the record",
+    "FIELD_CUSTOM_VALIDATION_EXCEPTION": "a validation rule of the org refused the record",
+    "INVALID_EMAIL_ADDRESS": "not a valid email address",
+    "INVALID_FIELD_FOR_INSERT_UPDATE": "this user may not write the field",
+    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": "not one of the picklist's values",
+    "INVALID_TYPE_ON_FIELD_IN_RECORD": "the value does not fit the field's type",
+    "MISSING_ARGUMENT": "the external id has no value",
+    "REQUIRED_FIELD_MISSING": "a required field has no value",
+    "STRING_TOO_LONG": "the value is longer than the field allows",
+    "UNABLE_TO_LOCK_ROW": "another update held the record",
+}
+"""A few words on the codes a push meets most, for the reasons recorded in the ledger."""
 
 
-def redact(message: str) -> str:
-    """Salesforce's message without the personal data it quotes (reasons end up in logs)."""
-    return _EMAIL.sub("<email>", _REJECTED_VALUE.sub(r"\1: <value>", message))
+def _reason(code: str, fields: Sequence[str]) -> str:
+    return refusal_reason(code, fields, EXPLANATIONS.get(code))
 
 
 def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
@@ -33,7 +45,10 @@ def _record_result(item: PushItem, result: Mapping[str, Any]) -> PushResult:
         return PushResult(item.key, Outcome.OK, external_id=str(result["id"]))
     errors = result.get("errors") or [{}]
     code = str(errors[0].get("statusCode", "UNKNOWN"))
-    reason = "; ".join(f"{e.get('statusCode')}: {redact(str(e.get('message')))}" for e in errors)
+    reason = "; ".join(
+        _reason(str(e.get("statusCode", "UNKNOWN")), [str(f) for f in e.get("fields") or ()])
+        for e in errors
+    )
     outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
     return PushResult(item.key, outcome, reason=reason)
 
@@ -55,11 +70,17 @@ def _cell(fields: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
-def _bulk_error(error: str) -> tuple[Outcome, str]:
-    """sf__Error is "CODE:message:fields"; the outcome that code calls for."""
-    code = error.split(":", 1)[0]
+def _bulk_error(error: str, columns: Sequence[str]) -> tuple[Outcome, str]:
+    """The outcome and reason of an sf__Error, "CODE:message:Field Other --".
+
+    The message quotes the refused value and may hold colons itself; the fields named after
+    the last colon count only where they are columns of the job, which we named ourselves.
+    """
+    code, _, rest = error.partition(":")
+    named = {name.lower() for name in re.split(r"[\s,]+", rest.rpartition(":")[2])}
+    fields = [column for column in columns if column.lower() in named]
     outcome = Outcome.RETRY if code in _TRANSIENT_RECORD_CODES else Outcome.REJECTED
-    return outcome, redact(error.rstrip(":-"))
+    return outcome, _reason(code, fields)
 
 
 class SalesforceDestination:
@@ -108,7 +129,7 @@ class SalesforceDestination:
         for row in report.get("successfulRecords", []):
             outcomes[row[ext]] = (Outcome.OK, row["sf__Id"], None)
         for row in report.get("failedRecords", []):
-            failure, why = _bulk_error(row["sf__Error"])
+            failure, why = _bulk_error(row["sf__Error"], [ext, *columns])
             outcomes[row[ext]] = (failure, None, why)
         results = []
         for item in items:
