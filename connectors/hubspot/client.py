@@ -16,9 +16,8 @@ payloads we store are HubSpot's own, and large pages skip the library's model bu
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from hubspot.crm.objects import exceptions as object_exceptions
 from urllib3.util.retry import Retry
 
 from syncd.budget import RequestBudget
+from syncd.connector import refusal_reason
 from syncd.errors import AuthError, ConnectorError, FatalConnectorError, RetryableError
 from syncd.retry import RetryPolicy, call_with_retry
 
@@ -46,18 +46,83 @@ CLIENT_FAILURES: tuple[type[BaseException], ...] = (
     OSError,
 )
 RETRYABLE_STATUSES = frozenset({408, 423, 425, 429})
-EMAIL_PATTERN = re.compile(r"[^\s\"'@]+@[^\s\"'@]+\.[A-Za-z]{2,}")
-PHONE_PATTERN = re.compile(r"\+\d[\d\s().-]{6,}\d|\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b")
+INVALID_VALUES = "Property values were not valid: "
+"""How the message of a 400 about property values begins; the JSON list of them follows."""
+PROPERTY_NAME_KEYS = ("propertyName", "properties")
+"""The keys of an error's `context` that name properties (others, like `ids`, hold values)."""
+EXPLANATIONS = {
+    "CONFLICT": "another record holds this value of a unique property",
+    "INVALID_EMAIL": "not a valid email address",
+    "INVALID_OPTION": "not one of the property's options",
+    "INVALID_PROPERTY_VALUE": "not a value of the property's type",
+    "OBJECT_NOT_FOUND": "no such record",
+    "PROPERTY_DOESNT_EXIST": "no such property",
+    "READ_ONLY_VALUE": "the property is read-only",
+}
+"""A few words on the codes a push meets most, for the reasons recorded in the ledger."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One thing HubSpot refused: its error code and the properties it concerns."""
+
+    code: str
+    properties: tuple[str, ...]
+
+
+def _property_names(context: Any) -> tuple[str, ...]:
+    if not isinstance(context, Mapping):
+        return ()
+    listed = [context.get(key) for key in PROPERTY_NAME_KEYS]
+    return tuple(str(name) for names in listed if isinstance(names, list) for name in names)
+
+
+def refusals(error: Mapping[str, Any]) -> list[Refusal]:
+    """What an error body says was refused, read from its structured parts only.
+
+    An entry of a 207 lists its refusals in `errors` (a `code` and `context.propertyName`
+    each), a 400 about values as JSON in its message (an `error` and a `name` each), and an
+    error may name properties in its own `context`. Messages are never read as text: they
+    quote the refused values.
+    """
+    nested = [entry for entry in error.get("errors") or () if isinstance(entry, Mapping)]
+    if nested:
+        return [
+            Refusal(str(e.get("code") or ""), _property_names(e.get("context"))) for e in nested
+        ]
+    message = str(error.get("message") or "")
+    if message.startswith(INVALID_VALUES):
+        try:
+            listed = json.loads(message.removeprefix(INVALID_VALUES))
+        except ValueError:
+            listed = None
+        if isinstance(listed, list):
+            return [
+                Refusal(str(value.get("error") or ""), (str(value.get("name") or ""),))
+                for value in listed
+                if isinstance(value, Mapping)
+            ]
+    named = _property_names(error.get("context"))
+    return [Refusal(str(error.get("subCategory") or ""), named)] if named else []
+
+
+def describe(category: str, refused: Sequence[Refusal]) -> str:
+    """Why HubSpot refused: its category, then the code and properties of each refusal."""
+    if not refused:
+        return refusal_reason(category, (), EXPLANATIONS.get(category))
+    listed = (refusal_reason(r.code, r.properties, EXPLANATIONS.get(r.code)) for r in refused)
+    return f"{refusal_reason(category)}: {'; '.join(listed)}"
 
 
 class HubSpotRejected(FatalConnectorError):
     """HubSpot refused a request for good (4xx other than auth and rate limits)."""
 
-    def __init__(self, status: int, category: str, message: str) -> None:
-        super().__init__(f"HubSpot answered {status} {category}: {message}")
+    def __init__(self, status: int, category: str, refused: Sequence[Refusal]) -> None:
+        self.reason = describe(category, refused)
+        super().__init__(f"HubSpot answered {status} {self.reason}")
         self.status = status
         self.category = category
-        self.message = message
+        self.refused = tuple(refused)
 
 
 @dataclass(frozen=True)
@@ -66,11 +131,6 @@ class Answer:
 
     status: int
     body: Any
-
-
-def redact(text: str) -> str:
-    """Error messages quote the values they refuse; keep emails and phones out of logs."""
-    return PHONE_PATTERN.sub("<phone>", EMAIL_PATTERN.sub("<email>", text))
 
 
 def _error_body(raw: Any) -> dict[str, Any]:
@@ -103,19 +163,23 @@ def classify(error: BaseException) -> ConnectorError:
         status = int(getattr(error, "status", 0) or 0)
         body = _error_body(getattr(error, "body", None))
         category = str(body.get("category") or body.get("errorType") or "UNKNOWN")
-        message = redact(str(body.get("message") or getattr(error, "reason", "") or ""))
         if status == 429:
             return RetryableError(
-                f"HubSpot rate limit ({body.get('policyName', 'unknown policy')}): {message}",
+                f"HubSpot rate limit ({refusal_reason(str(body.get('policyName') or ''))})",
                 retry_after=_retry_after(getattr(error, "headers", None)),
             )
         if status >= 500 or status in RETRYABLE_STATUSES:
-            return RetryableError(f"HubSpot answered {status} {category}: {message}")
+            return RetryableError(f"HubSpot answered {status} {describe(category, ())}")
         if status in {401, 403}:
-            return AuthError(f"HubSpot refused the access token ({status} {category}): {message}")
+            return AuthError(
+                f"HubSpot refused the access token ({status} {refusal_reason(category)})"
+            )
         if status == 0:
-            return FatalConnectorError(f"HubSpot request could not be made: {message}")
-        return HubSpotRejected(status, category, message)
+            # No answer: the reason is the client library's own (a TLS failure, say).
+            return FatalConnectorError(
+                f"HubSpot request could not be made: {getattr(error, 'reason', '')}"
+            )
+        return HubSpotRejected(status, category, refusals(body))
     if isinstance(error, urllib3.exceptions.HTTPError | OSError):
         return RetryableError(f"HubSpot unreachable: {type(error).__name__}")
     raise TypeError(f"not a HubSpot client failure: {error!r}") from error

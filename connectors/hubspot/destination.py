@@ -4,7 +4,8 @@ Targets are an object type (`contacts`, `companies`, any type with a unique prop
 `list:<listId>` (a MANUAL or SNAPSHOT contacts list). Every item gets its own outcome:
 
 - OK with the HubSpot record id;
-- REJECTED with HubSpot's category and message when HubSpot refuses that record. HubSpot
+- REJECTED with HubSpot's category and the codes and names of the refused properties (never
+  its message, which quotes the values) when HubSpot refuses that record. HubSpot
   refuses a whole batch (400 VALIDATION_ERROR) for one bad value without saying which, so
   such a batch is split in halves until the culprits stand alone: the others still land;
 - RETRY when the request failed transiently after every retry, or HubSpot reported nothing
@@ -18,9 +19,9 @@ from typing import Any
 
 import structlog
 
-from connectors.hubspot.client import Answer, HubSpotClient, HubSpotRejected, redact
+from connectors.hubspot.client import Answer, HubSpotClient, HubSpotRejected, describe, refusals
 from syncd.connector import LIST_PREFIX, MEMBER, Outcome, PushItem, PushResult
-from syncd.errors import RetryableError
+from syncd.errors import FatalConnectorError, RetryableError
 
 log = structlog.get_logger(__name__)
 
@@ -112,11 +113,13 @@ class HubSpotDestination:
         try:
             answer = self._client.batch_upsert(object_type, inputs)
         except HubSpotRejected as refused:
-            if refused.status not in SPLITTABLE_STATUSES or SCHEMA_ERROR in refused.message:
+            if refused.status not in SPLITTABLE_STATUSES or any(
+                r.code == SCHEMA_ERROR for r in refused.refused
+            ):
                 # An unknown property fails every record alike: a mapping to fix, not data.
                 raise
             if len(batch) == 1:
-                reason = f"{refused.category}: {refused.message}"
+                reason = refused.reason
                 return {batch[0].key: PushResult(batch[0].key, Outcome.REJECTED, reason=reason)}
             middle = len(batch) // 2
             return {
@@ -147,7 +150,7 @@ class HubSpotDestination:
         for error in errors:
             category = str(error.get("category", "UNKNOWN"))
             outcome = Outcome.RETRY if category in TRANSIENT_CATEGORIES else Outcome.REJECTED
-            reason = f"{category}: {redact(str(error.get('message', '')))}"
+            reason = describe(category, refusals(error))
             for value in (error.get("context") or {}).get("ids") or []:
                 item = by_value.get(_normalized(self._id_property, str(value)))
                 if item is not None and item.key not in outcomes:
@@ -177,7 +180,7 @@ class HubSpotDestination:
                 found = [item for item in batch if item.key in record_ids]
                 add = [record_ids[i.key] for i in found if i.fields.get(MEMBER, True)]
                 remove = [record_ids[i.key] for i in found if not i.fields.get(MEMBER, True)]
-                answer = self._client.change_memberships(list_id, add, remove) if found else {}
+                answer = self._change_memberships(list_id, add, remove) if found else {}
             except RetryableError as failure:
                 for item in batch:
                     outcomes[item.key] = PushResult(item.key, Outcome.RETRY, reason=str(failure))
@@ -192,6 +195,17 @@ class HubSpotDestination:
                 else:
                     outcomes[item.key] = PushResult(item.key, Outcome.OK, external_id=record_id)
         return outcomes
+
+    def _change_memberships(self, list_id: str, add: list[str], remove: list[str]) -> Any:
+        try:
+            return self._client.change_memberships(list_id, add, remove)
+        except HubSpotRejected as refused:
+            # HubSpot's message would say which list type it is, but messages are never passed
+            # on (they may quote what they were sent): what syncd can write is said here.
+            raise FatalConnectorError(
+                f"HubSpot list {list_id} takes no members from syncd ({refused.status} "
+                f"{refused.reason}): it must exist and be a MANUAL or SNAPSHOT list"
+            ) from refused
 
     def _record_ids(self, batch: Sequence[PushItem]) -> dict[str, str]:
         """HubSpot record ids by item key: given as digits, else looked up by id property."""

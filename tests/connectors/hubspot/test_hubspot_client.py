@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -14,7 +15,8 @@ from connectors.hubspot.client import (
     HubSpotClient,
     HubSpotRejected,
     classify,
-    redact,
+    describe,
+    refusals,
 )
 from connectors.hubspot.emulator import Fault, FaultKind, HubSpotEmulator
 from syncd.budget import RequestBudget
@@ -75,19 +77,76 @@ def test_classify_refuses_what_is_not_a_client_failure() -> None:
         classify(KeyError("x"))
 
 
-def test_emails_in_error_messages_are_redacted() -> None:
-    refused = classify(
-        ApiException(
-            http_resp=FakeAnswer(
-                400, b'{"category":"VALIDATION_ERROR","message":"Email a.b@x.io is bad"}', {}
-            )
-        )
+QUOTED = "phone 06 12 34 56 78 for Jane Doe"
+"""What HubSpot's messages may quote of a refused value: no pattern finds every such thing."""
+
+
+def _refused(status: int, body: dict[str, Any]) -> str:
+    return str(classify(ApiException(http_resp=FakeAnswer(status, json.dumps(body).encode(), {}))))
+
+
+def test_a_refused_value_is_described_by_its_code_and_property_never_by_the_value() -> None:
+    listed = [
+        {
+            "isValid": False,
+            "message": f"{QUOTED} is invalid",
+            "error": "INVALID_OPTION",
+            "name": "lifecyclestage",
+        },
+        {
+            "isValid": False,
+            "message": "Email address jane@x.io is invalid",
+            "error": "INVALID_EMAIL",
+            "name": "email",
+        },
+    ]
+    body = {
+        "category": "VALIDATION_ERROR",
+        "message": f"Property values were not valid: {json.dumps(listed)}",
+    }
+    assert _refused(400, body) == (
+        "HubSpot answered 400 VALIDATION_ERROR: INVALID_OPTION (lifecyclestage): not one of the "
+        "property's options; INVALID_EMAIL (email): not a valid email address"
     )
-    assert "a.b@x.io" not in str(refused)
-    assert redact("write to Ada@Example.com now") == "write to <email> now"
-    assert redact("bad phone +1 415 555 0134 or (415) 555-0134") == ("bad phone <phone> or <phone>")
-    assert redact("Contact already exists. Existing ID: 51234567") == (
-        "Contact already exists. Existing ID: 51234567"
+
+
+def test_a_message_is_never_passed_on_only_the_category_and_the_properties_named() -> None:
+    conflict = {"category": "CONFLICT", "message": f"Contact already exists: {QUOTED}"}
+    assert _refused(409, conflict) == (
+        "HubSpot answered 409 CONFLICT: another record holds this value of a unique property"
+    )
+    context = {"propertyName": ["phone"], "ids": ["jane@x.io"]}
+    named = {
+        "category": "VALIDATION_ERROR",
+        "subCategory": "INVALID_PHONE",
+        "message": QUOTED,
+        "context": context,
+    }
+    assert _refused(400, named) == "HubSpot answered 400 VALIDATION_ERROR: INVALID_PHONE (phone)"
+    assert _refused(503, {"category": "INTERNAL_ERROR", "message": QUOTED}) == (
+        "HubSpot answered 503 INTERNAL_ERROR"
+    )
+    assert _refused(
+        429, {"errorType": "RATE_LIMIT", "policyName": "SECONDLY", "message": QUOTED}
+    ) == ("HubSpot rate limit (SECONDLY)")
+
+
+def test_an_entry_of_a_partial_answer_is_described_by_its_codes_and_properties() -> None:
+    entry = {
+        "status": "error",
+        "category": "VALIDATION_ERROR",
+        "message": f"Property values were not valid: {QUOTED}",
+        "context": {"ids": ["jane@x.io"]},
+        "errors": [
+            {
+                "message": QUOTED,
+                "code": "INVALID_PHONE_NUMBER",
+                "context": {"propertyName": ["phone"]},
+            }
+        ],
+    }
+    assert describe("VALIDATION_ERROR", refusals(entry)) == (
+        "VALIDATION_ERROR: INVALID_PHONE_NUMBER (phone)"
     )
 
 
