@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine
+
+from syncd.store import runlock
 from syncd.store.runlock import run_lock
+from tests.conftest import _fresh_pg_database
 from tests.support.project import Project, records_page
 
 ANN = {"id": "1", "email": "ann@example.com", "name": "ann", "score": "1"}
@@ -45,3 +51,29 @@ def test_the_lock_is_free_again_after_a_run_and_after_a_failed_one(
         pass
     assert waits == []
     project.close()
+
+
+def test_a_postgresql_run_lock_outlives_the_servers_idle_session_limit(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server (or proxy) ends sessions idle for a second; the run lasts three.
+    url = _fresh_pg_database(pg_server)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    engine, other = create_engine(url), create_engine(url)
+    try:
+        with admin.connect() as connection:
+            database = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+            connection.exec_driver_sql(
+                f'ALTER DATABASE "{database}" SET idle_session_timeout = 1000'
+            )
+        monkeypatch.setattr(runlock, "KEEPALIVE_SECONDS", 0.2)
+        with run_lock(engine, lambda: None):
+            time.sleep(3)
+            with other.connect() as connection:
+                taken = connection.exec_driver_sql(
+                    "SELECT pg_try_advisory_lock(%s)", (runlock.ADVISORY_KEY,)
+                ).scalar_one()
+        assert taken is False, "the lock went with its session while the run went on"
+    finally:
+        for each in (admin, engine, other):
+            each.dispose()

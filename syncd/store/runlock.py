@@ -11,12 +11,15 @@ an advisory lock of the run's session) releases it when the holder dies, even by
 from __future__ import annotations
 
 import fcntl
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from syncd.log import get_logger
 from syncd.store.db import in_memory
 
 ADVISORY_KEY = 0x73796E6364  # "syncd": the lock's number among the server's advisory locks
@@ -50,6 +53,12 @@ def _file_lock(path: Path, waiting: Callable[[], None]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+KEEPALIVE_SECONDS = 20.0
+"""How often the session holding a PostgreSQL run lock is used: a session idle for longer
+than the server's `idle_session_timeout` (or a proxy's idle limit) is ended, and its lock
+with it, while the run goes on."""
+
+
 @contextmanager
 def _advisory_lock(engine: Engine, waiting: Callable[[], None]) -> Iterator[None]:
     with engine.connect() as connection:
@@ -61,8 +70,30 @@ def _advisory_lock(engine: Engine, waiting: Callable[[], None]) -> Iterator[None
             connection.exec_driver_sql("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY,))
         # The lock belongs to the session, not to this transaction: end it, keep the lock.
         connection.commit()
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=_keep_alive, args=(connection, stop), name="run lock keepalive", daemon=True
+        )
+        keeper.start()
         try:
             yield
         finally:
-            connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+            stop.set()
+            keeper.join()
+            # A session the server ended took its lock with it: nothing is left to release.
+            with suppress(DBAPIError):
+                connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                connection.commit()
+
+
+def _keep_alive(connection: Connection, stop: threading.Event) -> None:
+    while not stop.wait(KEEPALIVE_SECONDS):
+        try:
+            connection.exec_driver_sql("SELECT 1")
             connection.commit()
+        except DBAPIError:
+            get_logger().error(
+                "the session holding the run lock was ended by the server; another run may "
+                "start before this one ends"
+            )
+            return
