@@ -7,7 +7,9 @@ connector registry, so the engine never needs to know one vendor's settings.
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -190,12 +192,19 @@ def _user_key(part: int | str) -> bool:
     return not (isinstance(part, str) and (part in UNION_BRANCHES or part.startswith("function-")))
 
 
-def problems_from_validation(file: str, error: ValidationError, prefix: str = "") -> list[Problem]:
+def problems_from_validation(
+    file: str,
+    error: ValidationError,
+    prefix: str = "",
+    unknown_key_fixes: Mapping[Location, str] | None = None,
+) -> list[Problem]:
     """Turn pydantic's errors into file:key problems with a fix each.
 
     A value that may be written two ways (`"path"` or `{ from = ... }`) fails once per way;
-    only the failure of the way the user chose is kept.
+    only the failure of the way the user chose is kept. `unknown_key_fixes` gives a better fix
+    than "remove it" for unknown keys whose place is known.
     """
+    fixes = unknown_key_fixes or {}
     items = error.errors()
     chose_table = {
         _dotted(tuple(p for p in item["loc"] if _user_key(p)))
@@ -204,7 +213,8 @@ def problems_from_validation(file: str, error: ValidationError, prefix: str = ""
     }
     problems = []
     for item in items:
-        key = _dotted(tuple(part for part in item["loc"] if _user_key(part)))
+        loc = tuple(part for part in item["loc"] if _user_key(part))
+        key = _dotted(loc)
         if item["type"] == "string_type" and any(
             other != key and other.startswith(key + ".") for other in chose_table
         ):
@@ -212,7 +222,8 @@ def problems_from_validation(file: str, error: ValidationError, prefix: str = ""
         key = f"{prefix}.{key}" if prefix else key
         kind = item["type"]
         if kind == "extra_forbidden":
-            problems.append(Problem(file, key, "unknown key", "remove it or check its spelling"))
+            fix = fixes.get(loc, "remove it or check its spelling")
+            problems.append(Problem(file, key, "unknown key", fix))
         elif kind == "missing":
             problems.append(Problem(file, key, "required key is missing", "add it"))
         else:
@@ -233,6 +244,32 @@ def load_connector_spec(kind: str) -> ConnectorSpec:
 def _connector_kinds() -> list[str]:
     root = Path(importlib.import_module("connectors").__file__ or "").parent
     return sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists())
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def _misplaced_options(data: Mapping[str, Any]) -> dict[Location, str]:
+    """Connector options written beside `type` instead of in the entry's options table, each
+    with where it belongs: an easy slip when copying a config, for which "check its spelling"
+    sends the user looking for a typo that is not there."""
+    fixes: dict[Location, str] = {}
+    for section in ("sources", "destinations"):
+        entries = data.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name, table in entries.items():
+            kind = table.get("type") if isinstance(table, dict) else None
+            if kind not in _connector_kinds():
+                continue
+            options = load_connector_spec(kind).options_model.model_fields
+            for key in table:
+                if key in options:
+                    fixes[(section, name, key)] = (
+                        f"move it under [{section}.{_toml_key(name)}.options]"
+                    )
+    return fixes
 
 
 def _entry(
@@ -282,7 +319,8 @@ def load_config(path: Path) -> Config:
     try:
         raw = RawConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(problems_from_validation(file, error)) from None
+        fixes = _misplaced_options(data)
+        raise ConfigError(problems_from_validation(file, error, unknown_key_fixes=fixes)) from None
 
     problems: list[Problem] = []
     sources: dict[str, ConnectorEntry] = {}

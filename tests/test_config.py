@@ -61,6 +61,27 @@ def test_connector_options_are_validated_by_the_connector(tmp_path: Path) -> Non
     assert any("sources.shop.options.streams: required key is missing" in p for p in found)
 
 
+def test_a_connector_option_beside_type_is_to_be_moved_into_options(tmp_path: Path) -> None:
+    path = write_project(
+        tmp_path,
+        "sqlite:///x.db",
+        extra_config="""
+        [sources.web]
+        type = "matomo"
+        url = "https://matomo.example.com"
+        colour = "blue"
+        [destinations."hub spot"]
+        type = "hubspot"
+        id_property = "email"
+        """,
+    )
+    found = problems_of(path)
+    assert f"{path}:sources.web.url: unknown key — move it under [sources.web.options]" in found
+    assert f"{path}:sources.web.colour: unknown key — remove it or check its spelling" in found
+    moved = 'move it under [destinations."hub spot".options]'
+    assert f"{path}:destinations.hub spot.id_property: unknown key — {moved}" in found
+
+
 def test_unknown_connector_type_names_the_known_ones(tmp_path: Path) -> None:
     path = write_project(
         tmp_path, "sqlite:///x.db", extra_config='[sources.shop]\ntype = "nosuch"\n'
