@@ -1,4 +1,5 @@
-"""The examples of docs/MAPPINGS.md and docs/CONFIG.md are tested, so the docs stay true.
+"""The examples of docs/MAPPINGS.md and docs/CONFIG.md are tested, so the docs stay true, and
+so are the pieces of syncd.toml that the connector guides and docs/INGEST.md show.
 
 Conventions in the Markdown (see the top of each doc):
 
@@ -12,6 +13,8 @@ Conventions in the Markdown (see the top of each doc):
   tagged `example-output: <source>/<stream>` is what the mapping makes of it.
 - A ```json block tagged `example-profile` is one profile after every example input of the
   doc went through one run (on the date given as `now`).
+- In docs/connectors/*.md and docs/INGEST.md, a ```toml block with a `[sources]` or
+  `[destinations]` table is a syncd.toml of its own: it must load.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from syncd.store.db import open_store, transaction
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 MAPPINGS_DOC = DOCS / "MAPPINGS.md"
 CONFIG_DOC = DOCS / "CONFIG.md"
+CONNECTOR_DOCS = [*sorted((DOCS / "connectors").glob("*.md")), DOCS / "INGEST.md"]
 FENCE = re.compile(r"^```(\w+)[ \t]*([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 MARK = re.compile(r"^# (example|invalid-example): (\S+)\s*$")
 
@@ -266,3 +270,24 @@ def test_the_documented_config_problems_are_the_ones_reported(tmp_path: Path) ->
         with pytest.raises(ConfigError) as caught:
             load_config(write(folder, [(name, block)]))
         assert relative_problems(caught.value, folder) == expected_problems(CONFIG_DOC, block)
+
+
+# --- docs/connectors/*.md and INGEST.md --------------------------------------------------
+
+
+def test_the_connector_guides_config_examples_load(tmp_path: Path) -> None:
+    checked = 0
+    for doc in CONNECTOR_DOCS:
+        for block in blocks(doc):
+            if block.language != "toml" or not {"sources", "destinations"} & set(
+                tomllib.loads(block.text)
+            ):
+                continue
+            folder = tmp_path / f"{doc.stem}-{block.line}"
+            folder.mkdir()
+            try:
+                load_config(write(folder, [("syncd.toml", block)]))
+            except ConfigError as error:
+                pytest.fail(f"{doc.name}:{block.line}:\n{error}")
+            checked += 1
+    assert checked >= len(CONNECTOR_DOCS)
