@@ -261,6 +261,17 @@ def test_config_examples_with_the_same_sources_compile_with_the_mapping_examples
     assert compiled >= 1
 
 
+def test_the_documented_connector_types_are_the_ones_syncd_knows(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.toml"
+    path.write_text('[sources.x]\ntype = "nosuch"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    known = caught.value.problems[0].fix.removeprefix("use one of: ").split(", ")
+    text = " ".join(CONFIG_DOC.read_text(encoding="utf-8").split())
+    assert "the connector: " + ", ".join(f"`{kind}`" for kind in known) + " |" in text
+    assert "unknown connector 'x' — use one of: " + ", ".join(known) + "`" in text
+
+
 def test_the_documented_config_problems_are_the_ones_reported(tmp_path: Path) -> None:
     broken = examples(CONFIG_DOC, "invalid-example")
     assert broken
