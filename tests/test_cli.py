@@ -247,12 +247,17 @@ def test_emulate_names_the_known_emulators_for_an_unknown_one() -> None:
 
 
 def test_demo_runs_both_crms_end_to_end_and_a_second_pass_changes_nothing(project: Path) -> None:
-    code, output = invoke("demo", "--config", str(project), "--people", "60")
+    # As many people as the quick start's demo, so that the person it names is the one the
+    # README's explain example shows.
+    code, output = invoke("demo", "--config", str(project))
     assert code == 0, output
     assert "salesforce/Contact:" in output
     assert "hubspot/contacts:" in output
     assert "simulated shop:" in output
-    assert "explore: syncd explain " in output
+    named = re.search(r"explore: syncd explain (\S+) ", output)
+    assert named is not None, output
+    assert f"syncd explain {named.group(1)} " in Path("README.md").read_text(encoding="utf-8")
+    assert invoke("explain", named.group(1), "--config", str(project))[0] == 0
     pushed = re.search(r"first pass: pushed (\d+) record", output)
     assert pushed is not None and int(pushed.group(1)) > 0
     assert "0 new record(s), 0 profile(s) changed, 0 record(s) pushed" in output
