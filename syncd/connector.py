@@ -112,6 +112,30 @@ def refusal_reason(code: str, fields: Iterable[str] = (), explanation: str | Non
     return f"{said}: {explanation}" if explanation else said
 
 
+def distinct_rounds(
+    items: Sequence[PushItem], key: Callable[[PushItem], str]
+) -> list[list[PushItem]]:
+    """`items` split into rounds in which no two share a `key`, in order, the first the largest.
+
+    Upserts by a unique value refuse two records with the same value in one request (HubSpot
+    the whole batch, Salesforce each of those records): two profiles can share a match value,
+    after a refused merge for one, so each round is sent apart.
+    """
+    rounds: list[list[PushItem]] = []
+    keys: list[set[str]] = []
+    for item in items:
+        value = key(item)
+        for members, taken in zip(rounds, keys, strict=True):
+            if value not in taken:
+                members.append(item)
+                taken.add(value)
+                break
+        else:
+            rounds.append([item])
+            keys.append({value})
+    return rounds
+
+
 class Destination(Protocol):
     """Writes desired states to one account of an outside system."""
 

@@ -20,7 +20,14 @@ from typing import Any
 import structlog
 
 from connectors.hubspot.client import Answer, HubSpotClient, HubSpotRejected, describe, refusals
-from syncd.connector import LIST_PREFIX, MEMBER, Outcome, PushItem, PushResult
+from syncd.connector import (
+    LIST_PREFIX,
+    MEMBER,
+    Outcome,
+    PushItem,
+    PushResult,
+    distinct_rounds,
+)
 from syncd.errors import FatalConnectorError, RetryableError
 
 log = structlog.get_logger(__name__)
@@ -32,23 +39,6 @@ TRANSIENT_CATEGORIES = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR",
 
 def _normalized(id_property: str, value: str) -> str:
     return value.strip().lower() if id_property == "email" else value
-
-
-def _rounds(items: Sequence[PushItem], id_property: str) -> list[list[PushItem]]:
-    """Split items so no round names one record twice (HubSpot refuses duplicate ids)."""
-    rounds: list[list[PushItem]] = []
-    keys: list[set[str]] = []
-    for item in items:
-        key = _normalized(id_property, item.match_value)
-        for members, taken in zip(rounds, keys, strict=True):
-            if key not in taken:
-                members.append(item)
-                taken.add(key)
-                break
-        else:
-            rounds.append([item])
-            keys.append({key})
-    return rounds
 
 
 def _chunks(items: Sequence[PushItem], size: int) -> Iterator[Sequence[PushItem]]:
@@ -96,10 +86,14 @@ class HubSpotDestination:
                 outcomes[item.key] = PushResult(
                     item.key, Outcome.REJECTED, reason=f"no {self._id_property} to upsert by"
                 )
-        for round_items in _rounds(usable, self._id_property):
+        for round_items in distinct_rounds(usable, self._record):
             for batch in _chunks(round_items, self.max_batch_size):
                 outcomes.update(self._upsert(object_type, batch))
         return outcomes
+
+    def _record(self, item: PushItem) -> str:
+        """The item's match value as HubSpot compares it: one record per value."""
+        return _normalized(self._id_property, item.match_value)
 
     def _upsert(self, object_type: str, batch: Sequence[PushItem]) -> dict[str, PushResult]:
         inputs = [

@@ -3,7 +3,9 @@
 Up to `bulk_push_threshold` records go through sObject Collections, 200 per request with
 allOrNone false, so a record Salesforce rejects never takes the rest of its batch down. Larger
 pushes run as one Bulk 2.0 ingest job. Upsert by external id (never find-then-create) makes a
-retried or repeated push converge on the same records.
+retried or repeated push converge on the same records. Items sharing an external id go in
+separate rounds of requests: Salesforce refuses every record of one request whose external id
+another record of it has (DUPLICATE_VALUE).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connectors.salesforce.client import SalesforceClient
-from syncd.connector import Outcome, PushItem, PushResult, refusal_reason
+from syncd.connector import Outcome, PushItem, PushResult, distinct_rounds, refusal_reason
 from syncd.errors import RetryableError
 
 COLLECTION_LIMIT = 200
@@ -83,6 +85,12 @@ def _bulk_error(error: str, columns: Sequence[str]) -> tuple[Outcome, str]:
     return outcome, _reason(code, fields)
 
 
+def _external_id(item: PushItem) -> str:
+    # Salesforce matches an external id regardless of case unless the field is unique and
+    # case-sensitive; values differing in case alone may be one record, so they go apart too.
+    return item.match_value.casefold()
+
+
 class SalesforceDestination:
     """Pushes desired states to the object named by `target`."""
 
@@ -94,6 +102,12 @@ class SalesforceDestination:
 
     def push(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
         """Upsert `items` into object `target`; PushItem.match_value is the external id."""
+        results: dict[str, PushResult] = {}
+        for round_items in distinct_rounds(items, _external_id):
+            results.update((result.key, result) for result in self._push_round(target, round_items))
+        return [results[item.key] for item in items]
+
+    def _push_round(self, target: str, items: Sequence[PushItem]) -> list[PushResult]:
         if len(items) > self.options.bulk_push_threshold:
             return self._push_bulk(target, items)
         results: list[PushResult] = []

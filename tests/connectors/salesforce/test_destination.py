@@ -93,6 +93,23 @@ def test_spent_retries_leave_the_batch_for_later(emulator: SalesforceEmulator) -
     assert emulator.find("Contact", "Syncd_Id__c", "ext-1") == []
 
 
+@pytest.mark.parametrize(
+    ("bulk_push_threshold", "requests"),
+    [(2000, [("collections", 2), ("collections", 1)]), (1, [("bulk", 2), ("collections", 1)])],
+    ids=["collections", "bulk"],
+)
+def test_items_sharing_an_external_id_go_in_separate_requests(
+    emulator: SalesforceEmulator, bulk_push_threshold: int, requests: list[tuple[str, int]]
+) -> None:
+    twin = PushItem("k3", "ext-1", {"LastName": "Twin", "Email": "twin@example.com"})
+    results = push(emulator, [item(1), item(2), twin], bulk_push_threshold=bulk_push_threshold)
+    assert [(w.api, w.records) for w in emulator.writes] == requests
+    assert [r.outcome for r in results] == [Outcome.OK] * 3
+    assert [r.key for r in results] == ["k1", "k2", "k3"]
+    assert results[0].external_id == results[2].external_id == stored(emulator, "ext-1")["Id"]
+    assert stored(emulator, "ext-1")["LastName"] == "Twin"
+
+
 def test_an_unknown_field_is_fatal_not_a_rejection(emulator: SalesforceEmulator) -> None:
     with pytest.raises(FatalConnectorError, match="INVALID_FIELD"):
         push(emulator, [item(1, Shoe_Size__c=9)])
