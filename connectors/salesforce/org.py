@@ -12,6 +12,7 @@ import copy
 import random
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,6 +143,19 @@ _ROLLED_BACK = RecordError(
     "Record rolled back because not all records were valid and the request was using "
     "AllOrNone header",
 )
+
+
+def _shared_keys(
+    external_field: str, records: Sequence[Mapping[str, Any]]
+) -> dict[int, RecordError]:
+    """DUPLICATE_VALUE for each record whose external id another record of the call has."""
+    keys = [record.get(external_field) for record in records]
+    counts = Counter(str(key) for key in keys if key not in (None, ""))
+    return {
+        position: RecordError("DUPLICATE_VALUE", f"Duplicate external id specified: {key}")
+        for position, key in enumerate(keys)
+        if key not in (None, "") and counts[str(key)] > 1
+    }
 
 
 @dataclass(frozen=True)
@@ -304,11 +318,13 @@ class Org:
     ) -> list[UpsertOutcome]:
         """Upsert by `external_field`; one outcome per record, in order. Logs the request.
 
-        `refused` forces an error on records by position (a validation rule firing). With
-        `all_or_none`, any error rolls the whole request back, as Salesforce does.
+        `refused` forces an error on records by position (a validation rule firing). Records
+        sharing an external id all fail with DUPLICATE_VALUE: Salesforce will not pick one of
+        them to write. With `all_or_none`, any error rolls the whole request back, as
+        Salesforce does.
         """
         spec = OBJECTS[sobject]
-        forced = refused or {}
+        forced = {**_shared_keys(external_field, records), **(refused or {})}
         with self.lock:
             self.writes.append(WriteRequest(api, sobject, len(records)))
             before = copy.deepcopy(self.records[sobject]) if all_or_none else None

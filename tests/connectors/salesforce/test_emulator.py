@@ -296,6 +296,22 @@ def test_all_or_none_rolls_everything_back(sf: Salesforce, emulator: SalesforceE
     assert not emulator.find("Contact", "Syncd_Id__c", "fine")
 
 
+def test_records_sharing_an_external_id_in_one_request_all_fail(
+    sf: Salesforce, emulator: SalesforceEmulator
+) -> None:
+    results = upsert(
+        sf, [contact("twin", FirstName="Ann"), contact("single"), contact("twin", FirstName="Bo")]
+    )
+    assert [r["success"] for r in results] == [False, True, False]
+    duplicate = {
+        "statusCode": "DUPLICATE_VALUE",
+        "message": "Duplicate external id specified: twin",
+        "fields": [],
+    }
+    assert [r["errors"] for r in results[::2]] == [[duplicate], [duplicate]]
+    assert not emulator.find("Contact", "Syncd_Id__c", "twin")
+
+
 def test_more_than_200_records_are_refused(sf: Salesforce, emulator: SalesforceEmulator) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         upsert(sf, [contact(f"e{i}") for i in range(201)])
@@ -455,6 +471,24 @@ def test_bulk_ingest_upserts_and_reports_per_record(
     )
     assert report["unprocessedRecords"] == []
     assert [(w.api, w.records) for w in emulator.writes] == [("bulk", 2)]
+
+
+def test_bulk_ingest_fails_every_row_sharing_an_external_id(
+    sf: Salesforce, emulator: SalesforceEmulator
+) -> None:
+    records = [
+        {"Syncd_Id__c": "twin", "LastName": "Ann"},
+        {"Syncd_Id__c": "b1", "LastName": "One"},
+        {"Syncd_Id__c": "twin", "LastName": "Bo"},
+    ]
+    (job,) = bulk2(sf).upsert(records=records, external_id_field="Syncd_Id__c", wait=0)
+    report = bulk2(sf).get_all_ingest_records(job["job_id"])
+    assert [r["Syncd_Id__c"] for r in report["successfulRecords"]] == ["b1"]
+    assert [(r["LastName"], r["sf__Error"]) for r in report["failedRecords"]] == [
+        ("Ann", "DUPLICATE_VALUE:Duplicate external id specified: twin:--"),
+        ("Bo", "DUPLICATE_VALUE:Duplicate external id specified: twin:--"),
+    ]
+    assert not emulator.find("Contact", "Syncd_Id__c", "twin")
 
 
 def test_bulk_ingest_fails_a_job_with_an_unknown_column(sf: Salesforce) -> None:
