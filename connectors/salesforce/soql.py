@@ -6,9 +6,10 @@
     [LIMIT n]
 
 op is one of = != <> < <= > >=; a literal is a 'quoted string', an unquoted dateTime
-(2024-01-01T00:00:00Z), a number, true, false or null. A query outside the subset is refused
-with MALFORMED_QUERY, an unknown field with INVALID_FIELD, an unknown object with INVALID_TYPE,
-as the real API does, so a connector that works here does not rely on leniency.
+(2024-01-01T00:00:00Z), a number, true, false or null. A query outside the subset, or a
+dateTime that is no instant of the calendar, is refused with MALFORMED_QUERY, an unknown field
+with INVALID_FIELD, an unknown object with INVALID_TYPE, as the real API does, so a connector
+that works here does not rely on leniency.
 """
 
 from __future__ import annotations
@@ -118,13 +119,14 @@ class _Parser:
         ]
         self.at = 0
 
-    def _error(self, token: Token | None) -> SoqlError:
+    def _error(self, token: Token | None, problem: str | None = None) -> SoqlError:
+        """MALFORMED_QUERY at `token`: unexpected, unless `problem` says what is wrong."""
         if token is None:
             return SoqlError("MALFORMED_QUERY", "unexpected token: <EOF>")
         return SoqlError(
             "MALFORMED_QUERY",
             f"\n{self.text}\n{' ' * token.column}^\nERROR at Row:1:Column:{token.column + 1}\n"
-            f"unexpected token: '{token.text}'",
+            + (problem or f"unexpected token: '{token.text}'"),
         )
 
     def _peek(self) -> Token | None:
@@ -171,8 +173,12 @@ class _Parser:
         if token.kind == "string":
             body = token.text[1:-1]
             return Literal("string", re.sub(r"\\(.)", r"\1", body))
-        if token.kind == "datetime":
-            return Literal("datetime", parse_datetime(token.text))
+        try:
+            if token.kind == "datetime":
+                return Literal("datetime", parse_datetime(token.text))
+        except ValueError:
+            # Shaped like one, but no instant of the calendar (2024-02-30, hour 25).
+            raise self._error(token, f"Invalid {token.kind}: {token.text}") from None
         if token.kind == "number":
             number = float(token.text)
             return Literal("number", int(number) if number.is_integer() else number)

@@ -211,6 +211,7 @@ def test_query_all_sees_deleted_records_and_query_does_not(
         ("SELECT Id FROM Nothing", "INVALID_TYPE"),
         ("SELECT Id FROM Contact WHERE Email LIKE 'a%'", "MALFORMED_QUERY"),
         ("SELECT Id FROM Contact WHERE SystemModstamp > '2024-01-01T00:00:00Z'", "INVALID_FIELD"),
+        ("SELECT Id FROM Contact WHERE SystemModstamp >= 2024-02-30T00:00:00Z", "MALFORMED_QUERY"),
     ],
 )
 def test_bad_queries_are_refused(sf: Salesforce, soql: str, code: str) -> None:
@@ -452,6 +453,9 @@ def test_bulk_query_refuses_aggregates_and_bad_soql(sf: Salesforce) -> None:
         list(bulk2(sf).query("SELECT COUNT() FROM Contact", wait=0))
     with pytest.raises(SalesforceMalformedRequest):
         list(bulk2(sf).query("SELECT Nope FROM Contact", wait=0))
+    no_such_day = "SELECT Id FROM Contact WHERE SystemModstamp >= 2024-02-30T00:00:00Z"
+    with pytest.raises(SalesforceMalformedRequest):
+        list(bulk2(sf).query(no_such_day, wait=0))
 
 
 def test_bulk_ingest_upserts_and_reports_per_record(

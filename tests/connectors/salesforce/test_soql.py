@@ -130,6 +130,14 @@ def test_unknown_fields_and_mistyped_literals_are_invalid_field(text: str, messa
     assert caught.value.code == "INVALID_FIELD"
 
 
+@pytest.mark.parametrize("literal", ["2024-02-30T00:00:00Z", "2024-01-01T25:00:00Z"])
+def test_a_datetime_that_is_no_instant_of_the_calendar_is_malformed(literal: str) -> None:
+    with pytest.raises(soql.SoqlError, match=f"Invalid datetime: {literal}") as caught:
+        soql.parse(f"SELECT Id FROM Contact WHERE SystemModstamp >= {literal}")
+    assert caught.value.code == "MALFORMED_QUERY"
+    assert "ERROR at Row:1:Column:48" in caught.value.message
+
+
 def test_string_escapes() -> None:
     (condition,) = soql.parse(r"SELECT Id FROM Contact WHERE LastName = 'O\'Hara'").where
     assert condition.literal.value == "O'Hara"
