@@ -8,8 +8,8 @@
 op is one of = != <> < <= > >=; a literal is a 'quoted string', an unquoted dateTime
 (2024-01-01T00:00:00Z), a number, true, false or null. A query outside the subset, or a
 dateTime that is no instant of the calendar, is refused with MALFORMED_QUERY, an unknown field
-with INVALID_FIELD, an unknown object with INVALID_TYPE, as the real API does, so a connector
-that works here does not rely on leniency.
+or one selected twice with INVALID_FIELD, an unknown object with INVALID_TYPE, as the real API
+does, so a connector that works here does not rely on leniency.
 """
 
 from __future__ import annotations
@@ -343,6 +343,9 @@ class Plan:
 def plan(query: Query, sobject: str, types: FieldTypes) -> Plan:
     """Check every field and literal of `query` against `types` (the object's fields)."""
     fields = tuple(_canonical(types, sobject, name) for name in query.fields)
+    for position, name in enumerate(query.fields):
+        if fields[position] in fields[:position]:
+            raise SoqlError("INVALID_FIELD", f"duplicate field selected: {name}")
     predicates = []
     for condition in query.where:
         field = _canonical(types, sobject, condition.field)

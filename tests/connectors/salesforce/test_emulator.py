@@ -212,6 +212,7 @@ def test_query_all_sees_deleted_records_and_query_does_not(
         ("SELECT Id FROM Contact WHERE Email LIKE 'a%'", "MALFORMED_QUERY"),
         ("SELECT Id FROM Contact WHERE SystemModstamp > '2024-01-01T00:00:00Z'", "INVALID_FIELD"),
         ("SELECT Id FROM Contact WHERE SystemModstamp >= 2024-02-30T00:00:00Z", "MALFORMED_QUERY"),
+        ("SELECT Id, Email, Email FROM Contact", "INVALID_FIELD"),
     ],
 )
 def test_bad_queries_are_refused(sf: Salesforce, soql: str, code: str) -> None:

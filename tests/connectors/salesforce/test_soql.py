@@ -138,6 +138,15 @@ def test_a_datetime_that_is_no_instant_of_the_calendar_is_malformed(literal: str
     assert "ERROR at Row:1:Column:48" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("fields", "twice"), [("Id, Email, Email", "Email"), ("Id, Email, email", "email")]
+)
+def test_a_field_selected_twice_is_invalid_field(fields: str, twice: str) -> None:
+    with pytest.raises(soql.SoqlError, match=f"^duplicate field selected: {twice}$") as caught:
+        soql.plan(soql.parse(f"SELECT {fields} FROM Contact"), "Contact", TYPES)
+    assert caught.value.code == "INVALID_FIELD"
+
+
 def test_string_escapes() -> None:
     (condition,) = soql.parse(r"SELECT Id FROM Contact WHERE LastName = 'O\'Hara'").where
     assert condition.literal.value == "O'Hara"
