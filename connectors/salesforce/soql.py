@@ -6,10 +6,12 @@
     [LIMIT n]
 
 op is one of = != <> < <= > >=; a literal is a 'quoted string', an unquoted dateTime
-(2024-01-01T00:00:00Z), a number, true, false or null. A query outside the subset, or a
-dateTime that is no instant of the calendar, is refused with MALFORMED_QUERY, an unknown field
-or one selected twice with INVALID_FIELD, an unknown object with INVALID_TYPE, as the real API
-does, so a connector that works here does not rely on leniency.
+(2024-01-01T00:00:00Z) or date (2024-01-01), a number, true, false or null. A query outside the
+subset, or a dateTime or date that is no instant or day of the calendar, is refused with
+MALFORMED_QUERY; an unknown field or one selected twice with INVALID_FIELD; a literal of the
+wrong type for its field (a quoted date) with INVALID_QUERY_FILTER_OPERATOR; an unknown object
+with INVALID_TYPE, as the real API does, so a connector that works here does not rely on
+leniency.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 _TOKEN = re.compile(
@@ -25,6 +27,7 @@ _TOKEN = re.compile(
     (?P<space>\s+)
   | (?P<string>'(?:[^'\\]|\\.)*')
   | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2}))
+  | (?P<date>\d{4}-\d{2}-\d{2})
   | (?P<number>-?\d+(?:\.\d+)?)
   | (?P<op>!=|<>|<=|>=|=|<|>)
   | (?P<punct>[(),])
@@ -64,7 +67,7 @@ class Token:
 
 @dataclass(frozen=True)
 class Literal:
-    """A value written in the query; `kind` is string, datetime, number, boolean or null."""
+    """A value written in the query; `kind` is string, datetime, date, number, boolean or null."""
 
     kind: str
     value: Any
@@ -176,6 +179,8 @@ class _Parser:
         try:
             if token.kind == "datetime":
                 return Literal("datetime", parse_datetime(token.text))
+            if token.kind == "date":
+                return Literal("date", date.fromisoformat(token.text))
         except ValueError:
             # Shaped like one, but no instant of the calendar (2024-02-30, hour 25).
             raise self._error(token, f"Invalid {token.kind}: {token.text}") from None
@@ -259,33 +264,29 @@ def _canonical(types: FieldTypes, sobject: str, name: str) -> str:
     )
 
 
+_UNQUOTED = {"datetime": "dateTime", "date": "date", "boolean": "boolean"}
+"""Field types whose literals are written bare, with the type name Salesforce's errors use."""
+
+
 def _comparable(field_type: str, field: str, literal: Literal) -> Any:
     """The literal as a value comparable with the field, or the error Salesforce gives."""
     if literal.kind == "null":
         return None
-    if field_type == "datetime":
-        if literal.kind != "datetime":
-            raise SoqlError(
-                "INVALID_FIELD",
-                f"value of filter criterion for field '{field}' must be of type dateTime and "
-                "should not be enclosed in quotes",
-            )
-        return literal.value
-    if field_type == "boolean":
-        if literal.kind != "boolean":
-            raise SoqlError(
-                "INVALID_FIELD",
-                f"value of filter criterion for field '{field}' must be of type boolean and "
-                "should not be enclosed in quotes",
-            )
-        return literal.value
-    if literal.kind != "string":
+    bare = _UNQUOTED.get(field_type)
+    if bare is not None and literal.kind != field_type:
         raise SoqlError(
-            "INVALID_FIELD",
+            "INVALID_QUERY_FILTER_OPERATOR",
+            f"value of filter criterion for field '{field}' must be of type {bare} and "
+            "should not be enclosed in quotes",
+        )
+    if bare is None and literal.kind != "string":
+        raise SoqlError(
+            "INVALID_QUERY_FILTER_OPERATOR",
             f"value of filter criterion for field '{field}' must be of type {field_type} "
             "and should be enclosed in quotes",
         )
-    return literal.value if field_type in ("id", "reference") else str(literal.value).lower()
+    # A date compares as its text, YYYY-MM-DD, as rows hold it: that text sorts as the days do.
+    return _value(field_type, literal.value)
 
 
 def _value(field_type: str, value: Any) -> Any:

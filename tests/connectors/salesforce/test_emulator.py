@@ -210,8 +210,13 @@ def test_query_all_sees_deleted_records_and_query_does_not(
         ("SELECT Foo FROM Contact", "INVALID_FIELD"),
         ("SELECT Id FROM Nothing", "INVALID_TYPE"),
         ("SELECT Id FROM Contact WHERE Email LIKE 'a%'", "MALFORMED_QUERY"),
-        ("SELECT Id FROM Contact WHERE SystemModstamp > '2024-01-01T00:00:00Z'", "INVALID_FIELD"),
+        (
+            "SELECT Id FROM Contact WHERE SystemModstamp > '2024-01-01T00:00:00Z'",
+            "INVALID_QUERY_FILTER_OPERATOR",
+        ),
+        ("SELECT Id FROM Contact WHERE Birthdate > '1990-01-01'", "INVALID_QUERY_FILTER_OPERATOR"),
         ("SELECT Id FROM Contact WHERE SystemModstamp >= 2024-02-30T00:00:00Z", "MALFORMED_QUERY"),
+        ("SELECT Id FROM Contact WHERE Birthdate > 1990-02-30", "MALFORMED_QUERY"),
         ("SELECT Id, Email, Email FROM Contact", "INVALID_FIELD"),
     ],
 )
@@ -219,6 +224,16 @@ def test_bad_queries_are_refused(sf: Salesforce, soql: str, code: str) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.query(soql)
     assert error_code(caught) == code
+
+
+def test_date_fields_take_unquoted_dates(sf: Salesforce, emulator: SalesforceEmulator) -> None:
+    born = sorted(
+        (row["Birthdate"], row["Id"])
+        for row in emulator.state.org.rows("Contact", include_deleted=False)
+    )
+    middle = born[len(born) // 2][0]
+    records = sf.query_all(f"SELECT Id FROM Contact WHERE Birthdate > {middle}")["records"]
+    assert {r["Id"] for r in records} == {record_id for day, record_id in born if day > middle}
 
 
 def test_limit_info_header_reports_usage(sf: Salesforce) -> None:

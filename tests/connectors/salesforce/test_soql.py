@@ -17,13 +17,35 @@ TYPES = {
     "LastName": "string",
     "IsDeleted": "boolean",
     "SystemModstamp": "datetime",
+    "Birthdate": "date",
 }
 T1 = datetime(2024, 1, 1, tzinfo=UTC)
 T2 = datetime(2024, 1, 2, tzinfo=UTC)
 ROWS: list[dict[str, Any]] = [
-    {"Id": "003A", "Email": "A@x.com", "LastName": "b", "IsDeleted": False, "SystemModstamp": T2},
-    {"Id": "003B", "Email": None, "LastName": "a", "IsDeleted": True, "SystemModstamp": T1},
-    {"Id": "003C", "Email": "c@x.com", "LastName": "c", "IsDeleted": False, "SystemModstamp": T1},
+    {
+        "Id": "003A",
+        "Email": "A@x.com",
+        "LastName": "b",
+        "IsDeleted": False,
+        "SystemModstamp": T2,
+        "Birthdate": "1989-12-31",
+    },
+    {
+        "Id": "003B",
+        "Email": None,
+        "LastName": "a",
+        "IsDeleted": True,
+        "SystemModstamp": T1,
+        "Birthdate": "1990-01-02",
+    },
+    {
+        "Id": "003C",
+        "Email": "c@x.com",
+        "LastName": "c",
+        "IsDeleted": False,
+        "SystemModstamp": T1,
+        "Birthdate": None,
+    },
 ]
 
 
@@ -71,6 +93,9 @@ def test_nulls_sort_first_ascending() -> None:
         ("LastName < 'b'", ["003B"]),
         ("LastName <= 'b'", ["003A", "003B"]),
         ("Email > null", []),
+        ("Birthdate > 1990-01-01", ["003B"]),
+        ("Birthdate <= 1989-12-31", ["003A"]),
+        ("Birthdate = null", ["003C"]),
     ],
 )
 def test_filters(where: str, expected: list[str]) -> None:
@@ -116,23 +141,48 @@ def test_malformed_message_points_at_the_token() -> None:
         ("SELECT Foo FROM Contact", "No such column 'Foo' on entity 'Contact'"),
         ("SELECT Id FROM Contact WHERE Foo = 'x'", "No such column 'Foo'"),
         ("SELECT Id FROM Contact ORDER BY Foo", "No such column 'Foo'"),
-        (
-            "SELECT Id FROM Contact WHERE SystemModstamp > '2024-01-01T00:00:00Z'",
-            "must be of type dateTime and should not be enclosed in quotes",
-        ),
-        ("SELECT Id FROM Contact WHERE IsDeleted = 'false'", "must be of type boolean"),
-        ("SELECT Id FROM Contact WHERE Email = 5", "should be enclosed in quotes"),
     ],
 )
-def test_unknown_fields_and_mistyped_literals_are_invalid_field(text: str, message: str) -> None:
+def test_unknown_fields_are_invalid_field(text: str, message: str) -> None:
     with pytest.raises(soql.SoqlError, match=message) as caught:
         soql.plan(soql.parse(text), "Contact", TYPES)
     assert caught.value.code == "INVALID_FIELD"
 
 
-@pytest.mark.parametrize("literal", ["2024-02-30T00:00:00Z", "2024-01-01T25:00:00Z"])
-def test_a_datetime_that_is_no_instant_of_the_calendar_is_malformed(literal: str) -> None:
-    with pytest.raises(soql.SoqlError, match=f"Invalid datetime: {literal}") as caught:
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (
+            "SystemModstamp > '2024-01-01T00:00:00Z'",
+            "'SystemModstamp' must be of type dateTime and should not be enclosed in quotes",
+        ),
+        ("SystemModstamp > 2024-01-01", "'SystemModstamp' must be of type dateTime"),
+        (
+            "Birthdate > '1990-01-01'",
+            "'Birthdate' must be of type date and should not be enclosed in quotes",
+        ),
+        ("Birthdate > 1990-01-01T00:00:00Z", "'Birthdate' must be of type date"),
+        ("IsDeleted = 'false'", "must be of type boolean"),
+        ("Email = 5", "should be enclosed in quotes"),
+        ("LastName = 1990-01-01", "should be enclosed in quotes"),
+    ],
+)
+def test_mistyped_literals_are_invalid_filter_operators(where: str, message: str) -> None:
+    with pytest.raises(soql.SoqlError, match=message) as caught:
+        soql.plan(soql.parse(f"SELECT Id FROM Contact WHERE {where}"), "Contact", TYPES)
+    assert caught.value.code == "INVALID_QUERY_FILTER_OPERATOR"
+
+
+@pytest.mark.parametrize(
+    ("literal", "message"),
+    [
+        ("2024-02-30T00:00:00Z", "Invalid datetime: 2024-02-30T00:00:00Z"),
+        ("2024-01-01T25:00:00Z", "Invalid datetime: 2024-01-01T25:00:00Z"),
+        ("2024-13-01", "Invalid date: 2024-13-01"),
+    ],
+)
+def test_a_date_that_is_no_day_of_the_calendar_is_malformed(literal: str, message: str) -> None:
+    with pytest.raises(soql.SoqlError, match=message) as caught:
         soql.parse(f"SELECT Id FROM Contact WHERE SystemModstamp >= {literal}")
     assert caught.value.code == "MALFORMED_QUERY"
     assert "ERROR at Row:1:Column:48" in caught.value.message
