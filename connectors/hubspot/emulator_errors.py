@@ -92,15 +92,10 @@ def unauthorized(token_given: bool) -> ApiError:
 
 
 def rate_limited_body(policy: str) -> dict[str, Any]:
-    """The 429 body; `policy` is SECONDLY (the burst window) or DAILY."""
-    message = (
-        "You have reached your secondly limit."
-        if policy == "SECONDLY"
-        else "You have reached your daily limit."
-    )
+    """The 429 body of the limit `policy` names (TEN_SECONDLY_ROLLING, SECONDLY, DAILY)."""
     return {
         "status": "error",
-        "message": message,
+        "message": f"You have reached your {policy.lower()} limit.",
         "errorType": "RATE_LIMIT",
         "correlationId": correlation_id(),
         "policyName": policy,

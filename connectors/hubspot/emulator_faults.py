@@ -29,13 +29,24 @@ WRITE_ENDPOINTS = frozenset(
     }
 )
 BATCH_WRITES = frozenset({"objects.batch_create", "objects.batch_update", "objects.batch_upsert"})
+SEARCH = "objects.search"
+BURST_POLICY = "TEN_SECONDLY_ROLLING"
+"""The policy a 429 names when the account's requests per 10 s are spent."""
+SEARCH_POLICY = "SECONDLY"
+"""The policy a 429 names when the search endpoints' requests per second are spent."""
+DAILY_POLICY = "DAILY"
+
+
+def policy_of(endpoint: str) -> str:
+    """The policy of the limit a rate-limited call of `endpoint` is refused by."""
+    return SEARCH_POLICY if endpoint == SEARCH else BURST_POLICY
 
 
 class FaultKind(enum.Enum):
     """What goes wrong."""
 
     RATE_LIMIT = "rate_limit"
-    """429 with Retry-After and the SECONDLY policy body."""
+    """429 with Retry-After and the body of the endpoint's limit (`policy_of`)."""
     SERVER_ERROR = "server_error"
     """A 5xx (`status`) with HubSpot's error body."""
     TIMEOUT = "timeout"
@@ -140,7 +151,7 @@ class BudgetDecision:
     allowed: bool
     remaining: int
     retry_after: float
-    policy: str = "SECONDLY"
+    policy: str
 
 
 class RequestBudget:
@@ -166,15 +177,15 @@ class RequestBudget:
         with self._lock:
             now = self._clock()
             if self.daily_used >= self.daily:
-                return BudgetDecision(False, 0, 3600.0, "DAILY")
+                return BudgetDecision(False, 0, 3600.0, DAILY_POLICY)
             while self._accepted and now - self._accepted[0] >= self.window:
                 self._accepted.popleft()
             if len(self._accepted) >= self.max_requests:
                 wait = self.window - (now - self._accepted[0])
-                return BudgetDecision(False, 0, wait)
+                return BudgetDecision(False, 0, wait, BURST_POLICY)
             self._accepted.append(now)
             self.daily_used += 1
-            return BudgetDecision(True, self.max_requests - len(self._accepted), 0.0)
+            return BudgetDecision(True, self.max_requests - len(self._accepted), 0.0, BURST_POLICY)
 
     def headers(self, remaining: int) -> dict[str, str]:
         """The X-HubSpot-RateLimit-* headers HubSpot puts on every answer."""

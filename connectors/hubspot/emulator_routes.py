@@ -27,7 +27,7 @@ from connectors.hubspot.emulator_errors import (
     unauthorized,
     validation_error,
 )
-from connectors.hubspot.emulator_faults import WRITE_ENDPOINTS, Fault, FaultKind
+from connectors.hubspot.emulator_faults import WRITE_ENDPOINTS, Fault, FaultKind, policy_of
 from connectors.hubspot.emulator_lists import ListHandlers
 from connectors.hubspot.emulator_objects import ObjectHandlers
 from connectors.hubspot.emulator_state import Body, EmulatorState
@@ -104,7 +104,7 @@ async def _guard(
                 return _rate_limited(decision.retry_after, decision.policy, headers)
         fault = state.faults.draw(endpoint)
         if fault is not None:
-            early = await _apply_fault(fault, request, headers)
+            early = await _apply_fault(fault, endpoint, request, headers)
             if early is not None:
                 return early
         body = _json_body(request.method, raw)
@@ -135,12 +135,12 @@ def _rate_limited(retry_after: float, policy: str, headers: Mapping[str, str]) -
 
 
 async def _apply_fault(
-    fault: Fault, request: Request, headers: Mapping[str, str]
+    fault: Fault, endpoint: str, request: Request, headers: Mapping[str, str]
 ) -> Response | None:
     """Answer with the fault, or None when the request goes on (slow or partial)."""
     if fault.kind is FaultKind.RATE_LIMIT:
         return JSONResponse(
-            rate_limited_body("SECONDLY"),
+            rate_limited_body(policy_of(endpoint)),
             status_code=429,
             headers={**headers, "Retry-After": f"{fault.retry_after:g}"},
         )

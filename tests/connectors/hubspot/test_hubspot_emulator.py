@@ -426,7 +426,7 @@ def test_list_memberships_refuse_dynamic_and_unknown_lists(api: RawApi) -> None:
 # -- rate limits and faults ---------------------------------------------------------------
 
 
-def test_request_budget_answers_429_with_the_secondly_policy(
+def test_request_budget_answers_429_with_the_ten_secondly_rolling_policy(
     make_api: Callable[..., RawApi],
 ) -> None:
     with HubSpotEmulator(people=5, rate_limit=(3, 10.0)) as emulator:
@@ -445,8 +445,8 @@ def test_request_budget_answers_429_with_the_secondly_policy(
             api.close()
     assert status == 429
     assert body["errorType"] == "RATE_LIMIT"
-    assert body["policyName"] == "SECONDLY"
-    assert body["message"] == "You have reached your secondly limit."
+    assert body["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert body["message"] == "You have reached your ten_secondly_rolling limit."
     assert 1 <= int(headers["Retry-After"]) <= 10
 
 
@@ -462,6 +462,15 @@ def test_scripted_faults_hit_the_next_calls_of_their_endpoint_only(
     status, body, _ = refused(lambda: api.basic.get_page("contacts"))
     assert (status, body["status"]) == (502, "error")
     assert api.basic.get_page("contacts").status == 200
+
+
+def test_a_rate_limit_fault_names_the_limit_of_its_endpoint(
+    api: RawApi, emulator: HubSpotEmulator
+) -> None:
+    emulator.faults.script("*", FaultKind.RATE_LIMIT, times=2)
+    _, search, _ = refused(lambda: api.search.do_search("contacts", search_body()))
+    _, listing, _ = refused(lambda: api.basic.get_page("contacts"))
+    assert (search["policyName"], listing["policyName"]) == ("SECONDLY", "TEN_SECONDLY_ROLLING")
 
 
 def test_rated_faults_are_seeded(make_api: Callable[..., RawApi]) -> None:
