@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 import structlog
 
 from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteLogEntry
-from connectors.hubspot.emulator_faults import Fault, FaultInjector, FaultKind, RequestBudget
+from connectors.hubspot.emulator_faults import (
+    SEARCH_POLICY,
+    Fault,
+    FaultInjector,
+    FaultKind,
+    RequestBudget,
+    SlidingWindow,
+)
 from connectors.hubspot.emulator_routes import build_app
 from connectors.hubspot.emulator_state import EmulatorState
 from syncd.httpserver import BackgroundServer, ServedInBackground
@@ -34,7 +41,8 @@ class HubSpotEmulator(ServedInBackground):
     """One emulated HubSpot account on 127.0.0.1; `start()`/`stop()` or use it as a context.
 
     `people` sample people are drawn with `seed`; `share` of them are HubSpot contacts.
-    `rate_limit` is the burst budget (requests, seconds); None switches it off.
+    `rate_limit` is the burst budget (requests, seconds), `search_limit` the search endpoints'
+    own limit (HubSpot: 5 per second), counted besides; None switches either off.
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class HubSpotEmulator(ServedInBackground):
         share: float = 0.8,
         access_token: str = DEFAULT_TOKEN,
         rate_limit: tuple[int, float] | None = (100, 10.0),
+        search_limit: tuple[int, float] | None = (5, 1.0),
         fault_seed: int = 0,
         port: int = 0,
         clock: Callable[[], float] = time.time,
@@ -51,10 +60,15 @@ class HubSpotEmulator(ServedInBackground):
         self.access_token = access_token
         self._population = (people, seed, share)
         self._rate_limit = rate_limit
+        self._search_limit = search_limit
         self._fault_seed = fault_seed
         self._clock = clock
         self._state = EmulatorState(
-            self._seeded(), FaultInjector(fault_seed), self._budget(), {access_token}
+            self._seeded(),
+            FaultInjector(fault_seed),
+            self._budget(),
+            self._search_window(),
+            {access_token},
         )
         self._http = BackgroundServer(
             build_app(self._state),
@@ -73,6 +87,11 @@ class HubSpotEmulator(ServedInBackground):
     def _budget(self) -> RequestBudget | None:
         return RequestBudget(*self._rate_limit) if self._rate_limit is not None else None
 
+    def _search_window(self) -> SlidingWindow | None:
+        if self._search_limit is None:
+            return None
+        return SlidingWindow(*self._search_limit, SEARCH_POLICY)
+
     @property
     def data(self) -> CrmData:
         """The account's records, lists and write log."""
@@ -89,7 +108,7 @@ class HubSpotEmulator(ServedInBackground):
         return self._state.budget
 
     def reset(self) -> None:
-        """Back to the seeded state: faults off, logs and budget empty (the server keeps running).
+        """Back to the seeded state: faults off, logs and limits empty (the server keeps running).
 
         Waits for requests still being answered (a slow fault) so they cannot write into the
         fresh state.
@@ -100,6 +119,7 @@ class HubSpotEmulator(ServedInBackground):
         self._state.data = self._seeded()
         self._state.faults = FaultInjector(self._fault_seed)
         self._state.budget = self._budget()
+        self._state.search_limit = self._search_window()
         self._state.requests.clear()
 
     # -- test helpers ----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Fault injection and the request budget of the emulator.
 
 Faults are switched on per endpoint (or `*` for every endpoint, `write` for every write),
-either by script (the next N calls) or by rate (a seeded share of calls). The budget is a real
-sliding window, like HubSpot's burst limit, so a client that ignores it gets 429s.
+either by script (the next N calls) or by rate (a seeded share of calls). The budget and the
+search limit are real sliding windows, like HubSpot's limits, so a client that ignores them
+gets 429s.
 """
 
 from __future__ import annotations
@@ -154,7 +155,39 @@ class BudgetDecision:
     policy: str
 
 
-class RequestBudget:
+class SlidingWindow:
+    """At most `max_requests` per sliding `window` seconds; `policy` names it in its 429."""
+
+    def __init__(
+        self,
+        max_requests: int,
+        window: float,
+        policy: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_requests = max_requests
+        self.window = window
+        self.policy = policy
+        self._clock = clock
+        self._accepted: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def take(self) -> BudgetDecision:
+        """Count one request if it fits; requests refused do not use the budget."""
+        with self._lock:
+            return self._decide(self._clock())
+
+    def _decide(self, now: float) -> BudgetDecision:
+        while self._accepted and now - self._accepted[0] >= self.window:
+            self._accepted.popleft()
+        if len(self._accepted) >= self.max_requests:
+            wait = self.window - (now - self._accepted[0])
+            return BudgetDecision(False, 0, wait, self.policy)
+        self._accepted.append(now)
+        return BudgetDecision(True, self.max_requests - len(self._accepted), 0.0, self.policy)
+
+
+class RequestBudget(SlidingWindow):
     """HubSpot's burst limit: `max_requests` per sliding `window` seconds, plus a daily cap."""
 
     def __init__(
@@ -164,28 +197,17 @@ class RequestBudget:
         daily: int = 250_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_requests = max_requests
-        self.window = window
+        super().__init__(max_requests, window, BURST_POLICY, clock)
         self.daily = daily
         self.daily_used = 0
-        self._clock = clock
-        self._accepted: deque[float] = deque()
-        self._lock = threading.Lock()
 
-    def take(self) -> BudgetDecision:
-        """Count one request if it fits; requests refused do not use the budget."""
-        with self._lock:
-            now = self._clock()
-            if self.daily_used >= self.daily:
-                return BudgetDecision(False, 0, 3600.0, DAILY_POLICY)
-            while self._accepted and now - self._accepted[0] >= self.window:
-                self._accepted.popleft()
-            if len(self._accepted) >= self.max_requests:
-                wait = self.window - (now - self._accepted[0])
-                return BudgetDecision(False, 0, wait, BURST_POLICY)
-            self._accepted.append(now)
+    def _decide(self, now: float) -> BudgetDecision:
+        if self.daily_used >= self.daily:
+            return BudgetDecision(False, 0, 3600.0, DAILY_POLICY)
+        decision = super()._decide(now)
+        if decision.allowed:
             self.daily_used += 1
-            return BudgetDecision(True, self.max_requests - len(self._accepted), 0.0, BURST_POLICY)
+        return decision
 
     def headers(self, remaining: int) -> dict[str, str]:
         """The X-HubSpot-RateLimit-* headers HubSpot puts on every answer."""

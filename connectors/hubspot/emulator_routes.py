@@ -1,8 +1,9 @@
 """The emulator's HTTP surface: HubSpot CRM v3 objects, search, batch and list memberships.
 
 Each endpoint runs behind one guard that does what HubSpot does before any handler: check the
-Bearer token, count the request against the budget (429 when spent), apply an injected fault,
-parse the JSON body. Every write is recorded in the write log with the status it got.
+Bearer token, count the request against the budget and a search against the search limit (429
+when spent), apply an injected fault, parse the JSON body. Every write is recorded in the write
+log with the status it got.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from connectors.hubspot.emulator_errors import (
     unauthorized,
     validation_error,
 )
-from connectors.hubspot.emulator_faults import WRITE_ENDPOINTS, Fault, FaultKind, policy_of
+from connectors.hubspot.emulator_faults import (
+    SEARCH,
+    WRITE_ENDPOINTS,
+    Fault,
+    FaultKind,
+    policy_of,
+)
 from connectors.hubspot.emulator_lists import ListHandlers
 from connectors.hubspot.emulator_objects import ObjectHandlers
 from connectors.hubspot.emulator_state import Body, EmulatorState
@@ -64,7 +71,7 @@ def build_app(state: EmulatorState) -> ASGIApp:
     lists = "/crm/v3/lists/{list_id}/memberships"
     table: list[tuple[str, str, str, Handler]] = [
         ("GET", objects, "objects.list", crm.list_page),
-        ("POST", f"{objects}/search", "objects.search", crm.search),
+        ("POST", f"{objects}/search", SEARCH, crm.search),
         ("POST", f"{objects}/batch/read", "objects.batch_read", crm.batch_read),
         ("POST", f"{objects}/batch/create", "objects.batch_create", crm.batch_create),
         ("POST", f"{objects}/batch/update", "objects.batch_update", crm.batch_update),
@@ -100,6 +107,10 @@ async def _guard(
         if state.budget is not None:
             decision = state.budget.take()
             headers = state.budget.headers(decision.remaining)
+            if not decision.allowed:
+                return _rate_limited(decision.retry_after, decision.policy, headers)
+        if endpoint == SEARCH and state.search_limit is not None:
+            decision = state.search_limit.take()
             if not decision.allowed:
                 return _rate_limited(decision.retry_after, decision.policy, headers)
         fault = state.faults.draw(endpoint)

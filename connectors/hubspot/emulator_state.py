@@ -9,16 +9,17 @@ from starlette.requests import Request
 
 from connectors.hubspot.emulator_data import CrmData
 from connectors.hubspot.emulator_errors import validation_error
-from connectors.hubspot.emulator_faults import Fault, FaultInjector, RequestBudget
+from connectors.hubspot.emulator_faults import Fault, FaultInjector, RequestBudget, SlidingWindow
 
 
 @dataclass
 class EmulatorState:
-    """Everything the endpoints share: the data, the faults, the budget, the valid tokens."""
+    """Everything the endpoints share: the data, the faults, the limits, the valid tokens."""
 
     data: CrmData
     faults: FaultInjector
     budget: RequestBudget | None
+    search_limit: SlidingWindow | None
     tokens: set[str] = field(default_factory=set)
     requests: list[tuple[str, int]] = field(default_factory=list)
     in_flight: int = 0

@@ -15,13 +15,16 @@ from tests.connectors.hubspot.hubspot_support import ClientFactory, ManualClock,
 
 @pytest.fixture(scope="session")
 def _running_emulator() -> Iterator[HubSpotEmulator]:
-    with HubSpotEmulator(people=60, seed=3, share=1.0, rate_limit=None) as running:
+    # The clients of these tests sleep on a fake clock: they could not wait out a real limit.
+    with HubSpotEmulator(
+        people=60, seed=3, share=1.0, rate_limit=None, search_limit=None
+    ) as running:
         yield running
 
 
 @pytest.fixture
 def emulator(_running_emulator: HubSpotEmulator) -> HubSpotEmulator:
-    """60 contacts (everyone of 60 sample people), no request budget, fresh for each test."""
+    """60 contacts (everyone of 60 sample people), no request limits, fresh for each test."""
     _running_emulator.reset()
     return _running_emulator
 

@@ -450,6 +450,23 @@ def test_request_budget_answers_429_with_the_ten_secondly_rolling_policy(
     assert 1 <= int(headers["Retry-After"]) <= 10
 
 
+def test_search_takes_5_requests_a_second_and_answers_429_secondly_beyond() -> None:
+    with HubSpotEmulator(people=5, rate_limit=None) as emulator:
+        api = RawApi(emulator.url, emulator.access_token)
+        try:
+            for _ in range(5):
+                assert api.search.do_search("contacts", search_body()).status == 200
+            status, body, headers = refused(lambda: api.search.do_search("contacts", search_body()))
+            assert api.basic.get_page("contacts").status == 200, "only searches are limited"
+            time.sleep(1.0)
+            assert api.search.do_search("contacts", search_body()).status == 200
+        finally:
+            api.close()
+    assert (status, body["errorType"], body["policyName"]) == (429, "RATE_LIMIT", "SECONDLY")
+    assert body["message"] == "You have reached your secondly limit."
+    assert headers["Retry-After"] == "1"
+
+
 def test_scripted_faults_hit_the_next_calls_of_their_endpoint_only(
     api: RawApi, emulator: HubSpotEmulator
 ) -> None:
