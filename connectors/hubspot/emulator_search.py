@@ -25,15 +25,19 @@ OPERATORS = frozenset(
 )
 
 
+Comparable = int | str
+"""A value as search compares it (`CrmObject.comparable`): instants and numbers as ints."""
+
+
 @dataclass(frozen=True)
 class Filter:
-    """One validated filter."""
+    """One validated filter, its values already in the form they are compared in."""
 
     property_name: str
     operator: str
-    value: str | None
-    high_value: str | None
-    values: tuple[str, ...]
+    value: Comparable | None
+    high_value: Comparable | None
+    values: frozenset[Comparable]
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ def _parse_filter(schema: ObjectSchema, raw: Any) -> Filter:
     if operator not in OPERATORS:
         raise validation_error(f"Unknown filter operator {operator!r}")
     values = raw.get("values") or []
+    if not isinstance(values, list):
+        raise validation_error(f"values of operator {operator} must be a list")
     value = raw.get("value")
     if operator in {"IN", "NOT_IN"} and not values:
         raise validation_error(f"Operator {operator} needs a list of values")
@@ -126,9 +132,9 @@ def _parse_filter(schema: ObjectSchema, raw: Any) -> Filter:
     return Filter(
         name,
         str(operator),
-        None if value is None else str(value),
-        None if high is None else str(high),
-        tuple(str(v) for v in values),
+        None if value is None else _filter_value(schema, name, str(value)),
+        None if high is None else _filter_value(schema, name, str(high)),
+        frozenset(_filter_value(schema, name, str(v)) for v in values),
     )
 
 
@@ -161,10 +167,16 @@ def _sort_key(schema: ObjectSchema, name: str) -> Callable[[CrmObject], tuple[An
     return key
 
 
-def _filter_value(schema: ObjectSchema, name: str, raw: str) -> Any:
+def _filter_value(schema: ObjectSchema, name: str, raw: str) -> Comparable:
     """A filter's value in the form `CrmObject.comparable` gives: dates take ms or ISO."""
     if name in {"createdate", schema.modified_property}:
-        return parse_ms(raw)
+        try:
+            return parse_ms(raw)
+        except ValueError:
+            raise validation_error(
+                f"{raw!r} is not a valid value for {name}: a datetime property takes epoch"
+                " milliseconds or an ISO 8601 date and time"
+            ) from None
     if raw.lstrip("-").isdigit():
         return int(raw)
     return raw.lower()
@@ -179,12 +191,13 @@ def _matches(schema: ObjectSchema, obj: CrmObject, flt: Filter) -> bool:
     if have is None:
         return flt.operator in {"NEQ", "NOT_IN"}
     if flt.operator in {"IN", "NOT_IN"}:
-        found = have in {_filter_value(schema, flt.property_name, v) for v in flt.values}
+        found = have in flt.values
         return found if flt.operator == "IN" else not found
-    want = _filter_value(schema, flt.property_name, flt.value or "")
+    # Every other operator was refused without a value (and BETWEEN without a highValue).
+    want: Any = flt.value
+    high: Any = flt.high_value
     try:
         if flt.operator == "BETWEEN":
-            high = _filter_value(schema, flt.property_name, flt.high_value or "")
             return bool(want <= have <= high)
         return bool(
             {

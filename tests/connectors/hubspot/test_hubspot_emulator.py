@@ -18,9 +18,10 @@ import urllib3
 from hubspot.crm.lists.exceptions import ApiException as ListApiException
 from hubspot.crm.objects.exceptions import ApiException, UnauthorizedException
 
+from connectors.hubspot.client import HubSpotRejected
 from connectors.hubspot.emulator import DEFAULT_TOKEN, Fault, FaultKind, HubSpotEmulator
 from connectors.sample_people import in_system, person
-from tests.connectors.hubspot.hubspot_support import RawApi
+from tests.connectors.hubspot.hubspot_support import ClientFactory, RawApi
 
 
 def data(response: Any) -> Any:
@@ -42,6 +43,9 @@ def search_body(**extra: Any) -> dict[str, Any]:
         "limit": 10,
         **extra,
     }
+
+
+MODIFIED = {"propertyName": "lastmodifieddate"}
 
 
 def upsert_input(email: str, **properties: str) -> dict[str, Any]:
@@ -236,6 +240,26 @@ def test_search_pages_with_after_and_reports_the_total(api: RawApi) -> None:
             {"filterGroups": [{"filters": [{"propertyName": "shoe_size", "operator": "EQ"}]}]},
             "shoe_size",
         ),
+        (
+            {"filterGroups": [{"filters": [dict(MODIFIED, operator="GTE", value="yesterday")]}]},
+            "'yesterday' is not a valid value for lastmodifieddate",
+        ),
+        (
+            {
+                "filterGroups": [
+                    {"filters": [dict(MODIFIED, operator="BETWEEN", value="0", highValue="soon")]}
+                ]
+            },
+            "'soon' is not a valid value",
+        ),
+        (
+            {"filterGroups": [{"filters": [dict(MODIFIED, operator="IN", values=["2024-02-30"])]}]},
+            "'2024-02-30' is not a valid value",
+        ),
+        (
+            {"filterGroups": [{"filters": [dict(MODIFIED, operator="IN", values="0")]}]},
+            "must be a list",
+        ),
     ],
 )
 def test_search_refuses_what_hubspot_refuses(
@@ -244,6 +268,15 @@ def test_search_refuses_what_hubspot_refuses(
     status, body, _ = refused(lambda: api.search.do_search("contacts", search_body(**change)))
     assert (status, body["category"]) == (400, "VALIDATION_ERROR")
     assert fragment in body["message"]
+
+
+def test_a_malformed_date_in_a_filter_is_refused_once_not_retried(
+    emulator: HubSpotEmulator, make_client: ClientFactory
+) -> None:
+    body = search_body(filterGroups=[{"filters": [dict(MODIFIED, operator="GT", value="now")]}])
+    with pytest.raises(HubSpotRejected, match="400 VALIDATION_ERROR"):
+        make_client().search("contacts", body)
+    assert emulator.requests("objects.search") == [("objects.search", 400)]
 
 
 def test_search_stops_at_the_10000th_result() -> None:
