@@ -42,6 +42,14 @@ _RETRYABLE_CODES = {"REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNABLE_TO_L
 _BULK_DONE = {"JobComplete", "Failed", "Aborted"}
 
 
+class QueryLocatorLost(FatalConnectorError):
+    """Salesforce no longer knows a query's `nextRecordsUrl` (INVALID_QUERY_LOCATOR).
+
+    Asking again for the same page cannot help, hence fatal here; a reader that knows where it
+    stands can run its query again from there instead.
+    """
+
+
 class OrgAdapter(HTTPAdapter):
     """The transport every request to the org goes through."""
 
@@ -92,6 +100,8 @@ def classify(error: Exception) -> ConnectorError:
             isinstance(error, SalesforceGeneralError) and error.status >= 500
         ):
             return RetryableError(f"Salesforce is busy or failing: {where}")
+        if code == "INVALID_QUERY_LOCATOR":
+            return QueryLocatorLost(f"Salesforce lost the query's place: {where}")
         if isinstance(error, SalesforceRefusedRequest):
             return FatalConnectorError(f"Salesforce refused the request: {where}")
         return FatalConnectorError(f"Salesforce rejected the request: {where}")

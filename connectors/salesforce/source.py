@@ -5,7 +5,8 @@ timestamp. Each read asks for `SystemModstamp >= cursor` ordered by (SystemModst
 drops the ids already seen, so records sharing one timestamp across a page boundary, or across
 two runs, are neither lost (as with `>`) nor processed twice (as with a bare `>=`). queryAll
 returns deleted records too: they come back in `Page.deleted_ids`. A full read of more records
-than `bulk_query_threshold` runs as one Bulk 2.0 query job instead of REST pages.
+than `bulk_query_threshold` runs as one Bulk 2.0 query job instead of REST pages. If Salesforce
+loses a REST query's place between pages, the query runs again from the cursor.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connectors.salesforce.client import SalesforceClient
+import structlog
+
+from connectors.salesforce.client import QueryLocatorLost, SalesforceClient
 from connectors.salesforce.soql import parse_datetime
 from syncd.connector import JsonValue, Page, RawRecord
 from syncd.errors import FatalConnectorError
 
 CURSOR_FIELD = "SystemModstamp"
 _REQUIRED = ("Id", "IsDeleted", CURSOR_FIELD)
+log = structlog.get_logger(__name__)
 
 
 def soql_datetime(value: datetime) -> str:
@@ -63,6 +67,12 @@ class Cursor:
         if modstamp != self.modstamp:
             self.modstamp, self.ids = modstamp, set()
         self.ids.add(record_id)
+
+
+def _soql(sobject: str, fields: list[str], state: Cursor) -> str:
+    """The query reading `sobject` from the cursor on, in cursor order."""
+    where = f" WHERE {CURSOR_FIELD} >= {soql_datetime(state.modstamp)}" if state.modstamp else ""
+    return f"SELECT {', '.join(fields)} FROM {sobject}{where} ORDER BY {CURSOR_FIELD}, Id"
 
 
 def _rest_datetime(value: datetime) -> str:
@@ -137,14 +147,12 @@ class SalesforceSource:
             raise FatalConnectorError(f"{stream} is not one of the configured objects")
         state = Cursor.from_json(cursor)
         fields, types = self._fields(stream)
-        where = (
-            f" WHERE {CURSOR_FIELD} >= {soql_datetime(state.modstamp)}" if state.modstamp else ""
-        )
-        soql = f"SELECT {', '.join(fields)} FROM {stream}{where} ORDER BY {CURSOR_FIELD}, Id"
         if state.modstamp is None and self._count(stream) > self.options.bulk_query_threshold:
-            pages: Iterable[list[dict[str, Any]]] = self._bulk_pages(soql, types)
+            pages: Iterable[list[dict[str, Any]]] = self._bulk_pages(
+                _soql(stream, fields, state), types
+            )
         else:
-            pages = self._rest_pages(soql)
+            pages = self._rest_pages(stream, fields, state)
         for rows in pages:
             page = page_after(state, rows, self._location(stream))
             if page is not None:
@@ -153,13 +161,33 @@ class SalesforceSource:
     def _count(self, sobject: str) -> int:
         return int(self.client.query(f"SELECT COUNT() FROM {sobject}", False)["totalSize"])
 
-    def _rest_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
-        result = self.client.query(soql, include_deleted=True)
+    def _rest_pages(
+        self, stream: str, fields: list[str], state: Cursor
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The query's pages; `state` must have moved past each page before the next is asked.
+
+        Salesforce forgets a query locator once it served the last page (so a retry of a page
+        whose answer was lost finds it gone), after some idle minutes, and when the user opens
+        too many: then the query runs again from `state`, which starts it exactly after the
+        rows already taken. A second loss before any progress is fatal: it would loop.
+        """
+        result = self.client.query(_soql(stream, fields, state), include_deleted=True)
+        restarted_at: tuple[datetime | None, int] | None = None
         while True:
             yield [dict(record) for record in result["records"]]
             if result["done"]:
                 return
-            result = self.client.query_more(result["nextRecordsUrl"])
+            try:
+                result = self.client.query_more(result["nextRecordsUrl"])
+            except QueryLocatorLost:
+                here = (state.modstamp, len(state.ids))
+                if here == restarted_at:
+                    raise
+                restarted_at = here
+                log.info(
+                    "salesforce.query_restarted", sobject=stream, cause="INVALID_QUERY_LOCATOR"
+                )
+                result = self.client.query(_soql(stream, fields, state), include_deleted=True)
 
     def _bulk_pages(self, soql: str, types: Mapping[str, str]) -> Iterator[list[dict[str, Any]]]:
         for text in self.client.bulk_query(soql, include_deleted=True):

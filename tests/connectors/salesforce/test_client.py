@@ -16,7 +16,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from connectors.salesforce.client import SalesforceClient, classify
+from connectors.salesforce.client import QueryLocatorLost, SalesforceClient, classify
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.faults import Endpoint, FaultKind
 from syncd.budget import RequestBudget
@@ -42,6 +42,10 @@ def body(code: str) -> Any:
         (SalesforceGeneralError(URL, 409, "q", body("CONFLICT")), FatalConnectorError),
         (SalesforceMalformedRequest(URL, 400, "q", body("MALFORMED_QUERY")), FatalConnectorError),
         (SalesforceMalformedRequest(URL, 400, "q", body("UNABLE_TO_LOCK_ROW")), RetryableError),
+        (
+            SalesforceMalformedRequest(URL, 400, "q", body("INVALID_QUERY_LOCATOR")),
+            QueryLocatorLost,
+        ),
         (SalesforceResourceNotFound(URL, 404, "q", body("NOT_FOUND")), FatalConnectorError),
         (SalesforceExpiredSession(URL, 401, "q", body("INVALID_SESSION_ID")), AuthError),
         (SalesforceAuthenticationFailed("INVALID_LOGIN", "bad password"), AuthError),

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connectors.salesforce.client import QueryLocatorLost
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.faults import Endpoint, FaultKind
 from connectors.salesforce.source import Cursor, SalesforceSource, page_after, soql_datetime
@@ -145,6 +146,62 @@ def test_a_session_expiring_between_pages_is_renewed(emulator: SalesforceEmulato
     rest = list(pages)
     source.close()
     assert len(ids([first, *rest])) == len(emulator.ids("Contact"))
+
+
+def test_an_answer_lost_on_the_last_page_restarts_the_query(emulator: SalesforceEmulator) -> None:
+    source = source_for(emulator)
+    try:
+        pages = source.read("Contact", None)
+        taken = [next(pages), next(pages)]
+        # Salesforce serves the last page and forgets the locator, but the answer comes too
+        # late: the retry of the same nextRecordsUrl meets INVALID_QUERY_LOCATOR.
+        emulator.inject(Endpoint.QUERY, FaultKind.SLOW)
+        taken += list(pages)
+    finally:
+        source.close()
+    assert len(taken) == 3
+    assert sorted(ids(taken)) == sorted(emulator.ids("Contact"))
+
+
+def _losing_locators(source: SalesforceSource, times: int) -> None:
+    """Make the next `times` queryMore calls fail as on an expired or evicted locator."""
+    query_more = source.client.query_more
+    lost = iter(range(times))
+
+    def flaky(url: str) -> Any:
+        if next(lost, None) is not None:
+            raise QueryLocatorLost("Salesforce lost the query's place: 400 INVALID_QUERY_LOCATOR")
+        return query_more(url)
+
+    source.client.query_more = flaky  # type: ignore[method-assign]
+
+
+def test_a_locator_lost_inside_shared_timestamps_restarts_exactly(
+    emulator: SalesforceEmulator,
+) -> None:
+    before = read(emulator, "Contact", None)[-1].cursor
+    crowd = emulator.ids("Contact")[:300]
+    emulator.modify("Contact", crowd, MailingCity="Porto")
+    source = source_for(emulator)
+    try:
+        _losing_locators(source, times=1)
+        pages = list(source.read("Contact", before))
+    finally:
+        source.close()
+    assert len(ids(pages)) == len(set(ids(pages))) == 300
+    assert set(ids(pages)) == set(crowd)
+
+
+def test_a_locator_lost_again_before_any_progress_is_fatal(emulator: SalesforceEmulator) -> None:
+    stamp = emulator.modify("Contact", emulator.ids("Contact")[:300], MailingCity="Porto")
+    source = source_for(emulator)
+    try:
+        # The restarted query's first page holds only the 200 rows already taken.
+        _losing_locators(source, times=2)
+        with pytest.raises(QueryLocatorLost):
+            list(source.read("Contact", {"modstamp": soql_datetime(stamp), "ids": []}))
+    finally:
+        source.close()
 
 
 def test_a_bulk_session_expiry_means_one_fresh_login(emulator: SalesforceEmulator) -> None:
