@@ -196,6 +196,7 @@ class HubSpotClient:
         timeout: float = 30.0,
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        search_budget: RequestBudget | None = None,
     ) -> None:
         # Retry(total=False): urllib3 raises the first failure instead of retrying GETs itself.
         hubspot = HubSpot(access_token=access_token, host=host, retry=Retry(total=False))
@@ -204,19 +205,26 @@ class HubSpotClient:
         self._batch = hubspot.crm.objects.batch_api
         self._members = hubspot.crm.lists.memberships_api
         self.budget = budget
+        self.search_budget = search_budget
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.sleep = sleep
 
-    def _send(self, operation: str, request: Callable[[], Any]) -> Answer:
+    def _send(
+        self, operation: str, request: Callable[[], Any], limited_by: Sequence[RequestBudget] = ()
+    ) -> Answer:
+        budgets = (self.budget, *limited_by)
+
         def once() -> Answer:
-            self.budget.acquire()
+            for budget in budgets:
+                budget.acquire()
             try:
                 response = request()
             except CLIENT_FAILURES as error:
                 failure = classify(error)
                 if isinstance(failure, RetryableError) and failure.retry_after:
-                    self.budget.penalize(failure.retry_after)
+                    for budget in budgets:
+                        budget.penalize(failure.retry_after)
                 log.warning(
                     "hubspot request failed",
                     operation=operation,
@@ -257,12 +265,13 @@ class HubSpotClient:
         ).body
 
     def search(self, object_type: str, body: dict[str, Any]) -> Any:
-        """`POST /crm/v3/objects/{type}/search`."""
+        """`POST /crm/v3/objects/{type}/search`, within the search limit as well."""
         return self._send(
             f"{object_type}.search",
             lambda: self._search.do_search(
                 object_type, body, _request_timeout=self.timeout, _preload_content=False
             ),
+            () if self.search_budget is None else (self.search_budget,),
         ).body
 
     def batch_upsert(self, object_type: str, inputs: list[dict[str, Any]]) -> Answer:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from connectors.hubspot import CONNECTOR, HubSpotOptions, make_client
+from connectors.hubspot import CONNECTOR, SEARCH_LIMIT, HubSpotOptions, make_client
 from connectors.hubspot.emulator import HubSpotEmulator
 from syncd.connector import ConnectorContext, Outcome, PushItem
 from syncd.errors import ConfigError
@@ -83,6 +83,10 @@ def test_clients_of_one_account_share_its_budget(
     try:
         assert pull.budget is push.budget
         assert other.budget is not pull.budget
+        # Searches keep HubSpot's own limit too, per account.
+        assert pull.search_budget is not None and pull.search_budget is push.search_budget
+        assert (pull.search_budget.max_requests, pull.search_budget.per_seconds) == SEARCH_LIMIT
+        assert other.search_budget is not pull.search_budget
     finally:
         for client in (pull, push, other):
             client.close()

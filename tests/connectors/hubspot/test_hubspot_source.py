@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from connectors.hubspot import SEARCH_LIMIT
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.cursor import ReadCursor
 from connectors.hubspot.emulator import HubSpotEmulator
@@ -229,16 +230,15 @@ def test_incremental_read_past_the_10000_result_cap() -> None:
     assert len(delivered) == len(everyone) + 50, "only the 50 edited records came twice"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the client's request budget counts searches like any request: an incremental read "
-    "sends them back to back, past HubSpot's 5 per second, and gets a 429 SECONDLY for each "
-    "sixth in a second (retried after Retry-After)",
-)
 def test_an_incremental_read_keeps_to_the_search_limit() -> None:
     with HubSpotEmulator(people=1_500, seed=2, share=1.0) as emulator:
         # The budget the options give by default: 100 requests per 10 s.
-        client = HubSpotClient(emulator.url, emulator.access_token, RequestBudget(100, 10.0))
+        client = HubSpotClient(
+            emulator.url,
+            emulator.access_token,
+            RequestBudget(100, 10.0),
+            search_budget=RequestBudget(*SEARCH_LIMIT),
+        )
         source = HubSpotSource(client, ("contacts",), clock=lambda: LATER / 1000)
         start = {"v": 1, "phase": "search", "since": 0, "seen": [], "archived_since": 0}
         try:
