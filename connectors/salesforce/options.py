@@ -72,6 +72,18 @@ class SalesforceOptions(ConnectorOptions):
             raise ValueError("write the API version as digits, e.g. 59.0")
         return value
 
+    @field_validator("fields")
+    @classmethod
+    def _each_field_once(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        # Salesforce refuses a query selecting a field twice, in any case: the whole read would.
+        for sobject, names in value.items():
+            seen: set[str] = set()
+            for name in names:
+                if name.lower() in seen:
+                    raise ValueError(f"{sobject} lists {name} twice; list each field once")
+                seen.add(name.lower())
+        return value
+
     @field_validator("instance_url")
     @classmethod
     def _loopback_only(cls, value: str | None) -> str | None:

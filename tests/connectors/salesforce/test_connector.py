@@ -56,6 +56,7 @@ def test_oauth_with_a_my_domain() -> None:
         ({**PASSWORD_LOGIN, "page_size": 100}, "greater than or equal to 200"),
         ({**PASSWORD_LOGIN, "lookback_seconds": -1}, "greater than or equal to 0"),
         ({**PASSWORD_LOGIN, "objects": ["Contact"], "colour": "blue"}, "Extra inputs"),
+        ({**PASSWORD_LOGIN, "fields": {"Contact": ["Id", "Email", "email"]}}, "email twice"),
     ],
 )
 def test_invalid_options(values: dict[str, Any], message: str) -> None:
