@@ -4,8 +4,9 @@
   under any name, is not loaded twice (`run-once --full` reads everything again, and the
   store then rewrites nothing that did not change).
 - A half-written file is never read: hidden and temporary names (`.x`, `*.tmp`, `*.part`)
-  are skipped, and so is a file modified less than `settle_seconds` ago; one rewritten while
-  it was read is not done, and is read whole by the next run.
+  are skipped, and so is a file modified less than `settle_seconds` ago (logged, with its
+  age, so that it is not taken for read); one rewritten while it was read is not done, and
+  is read whole by the next run.
 - Files are streamed in pages of `batch_size` rows, so memory stays flat whatever their size;
   the cursor after each page names the file and line, so a killed run resumes mid-file
   (that file first, whatever arrived meanwhile).
@@ -25,6 +26,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from syncd.connector import JsonValue, Page
 from syncd.errors import FatalConnectorError
 
@@ -32,6 +35,8 @@ from .blocks import FileBlock, is_blank
 from .options import FilesOptions, StreamFiles
 
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+
+log = structlog.get_logger(__name__)
 
 
 def file_hash(path: Path) -> str:
@@ -167,7 +172,7 @@ class FilesSource:
     def close(self) -> None:
         """Nothing to release: files are closed after each read."""
 
-    def _ready_files(self, spec: StreamFiles) -> list[Path]:
+    def _ready_files(self, stream: str, spec: StreamFiles) -> list[Path]:
         if not self.folder.is_dir():
             return []
         now = self._clock()
@@ -178,7 +183,17 @@ class FilesSource:
                 continue
             if not fnmatch(name, spec.pattern):
                 continue
-            if now - path.stat().st_mtime < self.options.settle_seconds:
+            age = now - path.stat().st_mtime
+            if age < self.options.settle_seconds:
+                # Said, not only done: a file just dropped in would otherwise look read.
+                log.info(
+                    "file left for a later run",
+                    stream=stream,
+                    file=name,
+                    reason="too new",
+                    modified_seconds_ago=round(age, 1),
+                    settle_seconds=self.options.settle_seconds,
+                )
                 continue
             ready.append(path)
         return sorted(ready, key=lambda p: (p.stat().st_mtime, p.name))
@@ -188,7 +203,9 @@ class FilesSource:
         done: list[str] = list((cursor or {}).get("done", []))
         current = (cursor or {}).get("current") or {}
         # The version is taken before the hash: a file rewritten after it was hashed is seen.
-        files = [(path, _version(path), file_hash(path)) for path in self._ready_files(spec)]
+        files = [
+            (path, _version(path), file_hash(path)) for path in self._ready_files(stream, spec)
+        ]
         # The file a killed run was in the middle of goes first, whatever arrived since: the
         # cursor holds one position, which the next file read would replace.
         files.sort(key=lambda file: file[2] != current.get("hash"))

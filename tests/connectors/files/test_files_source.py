@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from connectors.files import FilesOptions, FilesSource
 from connectors.files.blocks import FileBlock
@@ -89,6 +90,26 @@ def test_half_written_and_temporary_files_are_not_read(tmp_path: Path) -> None:
     write(tmp_path / "people2.csv.part", "id\n2\n")
     write(tmp_path / ".people3.csv", "id\n3\n")
     assert rows(list(source(tmp_path, settle=30).read("people", None))) == []
+
+
+def test_a_file_left_for_a_later_run_is_said_with_why(tmp_path: Path) -> None:
+    write(tmp_path / "people1.csv", "id\n1\n", age=600)
+    write(tmp_path / "people2.csv", "id\n2\n", age=0)
+    fresh = (tmp_path / "people2.csv").stat().st_mtime
+    reader = FilesSource(tmp_path, source(tmp_path, settle=30).options, clock=lambda: fresh + 4)
+    with capture_logs() as lines:
+        assert rows(list(reader.read("people", None))) == ["1"]
+    assert [line for line in lines if line["event"] == "file left for a later run"] == [
+        {
+            "event": "file left for a later run",
+            "log_level": "info",
+            "stream": "people",
+            "file": "people2.csv",
+            "reason": "too new",
+            "modified_seconds_ago": 4.0,
+            "settle_seconds": 30.0,
+        }
+    ]
 
 
 def test_malformed_rows_are_flagged_with_file_and_line_and_the_rest_loads(tmp_path: Path) -> None:
