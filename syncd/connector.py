@@ -38,12 +38,24 @@ class RawRecord(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Header:
+    """The names every record of a page has, when the source reads them apart from the
+    records (a CSV file's header row), and what they head (the file's name)."""
+
+    names: tuple[str, ...]
+    of: str
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
     """A batch of records and deletions, and the cursor to store once they are committed."""
 
     records: Sequence[RawRecord]
     cursor: JsonValue
     deleted_ids: Sequence[str] = ()
+    header: Header | None = None
+    """Lets the run say once per file which names its mapping reads that the file lacks,
+    instead of leaving that to be guessed from every record that then fails."""
 
 
 class Source(Protocol):

@@ -25,9 +25,11 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 
+from syncd.connector import Header
 from syncd.errors import ConfigError, Problem, RecordError
 from syncd.identity.resolve import EdgesByKind, anchor_range, profile_id_for, profile_range
 from syncd.identity.unify import IdRange, all_edges, id_ranges
+from syncd.log import get_logger
 from syncd.mapping.compiler import CompiledStream, MappedEvent, Mappings
 from syncd.mapping.model import ProfileMapping
 from syncd.process import tune_garbage_collector
@@ -124,6 +126,29 @@ def stage_page(
         held = set(staged.unchanged.ids)
         staged.records = [record for record in staged.records if record.id not in held]
     return staged
+
+
+def warn_what_files_lack(compiled: CompiledStream, pages: Iterable[Any]) -> Iterator[Any]:
+    """The pages, with a warning for each header (a CSV file's) that lacks names the mapping
+    reads: the one line that explains a file's records failing, or missing traits, all alike.
+    """
+    checked: set[Header] = set()
+    for page in pages:
+        header = page.header
+        if header is not None and header not in checked:
+            checked.add(header)
+            lacking = compiled.lacking(header.names)
+            if lacking:
+                # Never the header's own names: a file without a header row has a record
+                # there, personal data.
+                get_logger().warning(
+                    "file lacks columns the mapping reads",
+                    source=compiled.source,
+                    stream=compiled.stream,
+                    file=header.of,
+                    missing=lacking,
+                )
+        yield page
 
 
 def _unchanged(
@@ -310,7 +335,7 @@ class PageMapper:
         `look_up`: workers skip records whose content the store holds; pointless (a read per
         page for nothing) when the stream had no record stored as the pull began.
         """
-        iterator = iter(pages)
+        iterator = warn_what_files_lack(compiled, pages)
         first = next(iterator, None)
         if first is None:
             return

@@ -107,6 +107,25 @@ def test_text_from_records_is_shown_as_it_is_not_read_as_markup(project: Path) -
     assert '"[/]"' in output and '"[B]X"' in output
 
 
+def test_a_file_whose_header_names_columns_otherwise_is_warned_of_once_and_its_rows_kept(
+    project: Path,
+) -> None:
+    other = project.parent / "data" / "inbox" / "customers_902.csv"
+    other.write_text(
+        "Customer ID,E-mail,First Name\nK1,k1@example.net,Kim\nK2,k2@example.net,Kai\n"
+    )
+    os.utime(other, (time.time() - 60, time.time() - 60))
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    log_file = project.parent / "var" / "syncd.log"
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    (warned,) = [e for e in entries if e["event"] == "file lacks columns the mapping reads"]
+    assert (warned["level"], warned["file"]) == ("warning", "customers_902.csv")
+    assert warned["missing"][:2] == ["customer_id", "updated_at"]
+    code, output = invoke("quarantine", "list", "--config", str(project))
+    assert code == 0
+    assert output.count("primary key is missing (the record has no customer_id)") == 2
+
+
 def test_explain_says_when_several_profiles_hold_the_identifier(project: Path) -> None:
     # Two loyalty numbers on one email: the merge is refused (one loyalty number a profile).
     shared = project.parent / "data" / "inbox" / "customers_900.csv"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from structlog.testing import capture_logs
 
 import connectors.files
 import connectors.hubspot
@@ -17,8 +18,8 @@ import connectors.ingest
 import connectors.matomo
 import connectors.salesforce
 import syncd.staging
-from syncd.connector import Page, RawRecord
-from syncd.staging import InOrder, stage_page
+from syncd.connector import Header, Page, RawRecord
+from syncd.staging import InOrder, PageMapper, stage_page
 from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, Bulk, PageGroups, open_store, transaction
 from syncd.store.tables import stable_id
 from syncd.store.writer import (
@@ -67,7 +68,7 @@ def test_a_record_whose_content_the_store_holds_is_not_mapped(tmp_path: Path) ->
     assert json.loads(bob.traits_json)["name"] == "Bob"
     assert list(staged.unchanged) == [(record_id("crm", "people", "1"), ann_hash, 0)]
     assert [reason for _, reason, _ in staged.quarantined] == [
-        "primary key is missing",
+        "primary key is missing (the record has no id)",
         "expected 4 columns, found 5",
     ]
     # One lookup for the page, of the records that have a key.
@@ -141,6 +142,39 @@ def test_a_staged_page_crosses_from_a_worker_whole(tmp_path: Path) -> None:
     assert list(crossed.unchanged) == list(staged.unchanged) != []
     assert all(type(record) is StagedRecord for record in crossed.records)
     assert crossed.records[0].identifiers == staged.records[0].identifiers != ()
+    project.close()
+
+
+def test_a_file_whose_header_lacks_what_the_mapping_reads_is_warned_of_once(
+    tmp_path: Path,
+) -> None:
+    project = Project(tmp_path, f"sqlite:///{tmp_path / 'store.db'}")
+    compiled = project.mappings.for_stream("crm", "people")
+    spelt_otherwise = ("Customer ID", "email", "Name")
+    row = {"Customer ID": "1", "email": "ann@example.com", "Name": "Ann"}
+
+    def page(header: Header | None) -> Page:
+        return Page([RawRecord(row, "f:2")], None, header=header)
+
+    pages = [
+        page(Header(spelt_otherwise, "people_a.csv")),
+        page(Header(spelt_otherwise, "people_a.csv")),
+        page(Header(spelt_otherwise, "people_b.csv")),
+        page(Header(("id", "email", "phone", "user_id", "name", "score", "updated_at"), "ok.csv")),
+        page(None),
+    ]
+    mapper = PageMapper(project.path, 1, project.config.store_url)
+    with capture_logs() as lines:
+        staged = [staged for _, staged in mapper.stage(compiled, pages)]
+    warned = [line for line in lines if line["event"] == "file lacks columns the mapping reads"]
+    assert [(line["file"], line["log_level"]) for line in warned] == [
+        ("people_a.csv", "warning"),
+        ("people_b.csv", "warning"),
+    ]
+    assert warned[0]["missing"] == ["id", "updated_at", "phone", "user_id", "name", "score"]
+    assert "Customer ID" not in str(warned)
+    # Nothing is lost: the records are quarantined as before, with what they lack.
+    assert staged[0].quarantined == [("f:2", "primary key is missing (the record has no id)", row)]
     project.close()
 
 

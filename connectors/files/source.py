@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from syncd.connector import JsonValue, Page
+from syncd.connector import Header, JsonValue, Page
 from syncd.errors import FatalConnectorError
 
 from .blocks import FileBlock, is_blank
@@ -220,16 +220,17 @@ class FilesSource:
             last_line: int | None = skip_to
             try:
                 for block, last_line in cut(path, spec, self.options.batch_size, skip_to):
+                    # A file without even a header row has no record to lack anything.
+                    header = Header(block.header, path.name) if block.header else None
                     if last_line is None:
                         # A file rewritten in place while it was read may have given some
                         # of each version: it is not done, and the next run reads it whole.
                         if _version(path) == version:
                             done = [*done, digest]
-                        yield Page(block, {"done": done, "current": None})
+                        yield Page(block, {"done": done, "current": None}, header=header)
                     else:
-                        yield Page(
-                            block, {"done": done, "current": {"hash": digest, "line": last_line}}
-                        )
+                        position = {"hash": digest, "line": last_line}
+                        yield Page(block, {"done": done, "current": position}, header=header)
             except UnicodeDecodeError:
                 # Guessing another encoding would store garbled names under a valid hash:
                 # the pages before stay loaded, and the file goes on from there once fixed.

@@ -158,8 +158,8 @@ def chain(functions: list[Transform]) -> Transform:
     return chained
 
 
-def _coalesce_step(step: str) -> list[Getter] | None:
-    """The getters of `coalesce('path', ...)`, or None when the step is another transform."""
+def _coalesce_paths(step: str) -> list[str] | None:
+    """The paths of `coalesce('path', ...)`, or None when the step is another transform."""
     name, _, rest = step.partition("(")
     if name.strip() != "coalesce":
         return None
@@ -169,7 +169,7 @@ def _coalesce_step(step: str) -> list[Getter] | None:
         paths = []
     if not paths or not all(isinstance(path, str) for path in paths):
         raise ValueError("coalesce takes one or more paths, e.g. coalesce('work_email')")
-    return [compile_getter(path) for path in paths]
+    return paths
 
 
 def compile_expression(expression: str, extra: Iterable[Transform] = ()) -> Getter:
@@ -181,15 +181,29 @@ def compile_expression(expression: str, extra: Iterable[Transform] = ()) -> Gett
     path, *steps = split_pipeline(expression)
     getter = compile_getter(path)
     for step in [s for s in steps if s]:
-        fallbacks = _coalesce_step(step)
+        fallbacks = _coalesce_paths(step)
         if fallbacks is not None:
-            getter = _with_fallbacks(getter, fallbacks)
+            getter = _with_fallbacks(getter, [compile_getter(path) for path in fallbacks])
             continue
         transform = compile_transform(step)
         getter = _then(getter, transform)
     for transform in extra:
         getter = _then(getter, transform)
     return getter
+
+
+def expression_names(expressions: Iterable[str]) -> tuple[str, ...]:
+    """The top-level names that expressions read, of which the first with a value wins (a
+    field's `from` list, or one expression with its `coalesce` paths): they have a value only
+    where a record holds one of these names. Constants read none."""
+    paths = []
+    for expression in expressions:
+        path, *steps = split_pipeline(expression)
+        paths.append(path)
+        for step in steps:
+            paths.extend(_coalesce_paths(step) or [])
+    # A quoted path is a constant; an empty one never compiles.
+    return tuple(dict.fromkeys(path.split(".")[0] for path in paths if path[:1] not in "'\""))
 
 
 def _then(getter: Getter, transform: Transform) -> Getter:
@@ -263,6 +277,54 @@ def compile_identifier(label: str, spec: str | IdentifierSpec) -> CompiledIdenti
     return CompiledIdentifier(label, kind, composite)
 
 
+class Needed:
+    """A value a record or event cannot do without: its key, an event's name and time."""
+
+    def __init__(self, what: str, expression: str | None, extra: Iterable[Transform] = ()) -> None:
+        self.what = what
+        self._getter = compile_expression(expression, extra) if expression else None
+        self._reads = expression_names([expression]) if expression else ()
+
+    def value(self, payload: Mapping[str, Any]) -> Any:
+        """Raises RecordError when the payload gives none, or one no store can keep."""
+        try:
+            value = trim_value(self._getter(payload)) if self._getter else None
+        except TransformError as error:
+            raise RecordError(f"{self.what}: {error}") from None
+        if value is None:
+            raise RecordError(f"{self.what} is missing{self._absent(payload)}")
+        if isinstance(value, str) and unstorable(value):
+            # Stored as text of its own (a key, an event's name), so it cannot be cleaned
+            # the way JSON columns are without becoming another record's.
+            raise RecordError(f"{self.what} {UNSTORABLE}")
+        return value
+
+    def _absent(self, payload: Mapping[str, Any]) -> str:
+        # A record without the name at all, rather than with a blank value, most often comes
+        # from a file whose header spells the column otherwise (`Customer ID`): say so.
+        if self._reads and not any(name in payload for name in self._reads):
+            return f" (the record has no {' or '.join(self._reads)})"
+        return ""
+
+
+def _groups_read(mapping: StreamMapping) -> list[tuple[str, ...]]:
+    """For each value the mapping reads (the key first), the top-level names a record needs
+    one of for it to have a value; each group once."""
+    required = (mapping.primary_key or mapping.event_id, mapping.event_name, mapping.timestamp)
+    groups = [[e] for e in (*required, mapping.updated_at, mapping.deleted) if e]
+    for identifier in mapping.identifiers.values():
+        if isinstance(identifier, str):
+            groups.append([identifier])
+        elif identifier.from_ is not None:
+            groups.append([identifier.from_])
+        else:
+            groups.extend([part] for part in identifier.parts or [])
+    for spec in mapping.fields.values():
+        sources = spec if isinstance(spec, str) else spec.from_
+        groups.append([sources] if isinstance(sources, str) else sources)
+    return [names for names in dict.fromkeys(map(expression_names, groups)) if names]
+
+
 class CompiledStream:
     """A stream mapping turned into functions; `map_record`/`map_event` are the hot path."""
 
@@ -276,7 +338,10 @@ class CompiledStream:
         self._normalizer = normalizer
         self._identifiers = [compile_identifier(k, v) for k, v in mapping.identifiers.items()]
         self._fields = [(name, *compile_field(spec)) for name, spec in mapping.fields.items()]
-        self._key = compile_expression(mapping.primary_key or mapping.event_id or "")
+        self._key = Needed(
+            "event_id" if self.is_events else "primary key",
+            mapping.primary_key or mapping.event_id,
+        )
         self._updated_at = (
             compile_expression(mapping.updated_at, [compile_transform("datetime")])
             if mapping.updated_at
@@ -287,12 +352,15 @@ class CompiledStream:
             if mapping.deleted
             else None
         )
-        self._name = compile_expression(mapping.event_name) if mapping.event_name else None
-        self._timestamp = (
-            compile_expression(mapping.timestamp, [compile_transform("datetime")])
-            if mapping.timestamp
-            else None
-        )
+        self._name = Needed("event_name", mapping.event_name)
+        self._timestamp = Needed("timestamp", mapping.timestamp, [compile_transform("datetime")])
+        self._groups_read = _groups_read(mapping)
+
+    def lacking(self, names: Iterable[str]) -> list[str]:
+        """What this mapping reads that records holding only `names` (a file's header) lack:
+        top-level names, alternatives joined by `or`, the key's first."""
+        held = set(names)
+        return [" or ".join(group) for group in self._groups_read if held.isdisjoint(group)]
 
     def _traits(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         traits = {}
@@ -320,22 +388,9 @@ class CompiledStream:
                 self._normalizer.add(identifier.kind, identifier.label, value, found, notes)
         return found, notes
 
-    def _required(self, getter: Getter | None, payload: Mapping[str, Any], what: str) -> Any:
-        try:
-            value = trim_value(getter(payload)) if getter else None
-        except TransformError as error:
-            raise RecordError(f"{what}: {error}") from None
-        if value is None:
-            raise RecordError(f"{what} is missing")
-        if isinstance(value, str) and unstorable(value):
-            # Stored as text of its own (a key, an event's name), so it cannot be cleaned
-            # the way JSON columns are without becoming another record's.
-            raise RecordError(f"{what} {UNSTORABLE}")
-        return value
-
     def external_id(self, payload: Mapping[str, Any]) -> str:
         """The record's primary key alone; raises RecordError when it has none."""
-        return str(self._required(self._key, payload, "primary key"))
+        return str(self._key.value(payload))
 
     def map_record(self, payload: Mapping[str, Any]) -> MappedRecord:
         """Raises RecordError when the record cannot be mapped."""
@@ -350,9 +405,9 @@ class CompiledStream:
 
     def map_event(self, payload: Mapping[str, Any]) -> MappedEvent:
         """Raises RecordError when the event cannot be mapped."""
-        event_id = str(self._required(self._key, payload, "event_id"))
-        name = str(self._required(self._name, payload, "event_name"))
-        occurred_at = str(self._required(self._timestamp, payload, "timestamp"))
+        event_id = str(self._key.value(payload))
+        name = str(self._name.value(payload))
+        occurred_at = str(self._timestamp.value(payload))
         identifiers, notes = self._identity(payload)
         if not identifiers:
             raise RecordError("event carries no usable identifier")

@@ -8,7 +8,7 @@ import pytest
 from syncd.config import load_config
 from syncd.errors import ConfigError, RecordError
 from syncd.mapping.compiler import compile_mappings
-from tests.support.project import PEOPLE_MAPPING, write_project
+from tests.support.project import PEOPLE_MAPPING, VISITS_MAPPING, write_project
 
 
 def compile_project(tmp_path: Path, mappings: dict[str, str], extra: str = ""):  # type: ignore[no-untyped-def]
@@ -62,6 +62,54 @@ def test_a_bad_field_value_is_a_record_error_naming_the_field(tmp_path: Path) ->
         stream.map_record({"id": "1", "email": "a@x.com", "score": "many"})
     with pytest.raises(RecordError, match="primary key is missing"):
         stream.map_record({"email": "a@x.com"})
+
+
+def test_a_missing_key_says_when_the_record_lacks_the_name_it_is_read_from(
+    tmp_path: Path,
+) -> None:
+    stream = compile_project(tmp_path, {"people.toml": PEOPLE_MAPPING}).for_stream("crm", "people")
+    with pytest.raises(RecordError) as lacking:
+        stream.map_record({"Customer ID": "1", "email": "a@x.com"})
+    assert str(lacking.value) == "primary key is missing (the record has no id)"
+    with pytest.raises(RecordError) as blank:
+        stream.map_record({"id": " ", "email": "a@x.com"})
+    assert str(blank.value) == "primary key is missing"
+    visits = 'visits = { pattern = "visits*.jsonl" }\n'
+    mappings = {"people.toml": PEOPLE_MAPPING, "visits.toml": VISITS_MAPPING}
+    events = compile_project(tmp_path, mappings, visits).for_stream("crm", "visits")
+    with pytest.raises(RecordError) as no_time:
+        events.map_event({"id": "v1", "email": "a@x.com"})
+    assert str(no_time.value) == "timestamp is missing (the record has no at)"
+
+
+def test_what_a_header_lacks_counts_alternatives_once_and_constants_never(
+    tmp_path: Path,
+) -> None:
+    mapping = """
+        source = "crm"
+        stream = "people"
+        primary_key = "customer.id"
+        [identifiers]
+        email = "email | coalesce('work_email')"
+        name_dob = { parts = ["last | trim | lower", "dob | date"], kind = "name_dob" }
+        [fields]
+        email = "email | email"
+        tier = { from = ["tier", "level"], default = "none" }
+        origin = "'shop'"
+    """
+    extra = """
+        [identity.kinds.name_dob]
+        normalize = "lower"
+    """
+    stream = compile_project(tmp_path, {"p.toml": mapping}, extra).for_stream("crm", "people")
+    assert stream.lacking(["Customer ID", "E-mail", "last"]) == [
+        "customer",
+        "email or work_email",
+        "dob",
+        "email",
+        "tier or level",
+    ]
+    assert stream.lacking(["customer", "work_email", "last", "dob", "level"]) == ["email"]
 
 
 def test_composite_identifier_needs_every_part(tmp_path: Path) -> None:

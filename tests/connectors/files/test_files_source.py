@@ -19,7 +19,7 @@ from connectors.files import FilesOptions, FilesSource
 from connectors.files.blocks import FileBlock
 from connectors.files.options import StreamFiles
 from connectors.files.source import _csv_records
-from syncd.connector import Page
+from syncd.connector import Header, Page
 from syncd.errors import FatalConnectorError
 
 
@@ -110,6 +110,19 @@ def test_a_file_left_for_a_later_run_is_said_with_why(tmp_path: Path) -> None:
             "settle_seconds": 30.0,
         }
     ]
+
+
+def test_csv_pages_carry_their_files_header_and_name(tmp_path: Path) -> None:
+    write(tmp_path / "people1.csv", " Customer ID ,E-mail\n1,a@x.com\n2,b@x.com\n3,c@x.com\n")
+    write(tmp_path / "people2.csv", "")
+    write(tmp_path / "orders1.jsonl", '{"id": "o1"}\n')
+    people = list(source(tmp_path).read("people", None))
+    assert [page.header for page in people] == [
+        Header(("Customer ID", "E-mail"), "people1.csv"),
+        Header(("Customer ID", "E-mail"), "people1.csv"),
+        None,
+    ]
+    assert [page.header for page in source(tmp_path).read("orders", None)] == [None]
 
 
 def test_malformed_rows_are_flagged_with_file_and_line_and_the_rest_loads(tmp_path: Path) -> None:
