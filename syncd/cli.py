@@ -315,9 +315,14 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """What the store holds, where each stream's cursor is, and the latest runs."""
-    _, engine = _setup_reader(config)
+    loaded, engine = _setup_reader(config)
+    cursor_words = {
+        name: entry.spec.describe_cursor
+        for name, entry in loaded.sources.items()
+        if entry.spec.describe_cursor is not None
+    }
     with transaction(engine) as bulk:
-        report = status(bulk)
+        report = status(bulk, cursor_words)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -333,6 +338,15 @@ def status_command(
     ):
         _add_row(counts, key, str(report[key]))
     out.print(counts)
+    cursors = Table("source/stream", "position", "updated", title="cursors")
+    for cursor in report["cursors"]:
+        _add_row(
+            cursors,
+            f"{cursor['source']}/{cursor['stream']}",
+            cursor["position"],
+            cursor["updated_at"],
+        )
+    out.print(cursors)
     runs = Table(_whole("run"), "kind", "status", "started", "counts", title="latest runs")
     for run in report["runs"]:
         shown = ", ".join(f"{k}={v}" for k, v in sorted((run["counts"] or {}).items()))

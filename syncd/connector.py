@@ -241,6 +241,9 @@ class ConnectorSpec:
     make_destination: Callable[[ConnectorContext], Destination] | None = None
     declared_streams: Callable[[Any], Sequence[str]] | None = None
     """For sources whose streams are named in their options: lets validation check mappings."""
+    describe_cursor: Callable[[JsonValue], str] | None = None
+    """For `syncd status`: a stored cursor of the source in a few words (where the read
+    stands), never a secret; without it, status shows the cursor's JSON, shortened."""
     local_reads: bool = False
     """The source reads local data (files, the store's own spool), so its pages come without
     waiting on another system and consecutive pages may share one commit. A source of a

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -21,6 +23,11 @@ from syncd.store.writer import identifier_id
 
 EXPORT_CHUNK = 500
 EVENTS_SHOWN = 20
+CURSOR_TEXT = 32
+CURSOR_LIST = 3
+CURSOR_LINE = 160
+SECRET_NAME = re.compile(r"token|secret|passw|auth|session|credential|api_?key", re.IGNORECASE)
+CursorWords = Callable[[Any], str]
 
 
 class NotFoundError(SyncdError):
@@ -243,8 +250,35 @@ def export_profiles(bulk: Bulk) -> Iterator[dict[str, Any]]:
         last = ids[-1]
 
 
-def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
-    """Counts of what the store holds, the cursors, and the latest runs."""
+def short_cursor(value: Any) -> str:
+    """A cursor of a source that does not describe its own, as one short line of JSON: long
+    lists as their length, long text cut, and whatever a name calls secret masked, since a
+    connector written elsewhere may keep a session or a signed link there."""
+
+    def shortened(value: Any, name: str = "") -> Any:
+        if SECRET_NAME.search(name):
+            return "***"
+        if isinstance(value, dict):
+            return {key: shortened(item, str(key)) for key, item in value.items()}
+        if isinstance(value, list):
+            if len(value) > CURSOR_LIST:
+                return f"<{len(value)} items>"
+            return [shortened(item) for item in value]
+        if isinstance(value, str) and len(value) > CURSOR_TEXT:
+            return value[: CURSOR_TEXT - 1] + "…"
+        return value
+
+    line = json.dumps(shortened(value), ensure_ascii=False, separators=(",", ":"))
+    return line if len(line) <= CURSOR_LINE else line[: CURSOR_LINE - 1] + "…"
+
+
+def status(
+    bulk: Bulk, cursor_words: Mapping[str, CursorWords] | None = None, runs: int = 5
+) -> dict[str, Any]:
+    """Counts of what the store holds, where each stream's cursor stands, and the latest
+    runs. `cursor_words` describes the cursors of a source by its name, for the sources whose
+    connector can (`ConnectorSpec.describe_cursor`); the others are shown as `short_cursor`."""
+    words = cursor_words or {}
 
     def count(sql: str) -> int:
         return int(bulk.connection.exec_driver_sql(sql).scalar_one())
@@ -261,9 +295,14 @@ def status(bulk: Bulk, runs: int = 5) -> dict[str, Any]:
         "quarantined": count("SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL"),
         "pending_unify": count_waiting(bulk),
         "cursors": [
-            {"source": s, "stream": t, "updated_at": u}
-            for s, t, u in bulk.connection.exec_driver_sql(
-                "SELECT source, stream, updated_at FROM cursor ORDER BY source, stream"
+            {
+                "source": s,
+                "stream": t,
+                "position": words.get(s, short_cursor)(bulk.decode_any(v)),
+                "updated_at": u,
+            }
+            for s, t, v, u in bulk.connection.exec_driver_sql(
+                "SELECT source, stream, value, updated_at FROM cursor ORDER BY source, stream"
             )
         ],
         "runs": [

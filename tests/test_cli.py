@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from syncd.cli import app
+from syncd.inspect import short_cursor
 
 runner = CliRunner()
 
@@ -225,6 +226,38 @@ def test_status_shows_why_a_run_failed(project: Path) -> None:
     code, output = invoke("status", "--config", str(project))
     assert code == 0
     assert f"run {run['id']} failed:\n  inbox: customers_999.csv: not utf-8 text" in output
+
+
+def test_status_shows_where_each_streams_cursor_stands(project: Path) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    report = json.loads(invoke("status", "--config", str(project), "--json")[1])
+    positions = {(c["source"], c["stream"]): c["position"] for c in report["cursors"]}
+    assert positions == {
+        ("inbox", "crm_export"): "1 file read",
+        ("inbox", "customers"): "1 file read",
+        ("inbox", "orders"): "1 file read",
+    }
+    code, output = invoke("status", "--config", str(project))
+    assert code == 0
+    assert re.search(r"inbox/customers +│ 1 file read +│ 20\d\d-", output), output
+
+
+def test_a_cursor_without_words_of_its_own_is_shortened_and_keeps_secrets_out() -> None:
+    cursor = {
+        "phase": "search",
+        "since": 1714730400000,
+        "seen": ["101", "102", "103", "104"],
+        "after": "a-paging-token-far-longer-than-anyone-reads",
+        "session_token": "00Dxx!secret",
+        "ids": ["1", "2"],
+    }
+    assert short_cursor(cursor) == (
+        '{"phase":"search","since":1714730400000,"seen":"<4 items>",'
+        '"after":"a-paging-token-far-longer-than-…","session_token":"***","ids":["1","2"]}'
+    )
+    cut = short_cursor({f"position_{n}": n for n in range(20)})
+    assert cut.startswith('{"position_0":0,') and cut.endswith("…") and len(cut) == 160
+    assert "secret" not in short_cursor({"auth": {"password": "secret"}})
 
 
 def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from syncd.connector import ConnectorContext, ConnectorSpec, Source
 
 from .options import FilesOptions
-from .source import FilesSource
+from .source import FilesSource, describe_cursor
 
 
 def make_source(context: ConnectorContext) -> Source:
@@ -24,6 +24,7 @@ CONNECTOR = ConnectorSpec(
     options_model=FilesOptions,
     make_source=make_source,
     declared_streams=declared_streams,
+    describe_cursor=describe_cursor,
     local_reads=True,
 )
 

@@ -158,6 +158,18 @@ def _jsonl_blocks(path: Path, spec: StreamFiles, size: int, skip_to: int) -> Cut
         )
 
 
+def describe_cursor(cursor: JsonValue) -> str:
+    """How many files are read, and where the file under way stands."""
+    done = len((cursor or {}).get("done", []))
+    said = f"{done} file{'' if done == 1 else 's'} read"
+    current = (cursor or {}).get("current")
+    if not current:
+        return said
+    # A cursor stored before it named its file has the file's content hash alone.
+    name = current.get("name") or f"the file of hash {str(current.get('hash'))[:12]}"
+    return f"{said}; {name} read up to line {current.get('line')}"
+
+
 class FilesSource:
     """Source over a drop folder."""
 
@@ -229,7 +241,9 @@ class FilesSource:
                             done = [*done, digest]
                         yield Page(block, {"done": done, "current": None}, header=header)
                     else:
-                        position = {"hash": digest, "line": last_line}
+                        # The name only tells people where the read stands (`syncd
+                        # status`): the hash is what is resumed.
+                        position = {"hash": digest, "line": last_line, "name": path.name}
                         yield Page(block, {"done": done, "current": position}, header=header)
             except UnicodeDecodeError:
                 # Guessing another encoding would store garbled names under a valid hash:

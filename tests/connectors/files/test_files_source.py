@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from connectors.files import FilesOptions, FilesSource
 from connectors.files.blocks import FileBlock
 from connectors.files.options import StreamFiles
-from connectors.files.source import _csv_records
+from connectors.files.source import _csv_records, describe_cursor
 from syncd.connector import Header, Page
 from syncd.errors import FatalConnectorError
 
@@ -53,6 +53,25 @@ def test_pages_of_batch_size_and_a_cursor_after_each(tmp_path: Path) -> None:
     assert pages[0].cursor["current"]["line"] == 3
     assert pages[-1].cursor["current"] is None
     assert len(pages[-1].cursor["done"]) == 1
+
+
+def test_a_cursor_is_described_by_the_files_read_and_the_line_the_file_under_way_is_at(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "people1.csv", "id\n1\n", age=120)
+    write(tmp_path / "people2.csv", "id\n2\n3\n4\n")
+    pages = list(source(tmp_path).read("people", None))
+    assert [describe_cursor(page.cursor) for page in pages] == [
+        "1 file read",
+        "1 file read; people2.csv read up to line 3",
+        "2 files read",
+    ]
+    assert describe_cursor(None) == "0 files read"
+    # As a cursor stored before it named its file holds it.
+    before = {"done": [], "current": {"hash": "3fa2c1d0e4b5" + "0" * 52, "line": 7}}
+    assert (
+        describe_cursor(before) == "0 files read; the file of hash 3fa2c1d0e4b5 read up to line 7"
+    )
 
 
 def test_a_file_is_read_once_even_under_another_name(tmp_path: Path) -> None:
