@@ -612,7 +612,7 @@ def emulate(
         )
         err.print(f"no emulator for {system!r}; known: {', '.join(known)}")
         raise typer.Exit(2) from None
-    out.print(f"{system} emulator on http://127.0.0.1:{port} with {people} people (Ctrl-C stops)")
+    # The emulator says where it listens, what it holds and how to point syncd.toml at it.
     module.serve_forever(port=port, people=people, seed=seed)
 
 

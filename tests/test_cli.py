@@ -6,12 +6,21 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from connectors.hubspot.emulator import DEFAULT_TOKEN as HUBSPOT_TOKEN
+from connectors.matomo.emulator import DEFAULT_TOKEN as MATOMO_TOKEN
+from connectors.salesforce.emulator import DEFAULT_CREDENTIALS as SALESFORCE
+from connectors.sample_people import in_system
 from syncd.cli import app
 from syncd.inspect import short_cursor
 
@@ -290,6 +299,90 @@ def test_dry_run_writes_nothing(project: Path) -> None:
 def test_unknown_source_is_a_usage_error(project: Path) -> None:
     code, output = invoke("run-once", "--config", str(project), "--source", "nope")
     assert code == 2 and "unknown source(s): nope" in output
+
+
+@pytest.mark.parametrize(
+    ("system", "name", "holds", "settings"),
+    [
+        (
+            "hubspot",
+            "HubSpot",
+            f"{sum(in_system(7, i, 'hubspot', 0.8) for i in range(50))} of 50 sample people "
+            "(seed 7) as contacts",
+            [
+                '  host = "{url}"',
+                '  access_token = { env = "HUBSPOT_TOKEN" }',
+                f"  export HUBSPOT_TOKEN={HUBSPOT_TOKEN}",
+            ],
+        ),
+        (
+            "matomo",
+            "Matomo",
+            "site 1 with ",
+            [
+                '  url = "{url}"',
+                "  site_id = 1",
+                '  token_auth = { env = "MATOMO_TOKEN" }',
+                f"  export MATOMO_TOKEN={MATOMO_TOKEN}",
+            ],
+        ),
+        (
+            "salesforce",
+            "Salesforce",
+            " leads of 50 sample people (seed 7), ",
+            [
+                '  instance_url = "{url}"',
+                f'  username = "{SALESFORCE.username}"',
+                '  password = { env = "SF_PASSWORD" }',
+                f"  export SF_PASSWORD={SALESFORCE.password}",
+                f"  export SF_TOKEN={SALESFORCE.security_token}",
+            ],
+        ),
+    ],
+)
+def test_an_emulator_says_what_it_holds_and_the_settings_that_point_syncd_at_it(
+    system: str, name: str, holds: str, settings: list[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = ["emulate", system, "--port", str(port), "--people", "50"]
+    lines: list[str] = []
+    said = threading.Event()
+    with subprocess.Popen(
+        [sys.executable, "-m", "syncd", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as process:
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("Ctrl-C"):
+                    said.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert said.wait(30), lines
+            with socket.create_connection(("127.0.0.1", port), timeout=10):
+                pass  # it serves where it says
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            finally:
+                process.kill()
+                reader.join(timeout=10)
+    assert process.returncode == 0
+    url = f"http://127.0.0.1:{port}"
+    first, *rest = lines
+    assert first.startswith(f"{name} emulator on {url}: ") and holds in first, lines
+    for line in settings:
+        assert line.replace("{url}", url) in rest, lines
+    assert "Ctrl-C stops." in rest
 
 
 def test_emulate_names_the_known_emulators_for_an_unknown_one() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
+from connectors.emulated import ready_text
 from connectors.hubspot.emulator_data import CrmData, CrmList, CrmObject, WriteLogEntry
 from connectors.hubspot.emulator_faults import (
     SEARCH_POLICY,
@@ -166,10 +167,19 @@ class HubSpotEmulator(ServedInBackground):
             return list(self.data.write_log)
 
     def serve_blocking(self) -> None:
-        """Serve in the calling thread until interrupted (SIGINT/SIGTERM)."""
-        url = self._http.bind()
-        log.info("hubspot emulator listening", url=url, people=len(self.records()))
+        """Serve in the calling thread until interrupted (SIGINT/SIGTERM), after saying how
+        to point syncd.toml at it."""
+        people, seed, _ = self._population
+        # Only a share of the sample people are contacts: the count said is the one served.
+        holds = (
+            f"{len(self.records('contacts'))} of {people} sample people (seed {seed}) as "
+            f"contacts, and {len(self.records('companies'))} companies"
+        )
+        secrets = {"access_token": ("HUBSPOT_TOKEN", self.access_token)}
         try:
+            # Said once the port is bound, so a client told to connect can.
+            url = self._http.bind()
+            print(ready_text("HubSpot", url, holds, {"host": url}, secrets), flush=True)
             self._http.run()
         except KeyboardInterrupt:
             # uvicorn shuts down gracefully, then re-raises the Ctrl-C: that is a clean exit.
@@ -177,8 +187,6 @@ class HubSpotEmulator(ServedInBackground):
 
 
 def serve_forever(port: int = 8900, people: int = 500, seed: int = 0) -> None:
-    """Serve an emulator on 127.0.0.1:`port` until interrupted (for `syncd emulate hubspot`).
-
-    Clients authenticate with the token `DEFAULT_TOKEN`.
-    """
+    """Serve an emulator on 127.0.0.1:`port` until interrupted (for `syncd emulate hubspot`);
+    it starts by printing its URL and the token clients authenticate with."""
     HubSpotEmulator(people=people, seed=seed, port=port).serve_blocking()

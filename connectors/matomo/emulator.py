@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from connectors.emulated import ready_text, wait_until_stopped
 from connectors.matomo.emulator_data import PAGES, Counter, pageview, seed_visits, visit_summary
 
 DEFAULT_TOKEN = "matomo-emulator-token"  # noqa: S105 - the emulator's public demo token
@@ -393,12 +394,20 @@ def _handler_for(emulator: MatomoEmulator) -> type[BaseHTTPRequestHandler]:
 
 
 def serve_forever(port: int, people: int, seed: int, token: str = DEFAULT_TOKEN) -> None:
-    """Run the emulator in the foreground on `port` until interrupted."""
+    """Run the emulator in the foreground on `port` until interrupted, after saying how to
+    point syncd.toml at it."""
     emulator = MatomoEmulator(people, seed, token=token)
-    emulator.start(port)
-    print(f"Matomo emulator on {emulator.url}, site {emulator.site_id}", flush=True)
+    holds = (
+        f"site {emulator.site_id} with {len(emulator.visits())} visits of {people} sample "
+        f"people (seed {seed})"
+    )
+    secrets = {"token_auth": ("MATOMO_TOKEN", token)}
+    # A Ctrl-C from the moment it serves stops it cleanly.
     try:
-        threading.Event().wait()
+        url = emulator.start(port)
+        options: dict[str, str | int] = {"url": url, "site_id": emulator.site_id}
+        print(ready_text("Matomo", url, holds, options, secrets, destination=False), flush=True)
+        wait_until_stopped()
     except KeyboardInterrupt:
         pass
     finally:

@@ -15,12 +15,11 @@ and refuses, and faults for what can be made to go wrong.
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Self
 
+from connectors.emulated import ready_text, wait_until_stopped
 from connectors.salesforce.emulator_http import EmulatorApp
 from connectors.salesforce.emulator_state import Credentials, EmulatorState
 from connectors.salesforce.faults import Endpoint, FaultKind, FaultPlan, RequestBudget
@@ -137,20 +136,31 @@ class SalesforceEmulator(ServedInBackground):
 
 
 def serve_forever(port: int, people: int, seed: int) -> None:
-    """Run an emulator in the foreground until interrupted (for `syncd emulate salesforce`)."""
-    emulator = SalesforceEmulator(people=people, seed=seed, port=port).start()
+    """Run an emulator in the foreground until interrupted (for `syncd emulate salesforce`),
+    after saying how to point syncd.toml at it."""
+    emulator = SalesforceEmulator(people=people, seed=seed, port=port)
     creds = emulator.credentials
-    print(
-        f"Salesforce emulator on {emulator.url} ({people} people, seed {seed})\n"
-        f"  username={creds.username} password={creds.password} "
-        f"security_token={creds.security_token}\n"
-        f"  client_id={creds.client_id} client_secret={creds.client_secret}",
-        flush=True,
+    # Each sample person is a contact or a lead; the accounts are their employers.
+    contacts, leads, accounts = (len(emulator.ids(name)) for name in ("Contact", "Lead", "Account"))
+    holds = (
+        f"{contacts} contacts and {leads} leads of {people} sample people (seed {seed}), "
+        f"{accounts} accounts"
     )
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    secrets = {
+        "password": ("SF_PASSWORD", creds.password),
+        "security_token": ("SF_TOKEN", creds.security_token),
+    }
+    oauth = (
+        'or, as a connected app: domain = "emulator.my", and client_id and client_secret '
+        f"from the environment ({creds.client_id}, {creds.client_secret}) instead of "
+        "username, password and security_token"
+    )
+    # A Ctrl-C from the moment it serves stops it cleanly.
     try:
-        stopped.wait()
+        url = emulator.start().url
+        options = {"instance_url": url, "username": creds.username}
+        print(ready_text("Salesforce", url, holds, options, secrets, notes=[oauth]), flush=True)
+        wait_until_stopped()
     except KeyboardInterrupt:
         pass
     finally:
