@@ -277,7 +277,12 @@ def rebuild(
         differences = pipeline.verify()
         for line in differences:
             out.print(line, markup=False)
-        out.print("verify: the store equals a rebuild" if not differences else "verify: DIFFERENT")
+        out.print(
+            "verify: DIFFERENT; syncd rebuild applies the rebuild to the store"
+            if differences
+            else "verify: the store equals a rebuild",
+            markup=False,
+        )
         raise typer.Exit(1 if differences else 0)
     _print_summary(pipeline.rebuild())
 

@@ -519,10 +519,11 @@ class Pipeline:
         summary.bump("profiles_removed", removed)
 
     @_one_run_at_a_time
-    def verify(self) -> list[str]:
+    def verify(self, most: int = 20) -> list[str]:
         """Rebuild inside a transaction, compare with the stored state, roll back.
 
-        Returns the differences; none means the incremental state equals a rebuild.
+        Returns the first `most` differences, naming the traits that differ (never their
+        values: personal data); none means the incremental state equals a rebuild.
         """
         summary = RunSummary(new_run_id())
         with self.engine.connect() as connection:
@@ -533,8 +534,17 @@ class Pipeline:
             # window of days since is not a difference.
             self._rebuild_in(bulk, summary, profiles_as_of(bulk) or refresh_time())
             after = _snapshot(bulk)
+            # The traits of only as many changed profiles as can be listed: after an edited
+            # mapping that may be every profile, twice over.
+            changed = sorted(
+                profile
+                for profile in before[1].keys() & after[1].keys()
+                if before[1][profile] != after[1][profile]
+            )[:most]
+            rebuilt = _traits(bulk, changed)
             transaction_.rollback()
-        return _differences(before, after)
+            stored = _traits(bulk, changed)
+        return _differences(before, after, stored, rebuilt, most)
 
 
 def _superseded(bulk: Bulk, records: list[StagedRecord], quarantined_in: str) -> bool:
@@ -619,7 +629,24 @@ def _snapshot(bulk: Bulk) -> Snapshot:
     return assignment, traits
 
 
-def _differences(before: Snapshot, after: Snapshot, most: int = 20) -> list[str]:
+def _traits(bulk: Bulk, profiles: Sequence[str]) -> dict[str, dict[str, object]]:
+    return {
+        profile: Bulk.decode(traits)
+        for profile, traits in bulk.select_in(
+            "SELECT id, traits FROM profile WHERE id IN ({in})", profiles
+        )
+    }
+
+
+def _differences(
+    before: Snapshot,
+    after: Snapshot,
+    stored: Mapping[str, Mapping[str, object]],
+    rebuilt: Mapping[str, Mapping[str, object]],
+    most: int = 20,
+) -> list[str]:
+    """What differs, with the names of the traits that differ in the profiles given in both
+    `stored` and `rebuilt`."""
     found = []
     for node in sorted(set(before[0]) | set(after[0])):
         if before[0].get(node) != after[0].get(node):
@@ -627,8 +654,27 @@ def _differences(before: Snapshot, after: Snapshot, most: int = 20) -> list[str]
                 f"record {node}: profile {before[0].get(node)} != rebuilt {after[0].get(node)}"
             )
     for profile in sorted(set(before[1]) | set(after[1])):
-        if before[1].get(profile) != after[1].get(profile):
-            found.append(f"profile {profile}: traits differ from the rebuild")
+        if before[1].get(profile) == after[1].get(profile):
+            continue
+        if profile not in after[1]:
+            found.append(f"profile {profile}: in the store, not made by the rebuild")
+            continue
+        if profile not in before[1]:
+            found.append(f"profile {profile}: made by the rebuild, not in the store")
+            continue
+        old, new = stored.get(profile, {}), rebuilt.get(profile, {})
+        # Compared as JSON, as the traits hash is: 1 and true are two values. Names only:
+        # the values are personal data.
+        names = sorted(
+            name
+            for name in old.keys() | new.keys()
+            if (name in old, json.dumps(old.get(name), sort_keys=True))
+            != (name in new, json.dumps(new.get(name), sort_keys=True))
+        )
+        found.append(
+            f"profile {profile}: traits differ from the rebuild"
+            + (f": {', '.join(names)}" if names else "")
+        )
     return found[:most] + ([f"... and {len(found) - most} more"] if len(found) > most else [])
 
 

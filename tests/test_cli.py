@@ -23,6 +23,7 @@ from connectors.salesforce.emulator import DEFAULT_CREDENTIALS as SALESFORCE
 from connectors.sample_people import in_system
 from syncd.cli import app
 from syncd.inspect import short_cursor
+from syncd.runner import _differences
 
 runner = CliRunner()
 
@@ -278,6 +279,35 @@ def test_rebuild_verify_and_a_second_run_that_writes_nothing(project: Path) -> N
         0,
         "verify: the store equals a rebuild\n",
     )
+
+
+def test_rebuild_verify_names_the_traits_that_differ_never_their_values(project: Path) -> None:
+    assert invoke("run-once", "--config", str(project))[0] == 0
+    mapping = project.parent / "mappings" / "inbox_customers.toml"
+    mapping.write_text(mapping.read_text().replace('"city | trim | title"', '"city | upper"'))
+    code, output = invoke("rebuild", "--config", str(project), "--verify")
+    assert code == 1
+    *listed, last = output.splitlines()
+    assert re.fullmatch(r"profile p_\w+: traits differ from the rebuild: city", listed[0]), listed
+    assert last == "verify: DIFFERENT; syncd rebuild applies the rebuild to the store"
+    export = invoke("profiles", "export", "--config", str(project))[1]
+    exported = [json.loads(line) for line in export.splitlines()]
+    cities = {p["traits"]["city"] for p in exported if p["traits"].get("city")}
+    assert not any(city in output or city.upper() in output for city in cities)
+    assert invoke("rebuild", "--config", str(project))[0] == 0
+    assert invoke("rebuild", "--config", str(project), "--verify")[0] == 0
+
+
+def test_verify_says_which_profiles_only_one_side_has_and_tells_1_from_true() -> None:
+    before = ({}, {"p_a": "h1", "p_b": "h2", "p_c": "h3"})
+    after = ({}, {"p_a": "h9", "p_c": "h3", "p_d": "h4"})
+    stored = {"p_a": {"vip": 1, "gone": None, "same": "x"}}
+    rebuilt = {"p_a": {"vip": True, "same": "x", "new": 0}}
+    assert _differences(before, after, stored, rebuilt) == [
+        "profile p_a: traits differ from the rebuild: gone, new, vip",
+        "profile p_b: in the store, not made by the rebuild",
+        "profile p_d: made by the rebuild, not in the store",
+    ]
 
 
 def test_a_mapping_edit_adds_a_trait_without_a_migration(project: Path) -> None:
