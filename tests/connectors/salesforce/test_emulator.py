@@ -559,7 +559,7 @@ def test_runs_standalone_for_the_command_line(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
-        url = banner.split(" on ")[1].split()[0]
+        url = banner.split(" on ")[1].split()[0].rstrip(":")
         token = requests.post(
             f"{url}/services/oauth2/token",
             data={"grant_type": "client_credentials"},
