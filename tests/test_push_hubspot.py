@@ -142,6 +142,29 @@ def test_profiles_that_leave_a_list_are_taken_out_of_it_once_and_keep_their_cont
     assert hubspot.list_members("1") == {contacts[f"member{n}{DOMAIN}"] for n in (0, 2)}
 
 
+def test_a_contact_one_profile_leaves_and_another_now_holds_stays_in_the_list(
+    project: Project, hubspot: HubSpotEmulator
+) -> None:
+    # A person's record deleted and created again under a new id: the old profile is gone,
+    # a new one holds the same email. Then a profile splits: the part that keeps the id no
+    # longer qualifies, the new part holds the member's email and does.
+    pull(project, [{"id": "1", "email": f"ann{DOMAIN}", "name": "ann", "score": "1"}])
+    push(project)
+    pull(project, [{"id": "3", "email": f"ann{DOMAIN}", "name": "ann", "score": "1"}], ["1"])
+    push(project)
+    ann = our_contacts(hubspot)[f"ann{DOMAIN}"].id
+    assert hubspot.list_members("1") == {ann}
+
+    bo = {"id": "5", "email": f"bo{DOMAIN}", "user_id": "u5", "name": "bo", "score": "1"}
+    cy = {"id": "6", "email": f"cy{DOMAIN}", "user_id": "u5", "name": "cy", "score": "0"}
+    pull(project, [bo, cy])
+    push(project)
+    pull(project, [dict(bo, user_id="u9", updated_at="2030-01-01")])
+    push(project)
+    assert hubspot.list_members("1") == {ann, our_contacts(hubspot)[f"bo{DOMAIN}"].id}
+    assert push(project)["planned"] == 0
+
+
 def test_a_member_whose_entry_predates_kept_match_values_leaves_by_its_own_email(
     project: Project, hubspot: HubSpotEmulator
 ) -> None:

@@ -173,7 +173,13 @@ class HubSpotDestination:
                         )
                 found = [item for item in batch if item.key in record_ids]
                 add = [record_ids[i.key] for i in found if i.fields.get(MEMBER, True)]
-                remove = [record_ids[i.key] for i in found if not i.fields.get(MEMBER, True)]
+                # The plan sends removals before additions: a contact one profile leaves and
+                # another now holds is a member, and HubSpot would apply the removal last.
+                remove = [
+                    record_ids[i.key]
+                    for i in found
+                    if not i.fields.get(MEMBER, True) and record_ids[i.key] not in add
+                ]
                 answer = self._change_memberships(list_id, add, remove) if found else {}
             except RetryableError as failure:
                 for item in batch:

@@ -108,8 +108,16 @@ def _leaving(
     return PlannedPush(mapping.destination, mapping.target, state, "left")
 
 
+Phase = Literal["all", "leaving", "joining"]
+"""What a walk over the profiles plans: everything, or (for a list target, in two walks)
+first the profiles that leave it, then those it should hold."""
+
+
 def _plan(
-    mapping: CompiledDestination, bulk: Bulk, profiles: list[tuple[str, dict[str, Any]]]
+    mapping: CompiledDestination,
+    phase: Phase,
+    bulk: Bulk,
+    profiles: list[tuple[str, dict[str, Any]]],
 ) -> PlanChunk:
     chunk = PlanChunk()
     ids = [profile_id for profile_id, _ in profiles]
@@ -120,12 +128,16 @@ def _plan(
     for profile_id, traits in profiles:
         identifier = identifiers.get(profile_id)
         if not mapping.selects(traits):
+            if phase == "joining":
+                continue  # planned, and counted, by the walk of those leaving
             current = match_value(mapping, traits, identifier)
             leaving = _leaving(mapping, profile_id, entries.get(profile_id), current)
             if leaving is None:
                 chunk.counts["not_selected"] += 1
             else:
                 chunk.add(leaving)
+            continue
+        if phase == "leaving":
             continue
         try:
             state = desired_state(mapping, profile_id, traits, identifier)
@@ -182,12 +194,20 @@ def _walk(
 def plan_chunks(
     engine: Engine, mapping: CompiledDestination, chunk_size: int = CHUNK
 ) -> Iterator[PlanChunk]:
-    """The plan of one destination mapping, chunk by chunk of profiles (in id order); for a
-    list target, then the removals of profiles that no longer exist, by chunks of entries."""
-    yield from _walk(engine, chunk_size, _profiles_after, partial(_plan, mapping))
-    if mapping.is_list:
+    """The plan of one destination mapping, chunk by chunk of profiles (in id order).
 
-        def gone(bulk: Bulk, after: str, limit: int) -> list[tuple[str, LedgerEntry]]:
-            return entries_without_profile(bulk, mapping.destination, mapping.target, after, limit)
+    A list target's removals go first, those of profiles that no longer exist included (by
+    chunks of entries), and its additions after: the member a profile leaves may be the one
+    another profile now holds (a record deleted and created again, a profile split), and a
+    removal sent after that profile's addition would take it out of the list for good.
+    """
+    if not mapping.is_list:
+        yield from _walk(engine, chunk_size, _profiles_after, partial(_plan, mapping, "all"))
+        return
 
-        yield from _walk(engine, chunk_size, gone, partial(_plan_gone, mapping))
+    def gone(bulk: Bulk, after: str, limit: int) -> list[tuple[str, LedgerEntry]]:
+        return entries_without_profile(bulk, mapping.destination, mapping.target, after, limit)
+
+    yield from _walk(engine, chunk_size, _profiles_after, partial(_plan, mapping, "leaving"))
+    yield from _walk(engine, chunk_size, gone, partial(_plan_gone, mapping))
+    yield from _walk(engine, chunk_size, _profiles_after, partial(_plan, mapping, "joining"))
