@@ -52,6 +52,10 @@ class RequestBudget:
         if max_requests < 1 or per_seconds <= 0:
             raise ValueError("a budget needs max_requests >= 1 and per_seconds > 0")
         with self._lock:
+            # A window penalized (entries stamped in the future) stays full at the new size:
+            # a larger limit must not cut short a Retry-After.
+            if self._sent and self._sent[0] > self._clock():
+                self._sent.extend([self._sent[-1]] * (max_requests - len(self._sent)))
             self.max_requests = max_requests
             self.per_seconds = per_seconds
 

@@ -37,6 +37,14 @@ def test_a_new_limit_keeps_the_requests_already_in_the_window() -> None:
     assert budget.acquire() == 10.0
 
 
+def test_a_larger_limit_does_not_cut_short_a_penalty() -> None:
+    clock = Clock()
+    budget = RequestBudget(2, 10.0, clock=clock, sleep=clock.sleep)
+    budget.penalize(30.0)
+    budget.resize(5, 10.0)
+    assert budget.acquire() == 30.0
+
+
 def test_one_budget_per_account_whatever_limit_each_build_configures() -> None:
     account = ("test", "https://api.example.com", uuid.uuid4().hex)
     first = shared_budget(account, 100, 10.0)
