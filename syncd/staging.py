@@ -38,9 +38,9 @@ from syncd.store.db import CACHE_KIB, SMALL_CACHE_KIB, Bulk, in_memory, open_eng
 from syncd.store.writer import (
     StagedRecord,
     Unchanged,
-    content_hash,
     record_id,
     stage_record,
+    stored_content,
     stored_hashes,
 )
 
@@ -93,17 +93,17 @@ def stage_page(
     all: a re-read of unchanged data (`run-once --full`) then costs a hash per record.
     """
     staged = StagedPage(read=len(page.records))
-    hashes = (
+    contents = (
         {}
         if compiled.is_events
         else {
-            position: content_hash(compiled.fingerprint, raw.payload)
+            position: stored_content(compiled.fingerprint, raw.payload)
             for position, raw in enumerate(page.records)
             if raw.error is None
         }
     )
     if stored_hashes:
-        staged.unchanged = _unchanged(compiled, page, hashes, stored_hashes)
+        staged.unchanged = _unchanged(compiled, page, contents, stored_hashes)
     skipped = set(staged.unchanged.positions)
     for position, raw in enumerate(page.records):
         if raw.error is not None:
@@ -115,9 +115,14 @@ def stage_page(
             if compiled.is_events:
                 staged.events.append(compiled.map_event(raw.payload))
             else:
-                mapped = compiled.map_record(raw.payload)
+                # Mapped as the store keeps it, so that a rebuild from the store maps the same;
+                # but a key is taken as sent: cleaned, it could be another record's.
+                kept, payload_json, digest = contents[position]
+                if kept is not raw.payload:
+                    compiled.external_id(raw.payload)
+                mapped = compiled.map_record(kept)
                 staged.records.append(
-                    stage_record(compiled.source, compiled.stream, mapped, *hashes[position])
+                    stage_record(compiled.source, compiled.stream, mapped, payload_json, digest)
                 )
         except RecordError as error:
             staged.quarantined.append((raw.location, str(error), raw.payload))
@@ -154,12 +159,12 @@ def warn_what_files_lack(compiled: CompiledStream, pages: Iterable[Any]) -> Iter
 def _unchanged(
     compiled: CompiledStream,
     page: Any,
-    hashes: Mapping[int, tuple[str, str]],
+    contents: Mapping[int, tuple[Any, str, str]],
     stored_hashes: StoredHashes,
 ) -> Unchanged:
     """The records of a page whose content hash the store already has (last occurrences)."""
     last: dict[int, tuple[str, int]] = {}
-    for position, (_, digest) in hashes.items():
+    for position, (_, _, digest) in contents.items():
         try:
             external_id = compiled.external_id(page.records[position].payload)
         except RecordError:

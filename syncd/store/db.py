@@ -132,14 +132,22 @@ def schema_tables(engine: Engine) -> set[str]:
 
 
 def to_json(value: Any) -> str:
-    """The one JSON text of a value: sorted keys, so equal values hash alike.
+    """The one JSON text of a value: sorted keys, so equal values hash alike (see
+    `storable_json`)."""
+    return storable_json(value)[1]
 
-    NUL characters are dropped and lone surrogates replaced (`jsontext.storable`): PostgreSQL
-    refuses both in JSON and text, and one stray character in a browser event must not stop
-    a stream. Their escapes are what the text then holds ("\\ud" also starts a valid pair's).
+
+def storable_json(value: Any) -> tuple[Any, str]:
+    """`value` as the store keeps it, and its JSON text: NUL characters dropped and lone
+    surrogates replaced (`jsontext.storable`), as PostgreSQL refuses both in JSON and text and
+    one stray character in a browser event must not stop a stream. The value itself when it
+    holds neither, which its text says by their escapes ("\\ud" also starts a valid pair's).
     """
     text = canonical_json(value)
-    return canonical_json(storable(value)) if "\\u0000" in text or "\\ud" in text else text
+    if "\\u0000" in text or "\\ud" in text:
+        value = storable(value)
+        text = canonical_json(value)
+    return value, text
 
 
 class Bulk:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from syncd.jsontext import storable
 from syncd.mapping.compiler import MappedEvent, MappedRecord
 from syncd.mapping.transforms import format_timestamp
-from syncd.store.db import Bulk, to_json
+from syncd.store.db import Bulk, storable_json, to_json
 from syncd.store.graph import identifiers_of
 from syncd.store.marks import waiting_generation
 from syncd.store.tables import encode_ids, stable_id
@@ -99,12 +99,21 @@ class Unchanged:
         return zip(self.ids, self.hashes, self.positions, strict=True)
 
 
-def content_hash(fingerprint: str, payload: Mapping[str, Any]) -> tuple[str, str]:
-    """A record's payload as stored JSON, and the hash that says whether it changed."""
-    payload_json = to_json(payload)
+def stored_content(
+    fingerprint: str, payload: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], str, str]:
+    """A record's payload as the store keeps it (`db.storable_json`), its JSON, and the hash
+    that says whether it changed."""
+    kept, payload_json = storable_json(payload)
     digest = hashlib.sha1(
         f"{fingerprint}\x1f{payload_json}".encode(), usedforsecurity=False
     ).hexdigest()
+    return kept, payload_json, digest
+
+
+def content_hash(fingerprint: str, payload: Mapping[str, Any]) -> tuple[str, str]:
+    """A record's payload as stored JSON, and the hash that says whether it changed."""
+    _, payload_json, digest = stored_content(fingerprint, payload)
     return payload_json, digest
 
 
