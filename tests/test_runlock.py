@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
+from structlog.testing import capture_logs
 
 from syncd.store import runlock
 from syncd.store.runlock import run_lock
@@ -77,3 +78,24 @@ def test_a_postgresql_run_lock_outlives_the_servers_idle_session_limit(
     finally:
         for each in (admin, engine, other):
             each.dispose()
+
+
+def test_a_run_lock_whose_session_the_server_ended_is_said_and_the_run_ends_cleanly(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _fresh_pg_database(pg_server)
+    engine, admin = create_engine(url), create_engine(url, isolation_level="AUTOCOMMIT")
+    monkeypatch.setattr(runlock, "KEEPALIVE_SECONDS", 0.2)
+    try:
+        with capture_logs() as lines, run_lock(engine, lambda: None):
+            with admin.connect() as connection:
+                connection.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            time.sleep(1)
+    finally:
+        engine.dispose()
+        admin.dispose()
+    said = [line["event"] for line in lines if line["log_level"] == "error"]
+    assert len(said) == 1 and "ended the session holding the run lock" in said[0]

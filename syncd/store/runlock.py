@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.log import get_logger
 from syncd.store.db import in_memory
@@ -70,9 +70,12 @@ def _advisory_lock(engine: Engine, waiting: Callable[[], None]) -> Iterator[None
             connection.exec_driver_sql("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY,))
         # The lock belongs to the session, not to this transaction: end it, keep the lock.
         connection.commit()
-        stop = threading.Event()
+        stop, lost = threading.Event(), threading.Event()
         keeper = threading.Thread(
-            target=_keep_alive, args=(connection, stop), name="run lock keepalive", daemon=True
+            target=_keep_alive,
+            args=(connection, stop, lost),
+            name="run lock keepalive",
+            daemon=True,
         )
         keeper.start()
         try:
@@ -80,20 +83,26 @@ def _advisory_lock(engine: Engine, waiting: Callable[[], None]) -> Iterator[None
         finally:
             stop.set()
             keeper.join()
-            # A session the server ended took its lock with it: nothing is left to release.
-            with suppress(DBAPIError):
-                connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
-                connection.commit()
+            if lost.is_set():
+                # Said here, where the run's id is bound, not in the keepalive's thread.
+                get_logger().error(
+                    "the server ended the session holding the run lock during this run; "
+                    "another run may have run beside it"
+                )
+            else:
+                # A session the server ended took its lock with it: nothing is left to release.
+                with suppress(SQLAlchemyError):
+                    connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                    connection.commit()
 
 
-def _keep_alive(connection: Connection, stop: threading.Event) -> None:
+def _keep_alive(connection: Connection, stop: threading.Event, lost: threading.Event) -> None:
     while not stop.wait(KEEPALIVE_SECONDS):
         try:
             connection.exec_driver_sql("SELECT 1")
             connection.commit()
-        except DBAPIError:
-            get_logger().error(
-                "the session holding the run lock was ended by the server; another run may "
-                "start before this one ends"
-            )
+        except SQLAlchemyError:
+            lost.set()
+            with suppress(SQLAlchemyError):
+                connection.rollback()
             return
