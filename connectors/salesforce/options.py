@@ -47,6 +47,8 @@ class SalesforceOptions(ConnectorOptions):
     """The external-id field pushes upsert by."""
     page_size: int = Field(2000, ge=200, le=2000)
     """Records per REST query page (Salesforce accepts 200..2000)."""
+    lookback_seconds: float = Field(300.0, ge=0)
+    """How far before the stored SystemModstamp each incremental read starts (see source.py)."""
     bulk_query_threshold: int = Field(50000, ge=1)
     """A full read of more records than this runs as a Bulk 2.0 query job."""
     bulk_page_size: int = Field(50000, ge=1)

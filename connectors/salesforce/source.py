@@ -1,12 +1,14 @@
 """Salesforce objects as streams, read incrementally on SystemModstamp.
 
-The cursor is the last SystemModstamp committed plus the ids already seen at exactly that
-timestamp. Each read asks for `SystemModstamp >= cursor` ordered by (SystemModstamp, Id) and
-drops the ids already seen, so records sharing one timestamp across a page boundary, or across
-two runs, are neither lost (as with `>`) nor processed twice (as with a bare `>=`). queryAll
-returns deleted records too: they come back in `Page.deleted_ids`. A full read of more records
-than `bulk_query_threshold` runs as one Bulk 2.0 query job instead of REST pages. If Salesforce
-loses a REST query's place between pages, the query runs again from the cursor.
+The cursor is the newest SystemModstamp read. Each read asks for `SystemModstamp >= start`
+ordered by (SystemModstamp, Id), where `start` is `lookback_seconds` before the cursor (see
+`connectors.lookback`): SystemModstamp has one-second resolution, so a record edited again
+within the second a read ended keeps the stamp that read passed, and a long transaction's rows
+become visible only when it commits, stamped earlier. Records inside the look-back are read
+again; the store finds them unchanged. queryAll returns deleted records too: they come back in
+`Page.deleted_ids`. A full read of more records than `bulk_query_threshold` runs as one Bulk
+2.0 query job instead of REST pages. If Salesforce loses a REST query's place between pages,
+the query runs again from where the read stands.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from connectors.lookback import Walk
 from connectors.salesforce.client import QueryLocatorLost, SalesforceClient
 from connectors.salesforce.soql import parse_datetime
 from syncd.connector import JsonValue, Page, RawRecord
@@ -29,49 +31,38 @@ CURSOR_FIELD = "SystemModstamp"
 _REQUIRED = ("Id", "IsDeleted", CURSOR_FIELD)
 log = structlog.get_logger(__name__)
 
+ModstampWalk = Walk[datetime, str]
+
 
 def soql_datetime(value: datetime) -> str:
     """A dateTime literal as SOQL wants it: UTC, unquoted, with milliseconds."""
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-@dataclass
-class Cursor:
-    """Where a stream stands: the last SystemModstamp read and the ids read at exactly it."""
+def start_walk(cursor: JsonValue | None, lookback_seconds: float) -> ModstampWalk:
+    """Where a read after `cursor` starts: the look-back before its time (None: everything).
 
-    modstamp: datetime | None = None
-    ids: set[str] = field(default_factory=set)
-
-    @classmethod
-    def from_json(cls, value: JsonValue | None) -> Cursor:
-        """The cursor the engine stored (None: the beginning)."""
-        if value is None:
-            return cls()
-        try:
-            return cls(parse_datetime(value["modstamp"]), set(value["ids"]))
-        except (KeyError, TypeError, ValueError) as error:
-            raise FatalConnectorError(f"not a Salesforce cursor: {value!r}") from error
-
-    def to_json(self) -> JsonValue:
-        """The cursor as the engine stores it; None before anything was read."""
-        if self.modstamp is None:
-            return None
-        return {"modstamp": soql_datetime(self.modstamp), "ids": sorted(self.ids)}
-
-    def seen(self, record_id: str, modstamp: datetime) -> bool:
-        """Whether this record was already read (same id, same timestamp as the cursor)."""
-        return modstamp == self.modstamp and record_id in self.ids
-
-    def advance(self, record_id: str, modstamp: datetime) -> None:
-        """Move past this record (read in SystemModstamp, Id order)."""
-        if modstamp != self.modstamp:
-            self.modstamp, self.ids = modstamp, set()
-        self.ids.add(record_id)
+    Cursors stored before reads looked back also list the ids read at that time; the look-back
+    reads those again, so they are not needed.
+    """
+    if cursor is None:
+        return ModstampWalk(None, None)
+    try:
+        stored = parse_datetime(cursor["modstamp"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise FatalConnectorError(f"not a Salesforce cursor: {cursor!r}") from error
+    return ModstampWalk(stored, stored - timedelta(seconds=lookback_seconds))
 
 
-def _soql(sobject: str, fields: list[str], state: Cursor) -> str:
-    """The query reading `sobject` from the cursor on, in cursor order."""
-    where = f" WHERE {CURSOR_FIELD} >= {soql_datetime(state.modstamp)}" if state.modstamp else ""
+def walk_cursor(walk: ModstampWalk) -> JsonValue:
+    """The cursor to store after what `walk` took; None before anything was read."""
+    mark = walk.mark
+    return None if mark is None else {"modstamp": soql_datetime(mark)}
+
+
+def _soql(sobject: str, fields: list[str], walk: ModstampWalk) -> str:
+    """The query reading `sobject` from where `walk` stands, in walk order."""
+    where = f" WHERE {CURSOR_FIELD} >= {soql_datetime(walk.at)}" if walk.at is not None else ""
     return f"SELECT {', '.join(fields)} FROM {sobject}{where} ORDER BY {CURSOR_FIELD}, Id"
 
 
@@ -95,31 +86,33 @@ def _from_csv(value: str, field_type: str) -> Any:
 
 
 def page_after(
-    cursor: Cursor, rows: list[dict[str, Any]], location: Callable[[str], str]
+    walk: ModstampWalk, rows: list[dict[str, Any]], location: Callable[[str], str]
 ) -> Page | None:
-    """The page of `rows` the cursor does not cover yet (None if none); moves the cursor.
+    """The page of `rows` this read has not taken yet (None if none); moves the walk on.
 
-    `rows` come ordered by (SystemModstamp, Id), starting at or after the cursor's time.
+    `rows` come ordered by (SystemModstamp, Id), starting at or after the walk's time.
     `location` gives a record's URL when the row has no `attributes` (Bulk 2.0 rows).
     """
     records: list[RawRecord] = []
     deleted: list[str] = []
+    taken: list[tuple[str, datetime]] = []
     for row in rows:
         attributes = row.pop("attributes", None) or {}
         record_id = str(row["Id"])
         modstamp = parse_datetime(str(row[CURSOR_FIELD]))
-        if cursor.seen(record_id, modstamp):
+        if not walk.fresh(record_id, modstamp):
             continue
-        cursor.advance(record_id, modstamp)
+        taken.append((record_id, modstamp))
         if row["IsDeleted"]:
             deleted.append(record_id)
         else:
             records.append(
                 RawRecord(payload=row, location=attributes.get("url") or location(record_id))
             )
-    if not records and not deleted:
+    if not taken:
         return None
-    return Page(records=records, cursor=cursor.to_json(), deleted_ids=deleted)
+    walk.took(taken)
+    return Page(records=records, cursor=walk_cursor(walk), deleted_ids=deleted)
 
 
 class SalesforceSource:
@@ -145,16 +138,16 @@ class SalesforceSource:
         """Pages of `stream` after `cursor` (None: everything), deleted records included."""
         if stream not in self.options.objects:
             raise FatalConnectorError(f"{stream} is not one of the configured objects")
-        state = Cursor.from_json(cursor)
+        walk = start_walk(cursor, self.options.lookback_seconds)
         fields, types = self._fields(stream)
-        if state.modstamp is None and self._count(stream) > self.options.bulk_query_threshold:
+        if walk.at is None and self._count(stream) > self.options.bulk_query_threshold:
             pages: Iterable[list[dict[str, Any]]] = self._bulk_pages(
-                _soql(stream, fields, state), types
+                _soql(stream, fields, walk), types
             )
         else:
-            pages = self._rest_pages(stream, fields, state)
+            pages = self._rest_pages(stream, fields, walk)
         for rows in pages:
-            page = page_after(state, rows, self._location(stream))
+            page = page_after(walk, rows, self._location(stream))
             if page is not None:
                 yield page
 
@@ -162,16 +155,16 @@ class SalesforceSource:
         return int(self.client.query(f"SELECT COUNT() FROM {sobject}", False)["totalSize"])
 
     def _rest_pages(
-        self, stream: str, fields: list[str], state: Cursor
+        self, stream: str, fields: list[str], walk: ModstampWalk
     ) -> Iterator[list[dict[str, Any]]]:
-        """The query's pages; `state` must have moved past each page before the next is asked.
+        """The query's pages; `walk` must have moved past each page before the next is asked.
 
         Salesforce forgets a query locator once it served the last page (so a retry of a page
         whose answer was lost finds it gone), after some idle minutes, and when the user opens
-        too many: then the query runs again from `state`, which starts it exactly after the
+        too many: then the query runs again from `walk`, which starts it exactly after the
         rows already taken. A second loss before any progress is fatal: it would loop.
         """
-        result = self.client.query(_soql(stream, fields, state), include_deleted=True)
+        result = self.client.query(_soql(stream, fields, walk), include_deleted=True)
         restarted_at: tuple[datetime | None, int] | None = None
         while True:
             yield [dict(record) for record in result["records"]]
@@ -180,14 +173,14 @@ class SalesforceSource:
             try:
                 result = self.client.query_more(result["nextRecordsUrl"])
             except QueryLocatorLost:
-                here = (state.modstamp, len(state.ids))
+                here = (walk.at, len(walk.taken_at))
                 if here == restarted_at:
                     raise
                 restarted_at = here
                 log.info(
                     "salesforce.query_restarted", sobject=stream, cause="INVALID_QUERY_LOCATOR"
                 )
-                result = self.client.query(_soql(stream, fields, state), include_deleted=True)
+                result = self.client.query(_soql(stream, fields, walk), include_deleted=True)
 
     def _bulk_pages(self, soql: str, types: Mapping[str, str]) -> Iterator[list[dict[str, Any]]]:
         for text in self.client.bulk_query(soql, include_deleted=True):

@@ -26,9 +26,14 @@ Source tests (`StandardSourceTests`):
   - a full read (cursor None) pages end to end and every record arrives exactly once;
   - every page's cursor survives a JSON round trip and the cursors only move forward: reading
     after a later cursor never returns more than reading after an earlier one, and reading
-    after the last cursor returns nothing;
-  - resuming from any page's cursor, as after a kill, yields exactly the remaining records;
-  - records changed after a cursor arrive on the next read, and only they;
+    after the last cursor returns fewer records than the full read;
+  - no record changed after a cursor is ever missed, but a source may start each read a
+    look-back before its cursor (a system's changes can become visible after later-stamped
+    ones), so records inside the look-back may come again: with nothing new, a read after the
+    last cursor returns only records the full read returned, unchanged, and the read after
+    that one returns the same again;
+  - resuming from any page's cursor, as after a kill, yields every remaining record, each once;
+  - records changed after a cursor arrive on the next read, besides those inside the look-back;
   - deletions after a cursor arrive in `Page.deleted_ids` on the next read;
   - rate limits, 5xx, timeouts and connection resets are retried after a wait (observed on
     the fake sleep), and the system's Retry-After is the wait when it sends one;

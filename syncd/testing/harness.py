@@ -47,7 +47,8 @@ class SourceHarness(Protocol):
     """One source under test and the controls of its emulator.
 
     The emulator must hold enough records in `stream` for a full read to span at least three
-    pages, and the source must be configured with a client timeout short enough that
+    pages, over more time than the source's look-back (so that its last cursor leaves records
+    behind), and the source must be configured with a client timeout short enough that
     `Fault.TIMEOUT` costs about a second.
     """
 

@@ -30,6 +30,7 @@ def test_defaults_for_a_password_login() -> None:
         2000,
         "Syncd_Id__c",
     )
+    assert options.lookback_seconds == 300
 
 
 def test_oauth_with_a_my_domain() -> None:
@@ -53,6 +54,7 @@ def test_oauth_with_a_my_domain() -> None:
         ({**PASSWORD_LOGIN, "instance_url": "https://127.0.0.1:9"}, "only for an emulator"),
         ({**PASSWORD_LOGIN, "api_version": "v59.0"}, "digits"),
         ({**PASSWORD_LOGIN, "page_size": 100}, "greater than or equal to 200"),
+        ({**PASSWORD_LOGIN, "lookback_seconds": -1}, "greater than or equal to 0"),
         ({**PASSWORD_LOGIN, "objects": ["Contact"], "colour": "blue"}, "Extra inputs"),
         ({**PASSWORD_LOGIN, "fields": {"Contact": ["Id", "Email", "email"]}}, "email twice"),
     ],

@@ -1,4 +1,5 @@
-"""The Salesforce source beyond the standard suite: shared timestamps, bulk reads, options."""
+"""The Salesforce source beyond the standard suite: shared timestamps, the look-back, lost
+query locators, bulk reads, options."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from connectors.salesforce.client import QueryLocatorLost
 from connectors.salesforce.emulator import SalesforceEmulator
 from connectors.salesforce.faults import Endpoint, FaultKind
-from connectors.salesforce.source import Cursor, SalesforceSource, page_after, soql_datetime
+from connectors.salesforce.source import SalesforceSource, page_after, soql_datetime, start_walk
 from syncd.connector import EnvRef, JsonValue, Page
 from syncd.errors import FatalConnectorError
 from tests.connectors.salesforce.sf_fixtures import client_for
@@ -40,18 +41,16 @@ def ids(pages: list[Page]) -> list[str]:
 def test_records_sharing_a_timestamp_across_pages_arrive_once(
     emulator: SalesforceEmulator,
 ) -> None:
-    before = read(emulator, "Contact", None)[-1].cursor
+    before = {"modstamp": soql_datetime(emulator.now)}  # after every seeded record
     crowd = emulator.ids("Contact")[:300]
     stamp = emulator.modify("Contact", crowd, MailingCity="Porto")
     pages = read(emulator, "Contact", before)
     assert len(pages) == 2, "300 records at one timestamp span two 200-record pages"
     assert sorted(ids(pages)) == sorted(crowd)
     assert {page.cursor["modstamp"] for page in pages} == {stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
-    assert set(pages[0].cursor["ids"]) == set(ids(pages[:1]))
-    # Killed after the first page: the resumed run gets exactly the other 100.
-    rest = read(emulator, "Contact", pages[0].cursor)
-    assert sorted(ids(rest)) == sorted(set(crowd) - set(ids(pages[:1])))
-    assert read(emulator, "Contact", pages[-1].cursor) == []
+    # Killed after the first page: the resumed run looks back, so it reads all 300 again.
+    assert sorted(ids(read(emulator, "Contact", pages[0].cursor))) == sorted(crowd)
+    assert sorted(ids(read(emulator, "Contact", pages[-1].cursor))) == sorted(crowd)
 
 
 def test_a_later_change_at_a_seen_timestamp_is_not_lost(emulator: SalesforceEmulator) -> None:
@@ -62,13 +61,47 @@ def test_a_later_change_at_a_seen_timestamp_is_not_lost(emulator: SalesforceEmul
     assert sorted(ids(read(emulator, "Lead", cursor))) == sorted([first, second])
 
 
+def _rewind(emulator: SalesforceEmulator, seconds: int) -> None:
+    """Stamp the emulator's next change `seconds` - 1 before its last one."""
+    with emulator.org.lock:
+        emulator.org.now -= timedelta(seconds=seconds)
+
+
+def test_a_second_edit_within_the_same_second_is_read(emulator: SalesforceEmulator) -> None:
+    lead = emulator.ids("Lead")[0]
+    stamp = emulator.modify("Lead", [lead], Status="Working")
+    cursor = read(emulator, "Lead", None)[-1].cursor
+    # SystemModstamp counts whole seconds: an edit later in the same second keeps the stamp.
+    _rewind(emulator, 1)
+    assert emulator.modify("Lead", [lead], Status="Closed") == stamp
+    (record,) = (r for page in read(emulator, "Lead", cursor) for r in page.records)
+    assert (record.payload["Id"], record.payload["Status"]) == (lead, "Closed")
+
+
+def test_a_change_visible_after_a_later_one_is_read_next_time(
+    emulator: SalesforceEmulator,
+) -> None:
+    early, late, gone = emulator.ids("Contact")[:3]
+    emulator.modify("Contact", [early], MailingCity="Porto")
+    cursor = read(emulator, "Contact", None)[-1].cursor
+    # A long transaction stamped its rows 30 s before that edit but commits only now.
+    _rewind(emulator, 30)
+    emulator.modify("Contact", [late], MailingCity="Faro")
+    emulator.delete("Contact", [gone])
+    pages = read(emulator, "Contact", cursor)
+    assert sorted(ids(pages)) == sorted([early, late])
+    assert [d for page in pages for d in page.deleted_ids] == [gone]
+    # Beyond the look-back, the stored time is final.
+    assert ids(read(emulator, "Contact", cursor, lookback_seconds=10)) == [early]
+
+
 def test_deleted_records_come_as_deleted_ids_only(emulator: SalesforceEmulator) -> None:
     cursor = read(emulator, "Lead", None)[-1].cursor
     gone = emulator.ids("Lead")[3:5]
     emulator.delete("Lead", gone)
-    (page,) = read(emulator, "Lead", cursor)
-    assert sorted(page.deleted_ids) == sorted(gone)
-    assert page.records == []
+    pages = read(emulator, "Lead", cursor)
+    assert sorted(d for page in pages for d in page.deleted_ids) == sorted(gone)
+    assert not set(gone) & set(ids(pages))
 
 
 def test_payloads_carry_no_attributes_and_say_where_they_came_from(
@@ -126,9 +159,11 @@ def test_a_large_full_read_runs_as_a_bulk_query(emulator: SalesforceEmulator) ->
     by_id = {r.payload["Id"]: r.payload for page in rest for r in page.records}
     for record in (r for page in bulk for r in page.records):
         assert record.payload == by_id[record.payload["Id"]], "bulk and REST payloads differ"
-    # A run killed inside the bulk read resumes incrementally, over REST, from the page cursor.
-    resumed = read(emulator, "Contact", bulk[0].cursor, bulk_query_threshold=100)
-    assert ids(resumed) == ids(bulk[1:])
+    # A run killed inside the bulk read resumes incrementally, over REST, from the page cursor,
+    # reading the look-back before it again.
+    resumed = ids(read(emulator, "Contact", bulk[0].cursor, bulk_query_threshold=100))
+    assert len(resumed) == len(set(resumed))
+    assert set(ids(bulk[1:])) <= set(resumed) <= set(ids(bulk))
     assert len(emulator.bulk_jobs) == 1
 
 
@@ -179,7 +214,7 @@ def _losing_locators(source: SalesforceSource, times: int) -> None:
 def test_a_locator_lost_inside_shared_timestamps_restarts_exactly(
     emulator: SalesforceEmulator,
 ) -> None:
-    before = read(emulator, "Contact", None)[-1].cursor
+    before = {"modstamp": soql_datetime(emulator.now)}  # after every seeded record
     crowd = emulator.ids("Contact")[:300]
     emulator.modify("Contact", crowd, MailingCity="Porto")
     source = source_for(emulator)
@@ -226,9 +261,11 @@ def test_oauth_client_credentials_work_too(emulator: SalesforceEmulator) -> None
     assert len(ids(pages)) == 12
 
 
-def _server(rows: list[dict[str, Any]], cursor: Cursor, size: int) -> list[list[dict[str, Any]]]:
-    """What Salesforce answers to `SystemModstamp >= cursor ORDER BY SystemModstamp, Id`."""
-    since = cursor.modstamp
+LOOKBACK = timedelta(seconds=2)
+
+
+def _server(rows: list[dict[str, Any]], since: datetime | None, size: int) -> list[list[Any]]:
+    """What Salesforce answers to `SystemModstamp >= since ORDER BY SystemModstamp, Id`."""
     chosen = sorted(
         (r for r in rows if since is None or r["SystemModstamp"] >= since),
         key=lambda r: (r["SystemModstamp"], r["Id"]),
@@ -238,9 +275,15 @@ def _server(rows: list[dict[str, Any]], cursor: Cursor, size: int) -> list[list[
 
 
 def _pages(rows: list[dict[str, Any]], cursor: JsonValue | None, size: int) -> list[Page]:
-    state = Cursor.from_json(json.loads(json.dumps(cursor)))
-    pages = (page_after(state, chunk, lambda i: i) for chunk in _server(rows, state, size))
+    walk = start_walk(json.loads(json.dumps(cursor)), LOOKBACK.total_seconds())
+    pages = (page_after(walk, chunk, lambda i: i) for chunk in _server(rows, walk.at, size))
     return [page for page in pages if page is not None]
+
+
+def _since(rows: list[dict[str, Any]], cursor: JsonValue) -> list[str]:
+    """The ids a read after `cursor` must bring: every row in or after its look-back."""
+    start = datetime.fromisoformat(cursor["modstamp"]) - LOOKBACK
+    return sorted(str(r["Id"]) for r in rows if r["SystemModstamp"] >= start)
 
 
 @given(
@@ -249,7 +292,7 @@ def _pages(rows: list[dict[str, Any]], cursor: JsonValue | None, size: int) -> l
     kill_after=st.integers(0, 40),
     changed=st.sets(st.integers(0, 39), max_size=6),
 )
-def test_any_kill_point_resumes_exactly(
+def test_any_kill_point_resumes_with_nothing_lost(
     stamps: list[int], size: int, kill_after: int, changed: set[int]
 ) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -261,12 +304,16 @@ def test_any_kill_point_resumes_exactly(
     pages = _pages(rows, None, size)
     assert sorted(ids(pages)) == sorted(everything)
     killed = min(kill_after, len(pages) - 1)
-    resumed = _pages(rows, pages[killed].cursor, size)
-    assert sorted(ids(pages[: killed + 1]) + ids(resumed)) == sorted(everything)
-    # Records changed together later (one new shared timestamp) arrive once, and only they.
+    resumed = ids(_pages(rows, pages[killed].cursor, size))
+    assert len(resumed) == len(set(resumed))
+    assert set(ids(pages[killed + 1 :])) <= set(resumed)
+    assert sorted(resumed) == _since(rows, pages[killed].cursor)
+    # Records changed together later (one new shared timestamp) arrive once, with the look-back.
     later = start + timedelta(seconds=10)
     touched = {f"003{i:05d}" for i in changed if i < len(rows)}
     for row in rows:
         if row["Id"] in touched:
             row["SystemModstamp"] = later
-    assert sorted(ids(_pages(rows, pages[-1].cursor, size))) == sorted(touched)
+    again = ids(_pages(rows, pages[-1].cursor, size))
+    assert touched <= set(again)
+    assert sorted(again) == _since(rows, pages[-1].cursor)
