@@ -53,6 +53,7 @@ def make_source(context: ConnectorContext) -> HubSpotSource:
         properties=options.properties,
         page_size=options.page_size,
         search_page_size=options.search_page_size,
+        lookback_seconds=options.lookback_seconds,
     )
 
 

@@ -2,11 +2,10 @@
 
 A read moves through phases:
 
-    full      list every live record by id (`after` = HubSpot's paging token)
-    search    keyset over (last-modified, id): records modified at or after `since`,
-              minus `seen`, the ids already delivered at exactly `since`
-    tie       more records share the timestamp `since` than one search page holds: walk them
-              by id (`after` = last id delivered) with an EQ filter, then go on at since + 1
+    full      list every live record by id (`after` = HubSpot's paging token); `since` is
+              when the read started, less the clock skew
+    search    records modified at or after a look-back before `since`, the newest
+              last-modified time delivered (see the source)
     archived  list archived records (`after` = paging token) and report those archived at or
               after `archived_since` (all of them after a full read) as deletions
 
@@ -20,7 +19,7 @@ from typing import Any, Literal
 
 from syncd.errors import FatalConnectorError
 
-Phase = Literal["full", "search", "tie", "archived"]
+Phase = Literal["full", "search", "archived"]
 VERSION = 1
 
 
@@ -30,7 +29,6 @@ class ReadCursor:
 
     phase: Phase
     since: int = 0
-    seen: tuple[str, ...] = ()
     after: str | None = None
     archived_since: int | None = None
     started: int = 0
@@ -42,9 +40,7 @@ class ReadCursor:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict to store as the stream's cursor."""
-        data = asdict(self)
-        data["seen"] = list(self.seen)
-        return {"v": VERSION, **data}
+        return {"v": VERSION, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: Any) -> ReadCursor:
@@ -53,8 +49,12 @@ class ReadCursor:
             raise FatalConnectorError(
                 f"unrecognized HubSpot cursor {data!r}; run with --full to start over"
             )
-        fields = {k: v for k, v in data.items() if k != "v"}
-        fields["seen"] = tuple(fields.get("seen", ()))
+        # Cursors stored before reads looked back also hold the ids delivered at `since`, and
+        # a run killed while walking one timestamp by id rests in a `tie` phase: the look-back
+        # from `since` reads all of those again.
+        fields = {k: v for k, v in data.items() if k not in ("v", "seen")}
+        if fields.get("phase") == "tie":
+            fields |= {"phase": "search", "after": None}
         try:
             return cls(**fields)
         except TypeError as error:

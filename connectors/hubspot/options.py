@@ -6,6 +6,8 @@ from pydantic import Field, field_validator
 
 from syncd.connector import ConnectorOptions, EnvRef
 
+DEFAULT_LOOKBACK_SECONDS = 300.0
+"""Well past the few seconds HubSpot's search index lags its writes."""
 DEFAULT_HOST = "https://api.hubapi.com"
 
 
@@ -23,6 +25,8 @@ class HubSpotOptions(ConnectorOptions):
     id_property: str = "email"
     page_size: int = Field(default=100, ge=1, le=100)
     search_page_size: int = Field(default=200, ge=1, le=200)
+    lookback_seconds: float = Field(default=DEFAULT_LOOKBACK_SECONDS, ge=0)
+    """How far before the stored time each incremental read starts (search lags writes)."""
     batch_size: int = Field(default=100, ge=1, le=100)
     budget: int = Field(default=100, ge=1)
     budget_window: float = Field(default=10.0, gt=0)

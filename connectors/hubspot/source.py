@@ -2,21 +2,24 @@
 
 A full read (cursor None) lists every live record by id, 100 per page, then reports every
 archived record as deleted. An incremental read is a keyset walk over the last-modified
-property with CRM search: `GTE since`, sorted ascending, dropping ids already delivered at
-exactly `since`. Each query starts again from the newest timestamp delivered instead of
-paging with `after`, so it never reaches search's 10,000-result cap however many records
-changed, and a record edited while we page cannot shift the others out of view (offset
-paging would skip one for each record that moves). When more records share one
-millisecond than a search page holds, they are walked by id (see `cursor`). Every read
-ends by listing archived records: those archived since the last read become
-`Page.deleted_ids`.
+property with CRM search: `GTE` the walk's position, sorted ascending, dropping ids this read
+already delivered at exactly that millisecond. Each query starts again from the newest
+timestamp delivered instead of paging with `after`, so it never reaches search's 10,000-result
+cap however many records changed, and a record edited while we page cannot shift the others
+out of view (offset paging would skip one for each record that moves). When more records
+share one millisecond than a search page holds, they are walked by id.
+
+The walk starts `lookback_seconds` before the stored time (see `connectors.lookback`):
+HubSpot's search index lags its writes, so a record modified just before a later-stamped one
+may be searchable only after that one was delivered. Records inside the look-back come again.
+Every read ends by listing archived records: those archived since the last read, with the same
+look-back, become `Page.deleted_ids`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +27,8 @@ import structlog
 
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.cursor import ReadCursor
+from connectors.hubspot.options import DEFAULT_LOOKBACK_SECONDS
+from connectors.lookback import Walk
 from syncd.connector import JsonValue, Page, RawRecord
 from syncd.errors import FatalConnectorError
 
@@ -58,14 +63,6 @@ def to_ms(value: str) -> int:
     return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-@dataclass(frozen=True)
-class _Step:
-    records: Sequence[Mapping[str, Any]]
-    cursor: ReadCursor
-    deleted: Sequence[str] = ()
-    finished: bool = False
-
-
 class HubSpotSource:
     """Reads `objects` (streams named after HubSpot object types) from one account."""
 
@@ -77,6 +74,7 @@ class HubSpotSource:
         page_size: int = 100,
         search_page_size: int = 200,
         clock: Callable[[], float] = time.time,
+        lookback_seconds: float = DEFAULT_LOOKBACK_SECONDS,
     ) -> None:
         self._client = client
         self._objects = tuple(objects)
@@ -84,13 +82,14 @@ class HubSpotSource:
         self._page_size = page_size
         self._search_page_size = search_page_size
         self._clock = clock
+        self._lookback_ms = int(lookback_seconds * 1000)
 
     def streams(self) -> Sequence[str]:
         """The configured object types."""
         return self._objects
 
     def read(self, stream: str, cursor: JsonValue | None) -> Iterator[Page]:
-        """Pages after `cursor`; each page's cursor resumes right after it."""
+        """Pages after `cursor`; a read resumed from a page's cursor misses nothing after it."""
         if stream not in self._objects:
             raise FatalConnectorError(
                 f"stream {stream!r} is not configured; add it to objects = {list(self._objects)}"
@@ -100,23 +99,11 @@ class HubSpotSource:
             if cursor is None
             else ReadCursor.from_json(cursor)
         )
-        steps = {
-            "full": self._full_step,
-            "search": self._search_step,
-            "tie": self._tie_step,
-            "archived": self._archived_step,
-        }
-        while True:
-            step = steps[state.phase](stream, state)
-            state = step.cursor
-            if step.records or step.deleted or step.finished:
-                yield Page(
-                    records=[self._raw(stream, record) for record in step.records],
-                    cursor=state.to_json(),
-                    deleted_ids=tuple(step.deleted),
-                )
-            if step.finished:
-                return
+        if state.phase == "full":
+            state = yield from self._full(stream, state)
+        elif state.phase == "search":
+            state = yield from self._changes(stream, state)
+        yield from self._archived(stream, state)
 
     def close(self) -> None:
         """Release the client's connections."""
@@ -141,93 +128,101 @@ class HubSpotSource:
             )
         return to_ms(str(value))
 
-    def _full_step(self, stream: str, state: ReadCursor) -> _Step:
-        body = self._client.get_page(stream, self._page_size, state.after, self._wanted(stream))
-        following = _next_after(body)
-        if following is not None:
-            return _Step(body["results"], state.with_phase("full", after=following))
-        # Everything archived is a deletion after a full read: the store may hold any of it.
-        archived = ReadCursor(
-            phase="archived", since=state.started, archived_since=None, started=state.started
-        )
-        return _Step(body["results"], archived)
+    def _page(self, stream: str, records: Sequence[Mapping[str, Any]], state: ReadCursor) -> Page:
+        return Page(records=[self._raw(stream, r) for r in records], cursor=state.to_json())
 
-    def _search_step(self, stream: str, state: ReadCursor) -> _Step:
+    def _full(self, stream: str, state: ReadCursor) -> Generator[Page, None, ReadCursor]:
+        while True:
+            body = self._client.get_page(stream, self._page_size, state.after, self._wanted(stream))
+            following = _next_after(body)
+            if following is None:
+                # Everything archived is a deletion after a full read: the store may hold any.
+                state = ReadCursor(phase="archived", since=state.started, started=state.started)
+            else:
+                state = state.with_phase("full", after=following)
+            if body["results"]:
+                yield self._page(stream, body["results"], state)
+            if following is None:
+                return state
+
+    def _changes(self, stream: str, state: ReadCursor) -> Generator[Page, None, ReadCursor]:
+        walk: Walk[int, str] = Walk(state.since, state.since - self._lookback_ms)
+
+        def here() -> ReadCursor:
+            return ReadCursor(
+                phase="search", since=_known(walk.mark), archived_since=state.archived_since
+            )
+
         prop = modified_property(stream)
-        results = self._search(
-            stream,
-            [{"propertyName": prop, "operator": "GTE", "value": str(state.since)}],
-            prop,
-        )
-        seen = set(state.seen)
-        stamped = [(self._stamp(stream, r), r) for r in results]
-        fresh = [r for stamp, r in stamped if not (stamp == state.since and r["id"] in seen)]
-        since, held = state.since, list(state.seen)
-        if stamped:
-            newest = max(stamp for stamp, _ in stamped)
-            if newest != since:
-                since, held = newest, []
-            held += [r["id"] for stamp, r in stamped if stamp == newest and r["id"] not in held]
-        if len(results) < self._search_page_size:
-            scan = ReadCursor(
-                phase="archived",
-                since=since,
-                seen=tuple(held),
-                archived_since=state.archived_since,
-                started=self._now() - CLOCK_SKEW_MS,
+        while True:
+            results = self._search(
+                stream, [{"propertyName": prop, "operator": "GTE", "value": str(walk.at)}], prop
             )
-            return _Step(fresh, scan)
-        if len(held) > self._search_page_size // 2:
-            log.info("hubspot records share one timestamp; walking them by id", stream=stream)
-            tie = ReadCursor(
-                phase="tie",
-                since=since,
-                seen=tuple(held),
-                after="0",
-                archived_since=state.archived_since,
-            )
-            return _Step(fresh, tie)
-        return _Step(fresh, state.with_phase("search", since=since, seen=tuple(held)))
+            stamped = [(str(r["id"]), self._stamp(stream, r), r) for r in results]
+            fresh = [r for key, stamp, r in stamped if walk.fresh(key, stamp)]
+            walk.took((key, stamp) for key, stamp, _ in stamped)
+            if len(results) < self._search_page_size:
+                # The deletions window looks back too, from where the last read's scan began.
+                done = ReadCursor(
+                    phase="archived",
+                    since=_known(walk.mark),
+                    archived_since=(
+                        None
+                        if state.archived_since is None
+                        else state.archived_since - self._lookback_ms
+                    ),
+                    started=self._now() - CLOCK_SKEW_MS,
+                )
+                if fresh:
+                    yield self._page(stream, fresh, done)
+                return done
+            if fresh:
+                yield self._page(stream, fresh, here())
+            if len(walk.taken_at) > self._search_page_size // 2:
+                log.info("hubspot records share one timestamp; walking them by id", stream=stream)
+                for tied in self._tie(stream, walk):
+                    yield self._page(stream, tied, here())
 
-    def _tie_step(self, stream: str, state: ReadCursor) -> _Step:
-        filters = [
-            {
-                "propertyName": modified_property(stream),
-                "operator": "EQ",
-                "value": str(state.since),
-            },
-            {"propertyName": "hs_object_id", "operator": "GT", "value": state.after or "0"},
-        ]
-        results = self._search(stream, filters, "hs_object_id")
-        fresh = [r for r in results if r["id"] not in state.seen]
-        if len(results) < self._search_page_size:
-            done = ReadCursor(
-                phase="search", since=state.since + 1, archived_since=state.archived_since
-            )
-            return _Step(fresh, done)
-        last = str(results[-1]["id"])
-        # Ids at or below the walk's position cannot come back: keep the cursor small.
-        seen = tuple(i for i in state.seen if int(i) > int(last))
-        return _Step(fresh, state.with_phase("tie", after=last, seen=seen))
+    def _tie(self, stream: str, walk: Walk[int, str]) -> Iterator[list[dict[str, Any]]]:
+        """The records modified at exactly the walk's time it has not taken, walked by id."""
+        at, after = _known(walk.at), "0"
+        while True:
+            filters = [
+                {"propertyName": modified_property(stream), "operator": "EQ", "value": str(at)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": after},
+            ]
+            results = self._search(stream, filters, "hs_object_id")
+            fresh = [r for r in results if walk.fresh(str(r["id"]), at)]
+            walk.took((str(r["id"]), at) for r in results)
+            last = len(results) < self._search_page_size
+            if last:
+                walk.jump(at + 1)
+            if fresh:
+                yield fresh
+            if last:
+                return
+            after = str(results[-1]["id"])
 
-    def _archived_step(self, stream: str, state: ReadCursor) -> _Step:
-        body = self._client.get_page(
-            stream, self._page_size, state.after, ["hs_object_id"], archived=True
-        )
-        deleted = [
-            str(record["id"])
-            for record in body["results"]
-            if state.archived_since is None
-            or to_ms(str(record.get("archivedAt") or record.get("updatedAt")))
-            >= state.archived_since
-        ]
-        following = _next_after(body)
-        if following is not None:
-            return _Step((), state.with_phase("archived", after=following), deleted)
-        rest = ReadCursor(
-            phase="search", since=state.since, seen=state.seen, archived_since=state.started
-        )
-        return _Step((), rest, deleted, finished=True)
+    def _archived(self, stream: str, state: ReadCursor) -> Iterator[Page]:
+        while True:
+            body = self._client.get_page(
+                stream, self._page_size, state.after, ["hs_object_id"], archived=True
+            )
+            deleted = [
+                str(record["id"])
+                for record in body["results"]
+                if state.archived_since is None
+                or to_ms(str(record.get("archivedAt") or record.get("updatedAt")))
+                >= state.archived_since
+            ]
+            following = _next_after(body)
+            if following is None:
+                rest = ReadCursor(phase="search", since=state.since, archived_since=state.started)
+                yield Page(records=[], cursor=rest.to_json(), deleted_ids=tuple(deleted))
+                return
+            state = state.with_phase("archived", after=following)
+            if deleted:
+                yield Page(records=[], cursor=state.to_json(), deleted_ids=tuple(deleted))
 
     def _search(
         self, stream: str, filters: list[dict[str, str]], sort_by: str
@@ -253,6 +248,13 @@ class HubSpotSource:
             "archived": bool(record.get("archived", False)),
         }
         return RawRecord(payload=payload, location=f"hubspot:{stream}/{payload['id']}")
+
+
+def _known(stamp: int | None) -> int:
+    """A time of a walk that started from a stored time, as every HubSpot search walk does."""
+    if stamp is None:
+        raise TypeError("a HubSpot search walk always starts from a stored time")
+    return stamp
 
 
 def _next_after(body: Mapping[str, Any]) -> str | None:

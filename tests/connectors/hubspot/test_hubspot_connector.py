@@ -22,6 +22,9 @@ def test_options_defaults_and_limits() -> None:
     assert parsed.host == "https://api.hubapi.com"
     assert parsed.objects == ("contacts", "companies")
     assert (parsed.page_size, parsed.batch_size, parsed.budget) == (100, 100, 100)
+    assert parsed.lookback_seconds == 300
+    with pytest.raises(ValidationError, match="lookback_seconds"):
+        options(lookback_seconds=-1)
     with pytest.raises(ValidationError, match="page_size"):
         options(page_size=101)
     with pytest.raises(ValidationError, match="search_page_size"):
