@@ -22,6 +22,8 @@ class MatomoOptions(ConnectorOptions):
     token_auth: EnvRef
     page_size: int = Field(default=100, ge=1, le=10_000)
     start_date: date = date(2000, 1, 1)
+    lookback_seconds: int = Field(default=600, ge=0)
+    """How far before the stored last action each read starts: Matomo may write a visit late."""
     budget: int = Field(default=10, ge=1)
     budget_window: float = Field(default=1.0, gt=0)
     timeout: float = Field(default=30.0, gt=0)

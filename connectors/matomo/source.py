@@ -9,11 +9,15 @@ Incremental by the visit's last action time. A visit changes while the visitor i
 the site (new actions move its lastActionTimestamp forward), so a changed visit is read again
 with all its actions; actions keep their `actionId`, which de-duplicates them downstream.
 
-The cursor is `{"last_action": T, "visits_at_last_action": [ids]}`: everything up to and
-including time T has been read, and of the visits whose last action is exactly T, these
-ones. Each page asks Matomo for visits with a last action at or after T
-(`minTimestamp=T-1`, ascending), so a page boundary inside a run of equal timestamps, or a
-visit moving forward between two requests, neither loses nor repeats a visit.
+The cursor is `{"last_action": T}`, the newest last action read. Each read starts
+`lookback_seconds` before T (see `connectors.lookback`): Matomo writes a tracking request when
+it processes it, not when it happened, so a queued request (QueuedTracking works through its
+queue in batches, later after a peak), an app sending the events it held offline, or a log
+import gives a visit a last action older than visits a read already delivered. Each page asks
+Matomo for visits with a last action at or after the walk's time (`minTimestamp=T-1`,
+ascending) and drops those this read already took at exactly that time, so a page boundary
+inside a run of equal timestamps, or a visit moving forward between two requests, neither
+loses nor repeats a visit within a read.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from connectors.lookback import Walk
 from connectors.matomo.client import MatomoClient
 from connectors.matomo.options import MatomoOptions
 from syncd.budget import RequestBudget
@@ -44,49 +48,18 @@ def _int(value: Any) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class VisitCursor:
-    """How far the visits have been read (see the module docstring)."""
+def stored_last_action(cursor: JsonValue | None) -> int | None:
+    """The last action time the engine stored; None starts from the beginning.
 
-    last_action: int | None = None
-    visits_at_last_action: frozenset[int] = frozenset()
-
-    @classmethod
-    def load(cls, cursor: JsonValue | None) -> VisitCursor:
-        """The cursor the engine stored; None starts from the beginning."""
-        if cursor is None:
-            return cls()
-        last = _int(cursor.get("last_action")) if isinstance(cursor, dict) else None
-        ids = cursor.get("visits_at_last_action") if isinstance(cursor, dict) else None
-        if last is None or not isinstance(ids, list) or any(_int(i) is None for i in ids):
-            raise FatalConnectorError(f"not a Matomo visits cursor: {cursor!r}")
-        return cls(last, frozenset(int(i) for i in ids))
-
-    def dump(self) -> JsonValue:
-        """The JSON form the engine stores."""
-        return {
-            "last_action": self.last_action,
-            "visits_at_last_action": sorted(self.visits_at_last_action),
-        }
-
-    def covers(self, id_visit: int, last_action: int) -> bool:
-        """Whether this version of the visit was already read."""
-        if self.last_action is None:
-            return False
-        if last_action == self.last_action:
-            return id_visit in self.visits_at_last_action
-        return last_action < self.last_action
-
-    def after(self, read: Sequence[tuple[int, int]]) -> VisitCursor:
-        """The cursor once the (idVisit, lastActionTimestamp) pairs in `read` are read too."""
-        newest = max(last for _, last in read)
-        if self.last_action is not None and newest <= self.last_action:
-            newest = self.last_action
-            seen = set(self.visits_at_last_action)
-        else:
-            seen = set()
-        seen.update(id_visit for id_visit, last in read if last == newest)
-        return VisitCursor(newest, frozenset(seen))
+    Cursors stored before reads looked back also list the visits read at that time; the
+    look-back reads those again.
+    """
+    if cursor is None:
+        return None
+    last = _int(cursor.get("last_action")) if isinstance(cursor, dict) else None
+    if last is None:
+        raise FatalConnectorError(f"not a Matomo visits cursor: {cursor!r}")
+    return last
 
 
 def action_ids(id_visit: int, actions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -140,9 +113,13 @@ class MatomoSource:
         """Pages of visits (or of their actions) whose last action is after `cursor`."""
         if stream not in STREAMS:
             raise FatalConnectorError(f"Matomo has no stream {stream!r}; it has {STREAMS}")
-        for visits, after in self._visit_pages(VisitCursor.load(cursor)):
+        stored = stored_last_action(cursor)
+        walk: Walk[int, int] = Walk(
+            stored, None if stored is None else stored - self._options.lookback_seconds
+        )
+        for visits in self._visit_pages(walk):
             records = self._visit_records(visits) if stream == "visits" else self._actions(visits)
-            yield Page(records=records, cursor=after.dump())
+            yield Page(records=records, cursor={"last_action": walk.mark})
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -151,9 +128,8 @@ class MatomoSource:
     def _location(self, id_visit: int) -> str:
         return f"{self._options.url}/index.php#idSite={self._options.site_id}&idVisit={id_visit}"
 
-    def _visit_pages(
-        self, state: VisitCursor
-    ) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], VisitCursor]]:
+    def _visit_pages(self, walk: Walk[int, int]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+        """Pages of (idVisit, visit) the walk had not taken; each moves the walk past it."""
         page_size = self._options.page_size
         offset = 0
         while True:
@@ -165,23 +141,23 @@ class MatomoSource:
                 "filter_offset": offset,
                 "filter_sort_order": "asc",
             }
-            if state.last_action is not None:
+            if walk.at is not None:
                 # Matomo keeps visits whose last action is strictly later than minTimestamp.
-                params["minTimestamp"] = state.last_action - 1
+                params["minTimestamp"] = walk.at - 1
             batch = self._client.call("Live.getLastVisitsDetails", params)
             if not isinstance(batch, list):
                 raise FatalConnectorError(f"Matomo answered visits as {type(batch).__name__}")
             fresh = [
                 (id_visit, last, visit)
                 for id_visit, last, visit in map(self._keys, batch)
-                if not state.covers(id_visit, last)
+                if walk.fresh(id_visit, last)
             ]
             if fresh:
-                state = state.after([(id_visit, last) for id_visit, last, _ in fresh])
-                yield [(id_visit, visit) for id_visit, _, visit in fresh], state
+                walk.took((id_visit, last) for id_visit, last, _ in fresh)
+                yield [(id_visit, visit) for id_visit, _, visit in fresh]
                 offset = 0
             elif len(batch) == page_size:
-                # A whole page of visits already read, all at the cursor's time: step past.
+                # A whole page of visits already taken, all at the walk's time: step past.
                 offset += page_size
             if len(batch) < page_size:
                 return
