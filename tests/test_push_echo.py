@@ -1,7 +1,8 @@
 """Echo suppression: three full cycles against the Salesforce and HubSpot emulators.
 
 Pull both CRMs → unify → push to both → pull again. Our own writes come back on the next pull
-with new modification stamps; they must change no profile and cause no new write.
+with new modification stamps; they must change no profile and cause no new write. The pull
+after that reads them once more, inside its look-back, and must count them unchanged.
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ def test_three_cycles_push_our_writes_once(
     assert first[2] > 0 and first[3] > 0
     # Our writes came back as changed records, and changed nothing.
     assert sum(c[0].get("changed", 0) for c in later) >= first[1]["pushed_ok"]
+    # Each read looks back past its cursor: the last one reads our writes again and finds
+    # every record unchanged, so it writes none.
+    last_pull = later[-1][0]
+    assert last_pull["records_read"] > 0
+    assert last_pull.get("unchanged") == last_pull["records_read"]
+    assert last_pull.get("changed", 0) == last_pull.get("new", 0) == 0
     for counts, pushed, sf_writes, hs_writes in later:
         assert counts.get("profiles_written", 0) == 0
         assert pushed["planned"] == pushed["pushed_ok"] == 0
