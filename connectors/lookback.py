@@ -40,15 +40,17 @@ class Walk(Generic[Stamp, Key]):
     at: Stamp | None
     taken_at: set[Key] = field(default_factory=set)
     """The ids this read took at exactly `at`."""
+    newest: Stamp | None = None
+    """The newest time this read took (`at` may go past it: see `jump`)."""
 
     @property
     def mark(self) -> Stamp | None:
         """The time to store: the newest this read took, never earlier than the stored one."""
         if self.stored is None:
-            return self.at
-        if self.at is None:
+            return self.newest
+        if self.newest is None:
             return self.stored
-        return max(self.stored, self.at)
+        return max(self.stored, self.newest)
 
     def fresh(self, key: Key, stamp: Stamp) -> bool:
         """Whether this read has not taken this record at this time yet."""
@@ -60,10 +62,16 @@ class Walk(Generic[Stamp, Key]):
         if not pairs:
             return
         newest = max(stamp for _, stamp in pairs)
+        if self.newest is None or newest > self.newest:
+            self.newest = newest
         if self.at is None or newest > self.at:
             self.at, self.taken_at = newest, set()
         self.taken_at.update(key for key, stamp in pairs if stamp == self.at)
 
     def jump(self, stamp: Stamp) -> None:
-        """Go on at `stamp`: every record before it was taken."""
+        """Go on at `stamp`: every record before it was taken.
+
+        The mark stays the newest time taken: a record changed again at a time this read
+        passed without taking anything there would otherwise be skipped by the next read.
+        """
         self.at, self.taken_at = stamp, set()

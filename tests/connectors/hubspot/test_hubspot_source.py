@@ -202,6 +202,24 @@ def test_records_sharing_a_timestamp_across_pages_arrive_once_per_read(
         assert set(ids(pages[index + 1 :])) <= set(rest), f"resuming after page {index}"
 
 
+def test_a_second_edit_in_a_timestamp_walked_by_id_is_read_without_look_back(
+    emulator: HubSpotEmulator, make_source: SourceFactory
+) -> None:
+    crowd = [c.id for c in emulator.records("contacts")[:25]]
+    emulator.modify("contacts", crowd, {"city": "Denver"}, at_ms=LATER + 3)
+    source = make_source(search_page_size=10, lookback_seconds=0, clock_ms=LATER + MINUTE)
+    with capture_logs() as logs:
+        first = _read_all(source, _search_cursor(LATER))
+    assert any("walking them by id" in entry["event"] for entry in logs)
+    assert sorted(ids(first)) == sorted(crowd)
+    # The stored time is the newest one delivered, not the one the id walk ended past.
+    assert first[-1].cursor["since"] == LATER + 3
+    emulator.modify("contacts", crowd[-1:], {"city": "Austin"}, at_ms=LATER + 3)
+    again = _read_all(source, first[-1].cursor)
+    cities = {r.payload["id"]: r.payload["properties"]["city"] for p in again for r in p.records}
+    assert cities.get(crowd[-1]) == "Austin"
+
+
 def test_incremental_read_past_the_10000_result_cap() -> None:
     """10,200 changed records: the keyset walk never pages past search's 10,000th result,
     and a record edited mid-read cannot push another one out of view."""
