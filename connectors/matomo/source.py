@@ -152,12 +152,15 @@ class MatomoSource:
                 for id_visit, last, visit in map(self._keys, batch)
                 if walk.fresh(id_visit, last)
             ]
+            before = walk.at
             if fresh:
                 walk.took((id_visit, last) for id_visit, last, _ in fresh)
                 yield [(id_visit, visit) for id_visit, _, visit in fresh]
+            if walk.at != before:
                 offset = 0
-            elif len(batch) == page_size:
-                # A whole page of visits already taken, all at the walk's time: step past.
+            else:
+                # The walk's time stayed: every visit on this page is at it and taken, so step
+                # on instead of asking again for all the visits of a crowded second.
                 offset += page_size
             if len(batch) < page_size:
                 return

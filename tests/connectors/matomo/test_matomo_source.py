@@ -78,6 +78,32 @@ def test_a_run_of_equal_timestamps_across_pages_is_read_once_per_read(
         assert set(visit_ids(pages[index + 1 :])) <= set(rest), index
 
 
+def test_a_crowded_second_costs_one_request_per_page() -> None:
+    with MatomoEmulator(people=400, seed=11) as emulator:
+        tied = [visit["idVisit"] for visit in emulator.visits()[:500]]
+        assert len(tied) == 500
+        moment = emulator.now() + 100
+        for id_visit in tied:
+            emulator.record_pageview(id_visit, at=moment)
+        options = MatomoOptions(
+            url=emulator.url,
+            site_id=1,
+            token_auth={"env": "X"},
+            page_size=10,
+            lookback_seconds=0,
+            budget=10_000,
+        )
+        source = MatomoSource(options, DEFAULT_TOKEN, sleep=FakeSleep())
+        try:
+            pages = list(source.read("visits", {"last_action": moment}))
+        finally:
+            source.close()
+        requests = len(emulator.requests)
+    assert sorted(visit_ids(pages)) == sorted(tied)
+    # 50 pages and the short one ending the read, not a request per page taken so far per page.
+    assert requests <= 60, requests
+
+
 def test_a_visit_written_late_is_read_next_time(
     emulator: MatomoEmulator, make_source: SourceFactory
 ) -> None:
