@@ -4,8 +4,10 @@ A read moves through phases:
 
     full      list every live record by id (`after` = HubSpot's paging token); `since` is
               when the read started, less the clock skew
-    search    records modified at or after a look-back before `since`, the newest
-              last-modified time delivered (see the source)
+    search    records modified at or after `since`, the newest last-modified time
+              delivered, or a look-back before `started`, when the read that stored it began
+              (less the clock skew), if earlier; `started` 0 (cursors stored before) looks
+              back from `since` (see the source)
     archived  list archived records (`after` = paging token) and report those archived at or
               after `archived_since` (all of them after a full read) as deletions
 

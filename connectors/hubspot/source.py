@@ -9,9 +9,11 @@ cap however many records changed, and a record edited while we page cannot shift
 out of view (offset paging would skip one for each record that moves). When more records
 share one millisecond than a search page holds, they are walked by id.
 
-The walk starts `lookback_seconds` before the stored time (see `connectors.lookback`):
-HubSpot's search index lags its writes, so a record modified just before a later-stamped one
-may be searchable only after that one was delivered. Records inside the look-back come again.
+The walk starts `lookback_seconds` before the previous read started (our clock less the clock
+skew), or at the stored time if that is earlier (see `connectors.lookback`): HubSpot's search
+index lags its writes, so a record modified just before a later-stamped one may be searchable
+only after that one was delivered. Records inside the look-back come again; a stream gone quiet
+reads only the records at its stored time.
 Every read ends by listing archived records: those archived since the last read, with the same
 look-back, become `Page.deleted_ids`.
 """
@@ -146,11 +148,23 @@ class HubSpotSource:
                 return state
 
     def _changes(self, stream: str, state: ReadCursor) -> Generator[Page, None, ReadCursor]:
-        walk: Walk[int, str] = Walk(state.since, state.since - self._lookback_ms)
+        begun = self._now() - CLOCK_SKEW_MS
+        # From the previous read's start: what it could not see yet is stamped after that, less
+        # the look-back. Cursors stored without it (started 0) look back from the stored time.
+        lookback = self._lookback_ms
+        start = (
+            min(state.since, state.started - lookback)
+            if state.started > 0
+            else state.since - lookback
+        )
+        walk: Walk[int, str] = Walk(state.since, start)
 
         def here() -> ReadCursor:
             return ReadCursor(
-                phase="search", since=_known(walk.mark), archived_since=state.archived_since
+                phase="search",
+                since=_known(walk.mark),
+                archived_since=state.archived_since,
+                started=begun,
             )
 
         prop = modified_property(stream)
@@ -171,7 +185,7 @@ class HubSpotSource:
                         if state.archived_since is None
                         else state.archived_since - self._lookback_ms
                     ),
-                    started=self._now() - CLOCK_SKEW_MS,
+                    started=begun,
                 )
                 if fresh:
                     yield self._page(stream, fresh, done)
@@ -217,7 +231,12 @@ class HubSpotSource:
             ]
             following = _next_after(body)
             if following is None:
-                rest = ReadCursor(phase="search", since=state.since, archived_since=state.started)
+                rest = ReadCursor(
+                    phase="search",
+                    since=state.since,
+                    archived_since=state.started,
+                    started=state.started,
+                )
                 yield Page(records=[], cursor=rest.to_json(), deleted_ids=tuple(deleted))
                 return
             state = state.with_phase("archived", after=following)

@@ -102,8 +102,28 @@ def test_incremental_read_brings_changes_and_deletions_since_the_cursor(
     quiet = list(
         make_source(clock_ms=LATER + 30 * MINUTE).read("contacts", roundtrip(again[-1].cursor))
     )
-    assert sorted(ids(quiet)) == sorted(contacts[5:8]), "with nothing new the look-back stays"
+    assert sorted(ids(quiet)) == sorted(contacts[5:8]), "the edits share the stored time"
     assert [d for page in quiet for d in page.deleted_ids] == []
+
+
+def test_a_stream_gone_quiet_reads_only_its_stored_time_again(
+    emulator: HubSpotEmulator, make_source: SourceFactory
+) -> None:
+    # An import: 40 records a second apart, all within one look-back of the newest.
+    contacts = [c.id for c in emulator.records("contacts")[:40]]
+    for index, contact in enumerate(contacts):
+        emulator.modify("contacts", [contact], {"city": "Denver"}, at_ms=LATER + index * 1_000)
+    cursor: Any = _search_cursor(LATER - MINUTE)
+    counts = []
+    for run in range(1, 4):
+        searches = len(emulator.requests("objects.search"))
+        source = make_source(clock_ms=LATER + run * 20 * MINUTE)
+        pages = _read_all(source, cursor)
+        cursor = pages[-1].cursor
+        counts.append((len(ids(pages)), len(emulator.requests("objects.search")) - searches))
+    # The first read takes the import; later ones, started more than a look-back after the
+    # import, read only the record at the stored time, with one search each.
+    assert counts == [(40, 1), (1, 1), (1, 1)]
 
 
 def _search_cursor(since: int) -> dict[str, Any]:
@@ -121,9 +141,11 @@ def test_a_record_searchable_only_after_a_later_one_is_read_next_time(
     emulator.modify("contacts", [lagging], {"city": "Austin"}, at_ms=LATER + 1_000)
     later = list(make_source(clock_ms=LATER + MINUTE).read("contacts", roundtrip(first[-1].cursor)))
     assert sorted(ids(later)) == sorted([lagging, prompt])
-    # Without a look-back it would be lost for good.
+    # Without a look-back (and the clock skew margin, from a cursor that tells no read start)
+    # it would be lost for good.
     blind = make_source(clock_ms=LATER + MINUTE, lookback_seconds=0)
-    assert ids(list(blind.read("contacts", roundtrip(first[-1].cursor)))) == [prompt]
+    no_start = {**roundtrip(first[-1].cursor), "started": 0}
+    assert ids(list(blind.read("contacts", no_start))) == [prompt]
 
 
 def test_a_second_edit_in_the_same_millisecond_is_read(
