@@ -1,11 +1,14 @@
 """Salesforce objects as streams, read incrementally on SystemModstamp.
 
-The cursor is the newest SystemModstamp read. Each read asks for `SystemModstamp >= start`
-ordered by (SystemModstamp, Id), where `start` is `lookback_seconds` before the cursor (see
-`connectors.lookback`): SystemModstamp has one-second resolution, so a record edited again
-within the second a read ended keeps the stamp that read passed, and a long transaction's rows
-become visible only when it commits, stamped earlier. Records inside the look-back are read
-again; the store finds them unchanged. queryAll returns deleted records too: they come back in
+The cursor is the newest SystemModstamp read and when the read began (our clock less
+`CLOCK_SKEW`). Each read asks for `SystemModstamp >= start` ordered by (SystemModstamp, Id),
+where `start` is `lookback_seconds` before the previous read began, or the stored
+SystemModstamp if that is earlier (see `connectors.lookback`): SystemModstamp has one-second
+resolution, so a record edited again within the second a read ended keeps the stamp that read
+passed, and a long transaction's rows become visible only when it commits, stamped earlier.
+Records inside the look-back are read again; the store finds them unchanged, and a stream gone
+quiet reads only the records at its stored SystemModstamp. A cursor without a read start looks
+back from its SystemModstamp. queryAll returns deleted records too: they come back in
 `Page.deleted_ids`. A full read of more records than `bulk_query_threshold` runs as one Bulk
 2.0 query job instead of REST pages. If Salesforce loses a REST query's place between pages,
 the query runs again from where the read stands.
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,6 +35,9 @@ CURSOR_FIELD = "SystemModstamp"
 _REQUIRED = ("Id", "IsDeleted", CURSOR_FIELD)
 log = structlog.get_logger(__name__)
 
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far Salesforce's clock may be ahead of ours: a read's stored start is this much earlier."""
+
 ModstampWalk = Walk[datetime, str]
 
 
@@ -40,24 +47,36 @@ def soql_datetime(value: datetime) -> str:
 
 
 def start_walk(cursor: JsonValue | None, lookback_seconds: float) -> ModstampWalk:
-    """Where a read after `cursor` starts: the look-back before its time (None: everything).
+    """Where a read after `cursor` starts (None: everything).
 
-    Cursors stored before reads looked back also list the ids read at that time; the look-back
-    reads those again, so they are not needed.
+    That is the look-back before the previous read's start, or the stored time if earlier:
+    what that read could not see yet is stamped after its start less the look-back. A cursor
+    without a read start (stored before reads kept it) looks back from its time. Cursors stored
+    before reads looked back also list the ids read at that time; the look-back reads those
+    again, so they are not needed.
     """
     if cursor is None:
         return ModstampWalk(None, None)
     try:
         stored = parse_datetime(cursor["modstamp"])
+        started = parse_datetime(cursor["started"]) if "started" in cursor else None
     except (KeyError, TypeError, ValueError) as error:
         raise FatalConnectorError(f"not a Salesforce cursor: {cursor!r}") from error
-    return ModstampWalk(stored, stored - timedelta(seconds=lookback_seconds))
+    lookback = timedelta(seconds=lookback_seconds)
+    start = stored - lookback if started is None else min(stored, started - lookback)
+    return ModstampWalk(stored, start)
 
 
-def walk_cursor(walk: ModstampWalk) -> JsonValue:
-    """The cursor to store after what `walk` took; None before anything was read."""
+def walk_cursor(walk: ModstampWalk, started: datetime | None) -> JsonValue:
+    """The cursor to store after what `walk` took in a read begun at `started` (None: unknown);
+    None before anything was read."""
     mark = walk.mark
-    return None if mark is None else {"modstamp": soql_datetime(mark)}
+    if mark is None:
+        return None
+    cursor: dict[str, JsonValue] = {"modstamp": soql_datetime(mark)}
+    if started is not None:
+        cursor["started"] = soql_datetime(started)
+    return cursor
 
 
 def _soql(sobject: str, fields: list[str], walk: ModstampWalk) -> str:
@@ -86,12 +105,16 @@ def _from_csv(value: str, field_type: str) -> Any:
 
 
 def page_after(
-    walk: ModstampWalk, rows: list[dict[str, Any]], location: Callable[[str], str]
+    walk: ModstampWalk,
+    rows: list[dict[str, Any]],
+    location: Callable[[str], str],
+    started: datetime | None,
 ) -> Page | None:
     """The page of `rows` this read has not taken yet (None if none); moves the walk on.
 
     `rows` come ordered by (SystemModstamp, Id), starting at or after the walk's time.
     `location` gives a record's URL when the row has no `attributes` (Bulk 2.0 rows).
+    `started` is when this read began, less the clock skew, for the cursor.
     """
     records: list[RawRecord] = []
     deleted: list[str] = []
@@ -112,15 +135,16 @@ def page_after(
     if not taken:
         return None
     walk.took(taken)
-    return Page(records=records, cursor=walk_cursor(walk), deleted_ids=deleted)
+    return Page(records=records, cursor=walk_cursor(walk, started), deleted_ids=deleted)
 
 
 class SalesforceSource:
     """Reads each configured object as a stream of the same name."""
 
-    def __init__(self, client: SalesforceClient) -> None:
+    def __init__(self, client: SalesforceClient, *, clock: Callable[[], float] = time.time) -> None:
         self.client = client
         self.options = client.options
+        self._clock = clock
 
     def streams(self) -> list[str]:
         """The configured objects."""
@@ -138,6 +162,7 @@ class SalesforceSource:
         """Pages of `stream` after `cursor` (None: everything), deleted records included."""
         if stream not in self.options.objects:
             raise FatalConnectorError(f"{stream} is not one of the configured objects")
+        started = datetime.fromtimestamp(self._clock(), UTC) - CLOCK_SKEW
         walk = start_walk(cursor, self.options.lookback_seconds)
         fields, types = self._fields(stream)
         if walk.at is None and self._count(stream) > self.options.bulk_query_threshold:
@@ -147,7 +172,7 @@ class SalesforceSource:
         else:
             pages = self._rest_pages(stream, fields, walk)
         for rows in pages:
-            page = page_after(walk, rows, self._location(stream))
+            page = page_after(walk, rows, self._location(stream), started)
             if page is not None:
                 yield page
 

@@ -21,7 +21,10 @@ from tests.connectors.salesforce.sf_fixtures import client_for
 
 
 def source_for(emulator: SalesforceEmulator, **overrides: Any) -> SalesforceSource:
-    return SalesforceSource(client_for(emulator, **overrides))
+    """A source on `emulator` whose clock is the org's virtual one."""
+    return SalesforceSource(
+        client_for(emulator, **overrides), clock=lambda: emulator.now.timestamp()
+    )
 
 
 def read(
@@ -91,8 +94,58 @@ def test_a_change_visible_after_a_later_one_is_read_next_time(
     pages = read(emulator, "Contact", cursor)
     assert sorted(ids(pages)) == sorted([early, late])
     assert [d for page in pages for d in page.deleted_ids] == [gone]
-    # Beyond the look-back, the stored time is final.
-    assert ids(read(emulator, "Contact", cursor, lookback_seconds=10)) == [early]
+    # Beyond the look-back (and the clock skew margin, from a cursor that tells no read start),
+    # the stored time is final.
+    no_start = {"modstamp": cursor["modstamp"]}
+    assert ids(read(emulator, "Contact", no_start, lookback_seconds=10)) == [early]
+
+
+def _pass(emulator: SalesforceEmulator, minutes: int) -> None:
+    """Let `minutes` pass on the emulator's clock without any change."""
+    with emulator.org.lock:
+        emulator.org.now += timedelta(minutes=minutes)
+
+
+def test_a_stream_gone_quiet_reads_only_its_stored_time_again(
+    emulator: SalesforceEmulator,
+) -> None:
+    cursor: JsonValue = {"modstamp": soql_datetime(emulator.now)}  # after every seeded record
+    # An import: 40 records a second apart, all within one look-back of the newest.
+    contacts = emulator.ids("Contact")[:40]
+    for contact in contacts:
+        emulator.modify("Contact", [contact], MailingCity="Porto")
+    counts = []
+    for _ in range(3):
+        _pass(emulator, 20)
+        source = source_for(emulator)
+        queries = _counting_queries(source)
+        try:
+            pages = list(source.read("Contact", json.loads(json.dumps(cursor))))
+        finally:
+            source.close()
+        cursor = pages[-1].cursor
+        counts.append((len(ids(pages)), len(queries)))
+    # The first read takes the import; later ones, started more than a look-back after it,
+    # read only the record at the stored time, with one query each.
+    assert counts == [(40, 1), (1, 1), (1, 1)]
+
+
+def _counting_queries(source: SalesforceSource) -> list[str]:
+    """The SOQL of every query `source` runs from now on (queryMore calls count as "more")."""
+    asked: list[str] = []
+    query, query_more = source.client.query, source.client.query_more
+
+    def counted_query(soql: str, include_deleted: bool) -> Any:
+        asked.append(soql)
+        return query(soql, include_deleted)
+
+    def counted_more(url: str) -> Any:
+        asked.append("more")
+        return query_more(url)
+
+    source.client.query = counted_query  # type: ignore[method-assign]
+    source.client.query_more = counted_more  # type: ignore[method-assign]
+    return asked
 
 
 def test_deleted_records_come_as_deleted_ids_only(emulator: SalesforceEmulator) -> None:
@@ -276,7 +329,7 @@ def _server(rows: list[dict[str, Any]], since: datetime | None, size: int) -> li
 
 def _pages(rows: list[dict[str, Any]], cursor: JsonValue | None, size: int) -> list[Page]:
     walk = start_walk(json.loads(json.dumps(cursor)), LOOKBACK.total_seconds())
-    pages = (page_after(walk, chunk, lambda i: i) for chunk in _server(rows, walk.at, size))
+    pages = (page_after(walk, chunk, lambda i: i, None) for chunk in _server(rows, walk.at, size))
     return [page for page in pages if page is not None]
 
 
