@@ -9,12 +9,14 @@ Incremental by the visit's last action time. A visit changes while the visitor i
 the site (new actions move its lastActionTimestamp forward), so a changed visit is read again
 with all its actions; actions keep their `actionId`, which de-duplicates them downstream.
 
-The cursor is `{"last_action": T}`, the newest last action read. Each read starts
-`lookback_seconds` before T (see `connectors.lookback`): Matomo writes a tracking request when
-it processes it, not when it happened, so a queued request (QueuedTracking works through its
-queue in batches, later after a peak), an app sending the events it held offline, or a log
-import gives a visit a last action older than visits a read already delivered. Each page asks
-Matomo for visits with a last action at or after the walk's time (`minTimestamp=T-1`,
+The cursor is `{"last_action": T, "started": S}`: T the newest last action read, S when the read
+began (our clock less `CLOCK_SKEW_SECONDS`). Each read starts `lookback_seconds` before the
+previous read's S, or at T if that is earlier (see `connectors.lookback`); a cursor without S
+looks back from T. A site gone quiet reads only the visits at T again. Matomo writes a tracking
+request when it processes it, not when it happened, so a queued request (QueuedTracking works
+through its queue in batches, later after a peak), an app sending the events it held offline, or
+a log import gives a visit a last action older than visits a read already delivered. Each page
+asks Matomo for visits with a last action at or after the walk's time (`minTimestamp=T-1`,
 ascending) and drops those this read already took at exactly that time, so a page boundary
 inside a run of equal timestamps, or a visit moving forward between two requests, neither
 loses nor repeats a visit within a read.
@@ -36,6 +38,8 @@ from syncd.errors import FatalConnectorError
 from syncd.retry import RetryPolicy
 
 STREAMS = ("visits", "actions")
+CLOCK_SKEW_SECONDS = 5 * 60
+"""How far Matomo's clock may be ahead of ours: a read's stored start is this much earlier."""
 
 
 def _int(value: Any) -> int | None:
@@ -60,6 +64,28 @@ def stored_last_action(cursor: JsonValue | None) -> int | None:
     if last is None:
         raise FatalConnectorError(f"not a Matomo visits cursor: {cursor!r}")
     return last
+
+
+def stored_start(cursor: JsonValue | None) -> int | None:
+    """When the read that stored `cursor` began; None if the cursor does not tell (stored
+    before reads kept it)."""
+    if not isinstance(cursor, dict) or "started" not in cursor:
+        return None
+    started = _int(cursor["started"])
+    if started is None:
+        raise FatalConnectorError(f"not a Matomo visits cursor: {cursor!r}")
+    return started
+
+
+def read_start(stored: int | None, started: int | None, lookback_seconds: int) -> int | None:
+    """Where a read starts after a cursor of last action `stored` stored by a read begun at
+    `started`: what that read could not see yet has a last action after `started` less the
+    look-back; a cursor without a start looks back from `stored` (None: from the beginning)."""
+    if stored is None:
+        return None
+    if started is None:
+        return stored - lookback_seconds
+    return min(stored, started - lookback_seconds)
 
 
 def action_ids(id_visit: int, actions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -94,8 +120,10 @@ class MatomoSource:
         *,
         sleep: Callable[[float], None] = time.sleep,
         budget: RequestBudget | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._options = options
+        self._clock = clock
         self._client = MatomoClient(
             options.url,
             token,
@@ -113,13 +141,13 @@ class MatomoSource:
         """Pages of visits (or of their actions) whose last action is after `cursor`."""
         if stream not in STREAMS:
             raise FatalConnectorError(f"Matomo has no stream {stream!r}; it has {STREAMS}")
+        began = int(self._clock()) - CLOCK_SKEW_SECONDS
         stored = stored_last_action(cursor)
-        walk: Walk[int, int] = Walk(
-            stored, None if stored is None else stored - self._options.lookback_seconds
-        )
+        start = read_start(stored, stored_start(cursor), self._options.lookback_seconds)
+        walk: Walk[int, int] = Walk(stored, start)
         for visits in self._visit_pages(walk):
             records = self._visit_records(visits) if stream == "visits" else self._actions(visits)
-            yield Page(records=records, cursor={"last_action": walk.mark})
+            yield Page(records=records, cursor={"last_action": walk.mark, "started": began})
 
     def close(self) -> None:
         """Close the connection pool."""

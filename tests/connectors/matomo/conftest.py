@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,9 +17,25 @@ PEOPLE = 40
 """About 80 visits: eight or more pages of 10."""
 
 
+@dataclass
+class VirtualClock:
+    """The emulator's clock: still unless a test moves it. At 0 the emulator's time is just
+    after its newest action."""
+
+    at: float = 0.0
+
+    def __call__(self) -> float:
+        return self.at
+
+
 @pytest.fixture
-def emulator() -> Iterator[MatomoEmulator]:
-    with MatomoEmulator(people=PEOPLE, seed=11, slow_seconds=1.0) as running:
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def emulator(clock: VirtualClock) -> Iterator[MatomoEmulator]:
+    with MatomoEmulator(people=PEOPLE, seed=11, slow_seconds=1.0, clock=clock) as running:
         yield running
 
 
@@ -27,7 +44,8 @@ SourceFactory = Callable[..., MatomoSource]
 
 @pytest.fixture
 def make_source(emulator: MatomoEmulator) -> Iterator[SourceFactory]:
-    """Sources on the emulator (page size 10, 0.5 s timeout); closed after the test."""
+    """Sources on the emulator (page size 10, 0.5 s timeout) on the emulator's time; closed
+    after the test."""
     made: list[MatomoSource] = []
 
     def make(sleep: Callable[[float], None] | None = None, **options: Any) -> MatomoSource:
@@ -41,7 +59,10 @@ def make_source(emulator: MatomoEmulator) -> Iterator[SourceFactory]:
             **options,
         }
         source = MatomoSource(
-            MatomoOptions.model_validate(settings), DEFAULT_TOKEN, sleep=sleep or FakeSleep()
+            MatomoOptions.model_validate(settings),
+            DEFAULT_TOKEN,
+            sleep=sleep or FakeSleep(),
+            clock=lambda: float(emulator.now()),
         )
         made.append(source)
         return source

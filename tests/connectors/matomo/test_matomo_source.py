@@ -22,7 +22,7 @@ from syncd.errors import AuthError, ConfigError, FatalConnectorError, RetryableE
 from syncd.mapping.compiler import compile_mappings
 from syncd.testing import FakeSleep
 
-from .conftest import SourceFactory
+from .conftest import SourceFactory, VirtualClock
 
 
 def visit_ids(pages: list[Page]) -> list[int]:
@@ -59,9 +59,10 @@ def test_pages_ascend_by_last_action_and_re_anchor_on_the_cursor(
 
 
 def test_a_run_of_equal_timestamps_across_pages_is_read_once_per_read(
-    emulator: MatomoEmulator, make_source: SourceFactory
+    emulator: MatomoEmulator, make_source: SourceFactory, clock: VirtualClock
 ) -> None:
-    before = {"last_action": emulator.now()}  # after every seeded visit
+    clock.at = emulator.now() + 3600
+    before = {"last_action": emulator.now()}  # a look-back after every seeded visit
     tied = [visit["idVisit"] for visit in emulator.visits()[:25]]
     moment = emulator.now() + 100
     for id_visit in tied:
@@ -114,8 +115,32 @@ def test_a_visit_written_late_is_read_next_time(
     # newest visit already read.
     emulator.record_pageview(late, at=newest - 60)
     assert late in visit_ids(list(make_source().read("visits", roundtrip(cursor))))
-    blind = make_source(lookback_seconds=0).read("visits", roundtrip(cursor))
-    assert late not in visit_ids(list(blind)), "beyond the look-back, the stored time is final"
+    # Beyond the look-back (and the clock skew margin, from a cursor that tells no read start),
+    # the stored time is final.
+    blind = make_source(lookback_seconds=0).read("visits", {"last_action": newest})
+    assert late not in visit_ids(list(blind))
+
+
+def test_a_site_gone_quiet_reads_only_its_stored_time_again(
+    emulator: MatomoEmulator, make_source: SourceFactory, clock: VirtualClock
+) -> None:
+    clock.at = emulator.now() + 3600
+    cursor: JsonValue = {"last_action": emulator.now()}  # a look-back after every seeded visit
+    # A burst: 40 visits acting a second apart, all within one look-back of the newest.
+    burst = [visit["idVisit"] for visit in emulator.visits()[:40]]
+    moment = emulator.now() + 60
+    for index, id_visit in enumerate(burst):
+        emulator.record_pageview(id_visit, at=moment + index)
+    counts = []
+    for run in range(1, 4):
+        clock.at = moment + run * 1200
+        asked = len(emulator.requests)
+        pages = list(make_source().read("visits", roundtrip(cursor)))
+        cursor = pages[-1].cursor
+        counts.append((len(visit_ids(pages)), len(emulator.requests) - asked))
+    # The first read takes the burst, a page of 10 at a time; later ones, started more than a
+    # look-back after it, read only the visit at the stored time, with one request each.
+    assert counts == [(40, 5), (1, 1), (1, 1)]
 
 
 def test_a_visit_changed_within_the_second_of_the_cursor_is_read_again(
