@@ -10,11 +10,18 @@ safe boundary for the next read:
 - a record can change again within the stamp's resolution (Salesforce stamps to the second) and
   keep the stamp a read already passed.
 
-So each read starts a look-back before the stored mark and skips nothing an earlier read
-delivered: a record inside the look-back may come again, which costs the store a content hash
-and no write when it did not change. Within one read, queries re-anchor at the walk's position
-(the time of the last record taken) and drop the ids already taken at exactly that time, so
-paging neither loses nor repeats a record.
+So each read looks back and skips nothing an earlier read delivered: a record inside the
+look-back may come again, which costs the store a content hash and no write when it did not
+change. The look-back is measured from when the previous read started, not from its mark: each
+source stores that start with its mark (our clock less a clock-skew margin of 5 minutes, so it
+is no later than the system's clock), and a record that read could not see yet is stamped after
+`previous start - lookback` (if it became visible within the look-back), so the next read
+starts at `min(mark, previous start - lookback)`. A stream gone quiet after a burst then reads,
+one look-back period later, only the records at its mark (a later edit within the mark's stamp
+keeps that stamp), not the whole burst on every run. A cursor stored without a read start looks
+back from its mark once. Within one read, queries re-anchor at the walk's position (the time of
+the last record taken) and drop the ids already taken at exactly that time, so paging neither
+loses nor repeats a record.
 """
 
 from __future__ import annotations
