@@ -120,6 +120,10 @@ def _plan(
     profiles: list[tuple[str, dict[str, Any]]],
 ) -> PlanChunk:
     chunk = PlanChunk()
+    if phase != "all":
+        # Each walk of a list target reads the entries and identifiers of its own side only.
+        joining = phase == "joining"
+        profiles = [(key, traits) for key, traits in profiles if mapping.selects(traits) == joining]
     ids = [profile_id for profile_id, _ in profiles]
     entries = load_entries(bulk, mapping.destination, mapping.target, ids)
     kind = mapping.match_identifier
@@ -128,16 +132,12 @@ def _plan(
     for profile_id, traits in profiles:
         identifier = identifiers.get(profile_id)
         if not mapping.selects(traits):
-            if phase == "joining":
-                continue  # planned, and counted, by the walk of those leaving
             current = match_value(mapping, traits, identifier)
             leaving = _leaving(mapping, profile_id, entries.get(profile_id), current)
             if leaving is None:
                 chunk.counts["not_selected"] += 1
             else:
                 chunk.add(leaving)
-            continue
-        if phase == "leaving":
             continue
         try:
             state = desired_state(mapping, profile_id, traits, identifier)
