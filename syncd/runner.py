@@ -23,6 +23,7 @@ from syncd.config import Config, ConnectorEntry
 from syncd.connector import ConnectorContext, Page, RawRecord, Source
 from syncd.errors import ConfigError, ConnectorError, SyncdError
 from syncd.identity.unify import UnifyResult, resolve_marked, unify, write_resolution
+from syncd.jsontext import canonical_json
 from syncd.log import bind_run, get_logger
 from syncd.mapping.compiler import CompiledStream, Mappings
 from syncd.mapping.destinations import DestinationMappings, compile_destinations
@@ -668,8 +669,8 @@ def _differences(
         names = sorted(
             name
             for name in old.keys() | new.keys()
-            if (name in old, json.dumps(old.get(name), sort_keys=True))
-            != (name in new, json.dumps(new.get(name), sort_keys=True))
+            if (name in old, canonical_json(old.get(name)))
+            != (name in new, canonical_json(new.get(name)))
         )
         found.append(
             f"profile {profile}: traits differ from the rebuild"
