@@ -75,6 +75,12 @@ def unstorable(text: str) -> bool:
     return _UNSTORABLE.search(text) is not None
 
 
+def first_unstorable(text: str) -> str | None:
+    """The first character of `text` that makes it `unstorable`, None when there is none."""
+    found = _UNSTORABLE.search(text)
+    return None if found is None else found.group()
+
+
 def storable(value: Any) -> Any:
     """`value` with NUL characters dropped and lone surrogates replaced by U+FFFD, as a
     browser's UTF-8 encoder does, in its text, keys and nested values."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from syncd.jsontext import first_unstorable, unstorable
 
 MAX_MESSAGE_BYTES = 32 * 1024
 """The largest message the spec allows (a single call, or one message of a batch)."""
@@ -198,22 +199,15 @@ def _where(prefix: str, field: str) -> str:
     return f"{prefix}.{field}" if prefix else field
 
 
-# JSON may spell a lone UTF-16 surrogate (`"\ud800"`), which has no UTF-8 form, so no store
-# can hold it; and a NUL, which PostgreSQL refuses in text when the pull stores the event.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def _unstorable(text: str) -> str | None:
-    """What in `text` no store can hold, in words; None when it is fine."""
-    # Most text is ASCII, which Python knows without looking at it.
-    if text.isascii() and "\x00" not in text:
-        return None
-    found = _UNSTORABLE.search(text)
+    """What in `text` no store can hold (`jsontext.unstorable`), in words; None when it is
+    fine. JSON may spell both: a NUL, and a lone surrogate, which has no UTF-8 form."""
+    found = first_unstorable(text) if unstorable(text) else None  # most text: one cheap look
     if found is None:
         return None
-    if found.group() == "\x00":
+    if found == "\x00":
         return "a NUL character (\\u0000)"
-    return f"a lone surrogate (\\u{ord(found.group()):04x})"
+    return f"a lone surrogate (\\u{ord(found):04x})"
 
 
 def _path(parent: str, key: str | int | None) -> str:
