@@ -26,13 +26,22 @@ loses nor repeats a record.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
 Stamp = TypeVar("Stamp", int, datetime)
 Key = TypeVar("Key", bound=Hashable)
+
+CLOCK_SKEW_SECONDS = 5 * 60
+"""How far a system's clock may be ahead of ours: a read's start is stored this much earlier."""
+
+
+def resume_at(stored: Stamp, started: Stamp | None, back: Callable[[Stamp], Stamp]) -> Stamp:
+    """Where a read after the mark `stored` starts, when the read that stored it began at
+    `started` (None: its cursor does not say); `back(t)` is `t` less the look-back."""
+    return back(stored) if started is None else min(stored, back(started))
 
 
 @dataclass

@@ -30,7 +30,7 @@ import structlog
 from connectors.hubspot.client import HubSpotClient
 from connectors.hubspot.cursor import ReadCursor
 from connectors.hubspot.options import DEFAULT_LOOKBACK_SECONDS
-from connectors.lookback import Walk
+from connectors.lookback import CLOCK_SKEW_SECONDS, Walk, resume_at
 from syncd.connector import JsonValue, Page, RawRecord
 from syncd.errors import FatalConnectorError
 
@@ -49,7 +49,7 @@ DEFAULT_PROPERTIES: Mapping[str, tuple[str, ...]] = {
     ),
     "companies": ("name", "domain", "city", "phone", "industry", "createdate"),
 }
-CLOCK_SKEW_MS = 5 * 60 * 1000
+CLOCK_SKEW_MS = CLOCK_SKEW_SECONDS * 1000
 """How far HubSpot's clock may be ahead of ours: windows start this much earlier."""
 
 
@@ -151,12 +151,8 @@ class HubSpotSource:
         begun = self._now() - CLOCK_SKEW_MS
         # From the previous read's start: what it could not see yet is stamped after that, less
         # the look-back. Cursors stored without it (started 0) look back from the stored time.
-        lookback = self._lookback_ms
-        start = (
-            min(state.since, state.started - lookback)
-            if state.started > 0
-            else state.since - lookback
-        )
+        started = state.started if state.started > 0 else None
+        start = resume_at(state.since, started, lambda time: time - self._lookback_ms)
         walk: Walk[int, str] = Walk(state.since, start)
 
         def here() -> ReadCursor:

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from connectors.lookback import Walk
+from connectors.lookback import CLOCK_SKEW_SECONDS, Walk, resume_at
 from connectors.matomo.client import MatomoClient
 from connectors.matomo.options import MatomoOptions
 from syncd.budget import RequestBudget
@@ -38,8 +38,6 @@ from syncd.errors import FatalConnectorError
 from syncd.retry import RetryPolicy
 
 STREAMS = ("visits", "actions")
-CLOCK_SKEW_SECONDS = 5 * 60
-"""How far Matomo's clock may be ahead of ours: a read's stored start is this much earlier."""
 
 
 def _int(value: Any) -> int | None:
@@ -83,9 +81,7 @@ def read_start(stored: int | None, started: int | None, lookback_seconds: int) -
     look-back; a cursor without a start looks back from `stored` (None: from the beginning)."""
     if stored is None:
         return None
-    if started is None:
-        return stored - lookback_seconds
-    return min(stored, started - lookback_seconds)
+    return resume_at(stored, started, lambda time: time - lookback_seconds)
 
 
 def action_ids(id_visit: int, actions: Sequence[Mapping[str, Any]]) -> list[str]:

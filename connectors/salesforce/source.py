@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from connectors.lookback import Walk
+from connectors.lookback import CLOCK_SKEW_SECONDS, Walk, resume_at
 from connectors.salesforce.client import QueryLocatorLost, SalesforceClient
 from connectors.salesforce.soql import parse_datetime
 from syncd.connector import JsonValue, Page, RawRecord
@@ -35,7 +35,7 @@ CURSOR_FIELD = "SystemModstamp"
 _REQUIRED = ("Id", "IsDeleted", CURSOR_FIELD)
 log = structlog.get_logger(__name__)
 
-CLOCK_SKEW = timedelta(minutes=5)
+CLOCK_SKEW = timedelta(seconds=CLOCK_SKEW_SECONDS)
 """How far Salesforce's clock may be ahead of ours: a read's stored start is this much earlier."""
 
 ModstampWalk = Walk[datetime, str]
@@ -63,8 +63,7 @@ def start_walk(cursor: JsonValue | None, lookback_seconds: float) -> ModstampWal
     except (KeyError, TypeError, ValueError) as error:
         raise FatalConnectorError(f"not a Salesforce cursor: {cursor!r}") from error
     lookback = timedelta(seconds=lookback_seconds)
-    start = stored - lookback if started is None else min(stored, started - lookback)
-    return ModstampWalk(stored, start)
+    return ModstampWalk(stored, resume_at(stored, started, lambda time: time - lookback))
 
 
 def walk_cursor(walk: ModstampWalk, started: datetime | None) -> JsonValue:
