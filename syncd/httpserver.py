@@ -15,6 +15,7 @@ import contextlib
 import socket
 import threading
 import time
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
 
@@ -25,7 +26,29 @@ from uvicorn.config import LOGGING_CONFIG, HTTPProtocolType, LifespanType
 __all__ = ["BackgroundServer", "ServedInBackground"]
 
 
-class BackgroundServer:
+class _StartedWhileInside(ABC):
+    """Use as a context manager: `start()` on entering, `stop()` on leaving."""
+
+    @abstractmethod
+    def start(self) -> object: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundServer(_StartedWhileInside):
     """One uvicorn server for `app` on `host`:`port` (0: a free port); restartable.
 
     `start()` serves from a daemon thread and returns the base URL once it accepts calls;
@@ -146,18 +169,6 @@ class BackgroundServer:
             sock.close()
             self._socket = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _listening(self) -> socket.socket:
         if self._socket is None:
             self._socket = _listen(self.host, self._port)
@@ -178,7 +189,7 @@ class BackgroundServer:
         return uvicorn.Server(config)
 
 
-class ServedInBackground:
+class ServedInBackground(_StartedWhileInside):
     """For what serves its app through a `BackgroundServer` kept in `_http` (the emulators):
     its URL, `start()` and `stop()`, and use as a context manager that does both."""
 
@@ -199,17 +210,6 @@ class ServedInBackground:
     def stop(self) -> None:
         """Stop serving and release the port."""
         self._http.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _run_in_thread(server: uvicorn.Server, sock: socket.socket) -> None:
